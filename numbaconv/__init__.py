@@ -1,0 +1,19 @@
+"""numbaconv: MegEngine's Conv3d on parallel Numba kernels, for the CPU."""
+from ._dispatch import CACHE as _CACHE
+from .functional import conv3d
+
+__version__ = "0.1.0"
+
+
+def kernel_cache_info() -> dict:
+    """The compiled kernels held: entries (algorithm, dtype, config), hits, misses,
+    and the seconds spent compiling (or loading from numba's disk cache)."""
+    return _CACHE.info()
+
+
+def clear_kernel_cache() -> None:
+    """Forget every compiled kernel and reset the counts."""
+    _CACHE.clear()
+
+
+__all__ = ["conv3d", "kernel_cache_info", "clear_kernel_cache", "__version__"]

@@ -1,0 +1,265 @@
+"""Argument checking and normalisation: the one place where conv3d's inputs are judged.
+
+Every public entry point turns its arguments into a :class:`ConvSpec` (a frozen,
+hashable description of one convolution) before any work or compilation happens.
+All error messages come from this module; they name the argument, say what was
+expected and what was given.
+"""
+from __future__ import annotations
+
+import numbers
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ConvSpec", "as_triple", "as_positive_int", "conv_mode_flips", "check_array"]
+
+_CONV_MODES = {"cross_correlation": False, "convolution": True}
+
+
+def _describe(value) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _as_int(name: str, value) -> int:
+    """``value`` as a Python int; floats, bools and other types are a TypeError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {_describe(value)}")
+    return operator.index(value)
+
+
+def as_positive_int(name: str, value, minimum: int = 1) -> int:
+    """An int >= ``minimum`` (used for groups and channel counts)."""
+    result = _as_int(name, value)
+    if result < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {result}")
+    return result
+
+
+def as_triple(name: str, value, minimum: int) -> tuple[int, int, int]:
+    """An int or a sequence of exactly 3 ints, each >= ``minimum``, as a (D, H, W) tuple."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be an int or a sequence of 3 ints, got {_describe(value)}")
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        items = (value,) * 3
+    elif isinstance(value, (numbers.Number, bool, np.bool_)):
+        raise TypeError(f"{name} must be an int or a sequence of 3 ints, got {_describe(value)}")
+    else:
+        try:
+            items = tuple(value)
+        except TypeError:
+            raise TypeError(
+                f"{name} must be an int or a sequence of 3 ints, got {_describe(value)}"
+            ) from None
+        if len(items) != 3:
+            raise ValueError(
+                f"{name} must have exactly 3 entries (D, H, W), got {len(items)}: {value!r}"
+            )
+    triple = tuple(_as_int(f"{name}[{i}]", v) for i, v in enumerate(items))
+    if min(triple) < minimum:
+        raise ValueError(f"{name} entries must be >= {minimum}, got {triple}")
+    return triple
+
+
+def conv_mode_flips(conv_mode) -> bool:
+    """True for ``"convolution"`` (kernel flipped), False for ``"cross_correlation"``."""
+    if not isinstance(conv_mode, str):
+        raise TypeError(
+            f"conv_mode must be a str, 'cross_correlation' or 'convolution', got {_describe(conv_mode)}"
+        )
+    key = conv_mode.lower()
+    if key not in _CONV_MODES:
+        raise ValueError(
+            f"conv_mode must be 'cross_correlation' or 'convolution' (case-insensitive), "
+            f"got {conv_mode!r}"
+        )
+    return _CONV_MODES[key]
+
+
+def check_array(name: str, value) -> np.ndarray:
+    """``value`` as an ndarray of a real numeric dtype (float, int or bool); else TypeError."""
+    if value is None:
+        raise TypeError(f"{name} must be an array, got None")
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+        value = value.numpy()  # a MegEngine or torch tensor
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name} must be a numeric array, got {_describe(value)}: {exc}") from None
+    if array.dtype.kind not in "fiub":
+        raise TypeError(
+            f"{name} must have a real float or integer dtype, got dtype {array.dtype} "
+            f"(complex, object, string and other dtypes are not supported)"
+        )
+    if array.dtype.kind == "f" and array.dtype.itemsize not in (2, 4, 8):
+        raise TypeError(f"{name} dtype must be float16, float32 or float64, got {array.dtype}")
+    return array
+
+
+def result_dtype(inp: np.ndarray, weight: np.ndarray) -> np.dtype:
+    """The dtype of the output. Floats promote as numpy does; an integer operand takes
+    the other operand's float dtype; two integer operands are a TypeError."""
+    inp_float = inp.dtype.kind == "f"
+    weight_float = weight.dtype.kind == "f"
+    if inp_float and weight_float:
+        return np.result_type(inp.dtype, weight.dtype)
+    if inp_float:
+        return np.dtype(inp.dtype)
+    if weight_float:
+        return np.dtype(weight.dtype)
+    raise TypeError(
+        f"at least one of inp and weight must be floating point, got inp {inp.dtype} and "
+        f"weight {weight.dtype}; cast one of them, e.g. inp.astype(np.float32)"
+    )
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """A checked, normalised 3-D convolution: shapes, hyper-parameters and dtypes.
+
+    Weight layouts (``weight_layout``):
+      - ``"dense"``: ``(Cout, Cin, kD, kH, kW)``, groups == 1;
+      - ``"grouped"``: MegEngine's ``(G, Cout/G, Cin/G, kD, kH, kW)``;
+      - ``"torch"``: PyTorch's ``(Cout, Cin/G, kD, kH, kW)`` with groups > 1.
+    """
+
+    batch: int
+    in_channels: int
+    out_channels: int
+    groups: int
+    in_size: tuple[int, int, int]
+    kernel: tuple[int, int, int]
+    stride: tuple[int, int, int]
+    padding: tuple[int, int, int]
+    dilation: tuple[int, int, int]
+    flip: bool
+    dtype: np.dtype  # dtype of the result
+    weight_layout: str
+
+    @property
+    def compute_dtype(self) -> np.dtype:
+        """float16 is computed in float32; float32 and float64 in their own precision."""
+        return np.dtype(np.float32) if self.dtype == np.float16 else self.dtype
+
+    @property
+    def out_size(self) -> tuple[int, int, int]:
+        return tuple(
+            (i + 2 * p - (d * (k - 1) + 1)) // s + 1
+            for i, k, s, p, d in zip(self.in_size, self.kernel, self.stride, self.padding, self.dilation)
+        )
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int, int]:
+        return (self.batch, self.out_channels) + self.out_size
+
+    @property
+    def in_shape(self) -> tuple[int, int, int, int, int]:
+        return (self.batch, self.in_channels) + self.in_size
+
+    @property
+    def group_weight_shape(self) -> tuple[int, ...]:
+        """The 6-D layout the kernels use: (G, Cout/G, Cin/G, kD, kH, kW)."""
+        g = self.groups
+        return (g, self.out_channels // g, self.in_channels // g) + self.kernel
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds times two over the whole output."""
+        n_out = int(np.prod(self.out_shape, dtype=np.int64))
+        return 2 * n_out * (self.in_channels // self.groups) * int(np.prod(self.kernel))
+
+    @classmethod
+    def from_args(cls, inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                  conv_mode="cross_correlation"):
+        """Check the arguments of :func:`numbaconv.conv3d`; return (spec, inp, weight, bias)
+        with the arrays as ndarrays (not yet cast or copied)."""
+        inp = check_array("inp", inp)
+        weight = check_array("weight", weight)
+        dtype = result_dtype(inp, weight)
+        stride = as_triple("stride", stride, 1)
+        padding = as_triple("padding", padding, 0)
+        dilation = as_triple("dilation", dilation, 1)
+        groups = as_positive_int("groups", groups)
+        flip = conv_mode_flips(conv_mode)
+
+        if inp.ndim != 5:
+            raise ValueError(
+                f"inp must be a 5-D array (N, Cin, D, H, W), got {inp.ndim}-D with shape {inp.shape}"
+            )
+        batch, in_channels = inp.shape[:2]
+        in_size = tuple(int(s) for s in inp.shape[2:])
+        if in_channels < 1 or min(in_size) < 1:
+            raise ValueError(f"inp must have at least 1 channel and spatial size >= 1, got shape {inp.shape}")
+
+        out_channels, layout, kernel = _check_weight(weight, in_channels, groups)
+        for axis, (i, k, p, d) in enumerate(zip(in_size, kernel, padding, dilation)):
+            span = d * (k - 1) + 1
+            if i + 2 * p < span:
+                raise ValueError(
+                    f"inp is too small on spatial axis {'DHW'[axis]}: size {i} with padding {p} "
+                    f"gives {i + 2 * p}, but the dilated kernel spans {span} "
+                    f"(kernel {k}, dilation {d}); inp shape {inp.shape}"
+                )
+        spec = cls(batch=int(batch), in_channels=int(in_channels), out_channels=out_channels,
+                   groups=groups, in_size=in_size, kernel=kernel, stride=stride, padding=padding,
+                   dilation=dilation, flip=flip, dtype=dtype, weight_layout=layout)
+        if bias is not None:
+            bias = spec.check_bias(bias)
+        return spec, inp, weight, bias
+
+    def check_bias(self, bias) -> np.ndarray:
+        """``bias`` of shape (1, Cout, 1, 1, 1) or (Cout,), returned as a (Cout,) array."""
+        bias = check_array("bias", bias)
+        c = self.out_channels
+        if bias.shape not in ((c,), (1, c, 1, 1, 1)):
+            raise ValueError(
+                f"bias must have shape (1, {c}, 1, 1, 1) or ({c},) for {c} output channels, "
+                f"got shape {bias.shape}"
+            )
+        return bias.reshape(c)
+
+
+def _check_weight(weight: np.ndarray, in_channels: int, groups: int):
+    """Return (out_channels, layout, kernel) for a weight given the input's channels."""
+    if weight.ndim == 6:
+        g, cout_g, cin_g = (int(s) for s in weight.shape[:3])
+        if g != groups:
+            raise ValueError(
+                f"weight is 6-D (G, Cout/G, Cin/G, kD, kH, kW) with G={g}, but groups={groups}; "
+                f"pass groups={g}"
+            )
+        layout = "grouped"
+        out_channels = g * cout_g
+    elif weight.ndim == 5:
+        cout, cin_g = (int(s) for s in weight.shape[:2])
+        layout = "dense" if groups == 1 else "torch"
+        if cout % groups:
+            raise ValueError(
+                f"weight has {cout} output channels, which groups={groups} does not divide"
+            )
+        out_channels = cout
+    else:
+        raise ValueError(
+            "weight must be 5-D (Cout, Cin/G, kD, kH, kW) or 6-D (G, Cout/G, Cin/G, kD, kH, kW), "
+            f"got {weight.ndim}-D with shape {weight.shape}"
+        )
+    kernel = tuple(int(s) for s in weight.shape[-3:])
+    if out_channels < 1 or cin_g < 1 or min(kernel) < 1:
+        raise ValueError(f"weight must have no zero-length axis, got shape {weight.shape}")
+    if in_channels % groups:
+        raise ValueError(
+            f"inp has {in_channels} channels, which groups={groups} does not divide"
+        )
+    if cin_g * groups != in_channels:
+        raise ValueError(
+            f"channel mismatch: inp has {in_channels} channels, but weight of shape "
+            f"{weight.shape} with groups={groups} expects {cin_g * groups} "
+            f"({cin_g} per group)"
+        )
+    return out_channels, layout, kernel

@@ -1,0 +1,145 @@
+"""The generic direct kernel: any kernel size, stride, padding, dilation and groups.
+
+One ``prange`` iteration owns the output plane ``out[n, block of Cout/G, od]``: no two
+iterations write the same element, and each element is summed in one fixed order
+(input channel, then kd, kh, kw), so the result does not depend on the thread count.
+
+Inside an iteration, the input planes it needs are copied once into a zero-bordered
+buffer (one flat ``Hp*Wp`` plane per input channel and kd tap), so that every tap
+(kh, kw) is a constant offset into a flat plane and no index can go negative. Output
+positions are walked in ``runs``: with unit stride in H and W the whole plane is one
+run over the flat padded plane (the ``Wp - Wo`` margin columns are computed and thrown
+away); otherwise each output row is a run. Each run is cut into chunks whose
+accumulators stay in L1, and the innermost loop is an axpy over contiguous positions,
+which LLVM vectorises.
+"""
+import numpy as np
+from numba import njit, prange
+
+#: Output channels that share one pass over an input slice.
+CHANNEL_BLOCK = 8
+#: Output positions per accumulator chunk: CHANNEL_BLOCK * CHUNK * 4 bytes = 16 KiB.
+CHUNK = 512
+
+
+@njit(cache=True, inline="always")
+def plane_layout(out_h, out_w, stride_h, stride_w, row_pitch):
+    """How output positions of one plane map onto the flat padded input plane.
+
+    Returns (runs, run_length, acc_pitch): run ``r`` covers accumulator positions
+    ``r * acc_pitch + q`` for ``q < run_length``, reading input row ``r * stride_h``
+    (plus the tap's offset) at contiguous positions. With unit strides all rows form
+    one run over the flat plane, margin columns included.
+    """
+    if stride_h == 1 and stride_w == 1:
+        return 1, (out_h - 1) * row_pitch + out_w, row_pitch
+    return out_h, out_w, out_w
+
+
+@njit(cache=True, inline="always")
+def fill_padded_planes(x, n, c0, channels, depth_index, buf, pad_h, pad_w, stride_w, phase_w):
+    """Copy ``x[n, c0 + c, depth_index[t]]`` into ``buf[c, t]``: zero-bordered and split
+    by column phase.
+
+    Padded column ``i`` of padded row ``y`` lands at ``(y * stride_w + i % stride_w) *
+    phase_w + i // stride_w``, so that the columns one tap reads at a W-stride are
+    contiguous. Taps whose depth index is -1 (outside the input) are left as zeros.
+    """
+    height, width = x.shape[3], x.shape[4]
+    buf[:] = 0
+    for c in range(channels):
+        for t in range(depth_index.shape[0]):
+            z = depth_index[t]
+            if z < 0:
+                continue
+            src = x[n, c0 + c, z]
+            dst = buf[c, t]
+            for y in range(height):
+                src_row = src[y]
+                for phase in range(stride_w):
+                    row = dst[((y + pad_h) * stride_w + phase) * phase_w:]
+                    # padded column phase + k * stride_w is input column i:
+                    first = max(0, (pad_w - phase + stride_w - 1) // stride_w)
+                    for k in range(first, phase_w):
+                        i = phase + k * stride_w - pad_w
+                        if i >= width:
+                            break
+                        row[k] = src_row[i]
+
+
+@njit(cache=True, inline="always")
+def axpy_block(acc, taps, xs):
+    """acc[c, :len(xs)] += taps[c] * xs for every c < len(taps)."""
+    m = xs.shape[0]
+    for c in range(taps.shape[0]):
+        wv = taps[c]
+        a = acc[c]
+        for j in range(m):
+            a[j] += wv * xs[j]
+
+
+@njit(parallel=True, cache=True)
+def forward_direct(x, w, bias, out, stride, padding, dilation):
+    """out = conv3d(x, w) + bias, cross-correlation.
+
+    x: (N, Cin, D, H, W); w: (G, Cout/G, Cin/G, kD, kH, kW); bias: (Cout,);
+    out: (N, Cout, Do, Ho, Wo), written in full. All C-contiguous, one float dtype.
+    stride, padding, dilation: (D, H, W) int64 tuples.
+    """
+    n_batch, _, depth, height, width = x.shape
+    groups, cout_g, cin_g, kd_, kh_, kw_ = w.shape
+    out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
+    sd, sh, sw = stride
+    pd, ph, pw = padding
+    dd, dh, dw = dilation
+    padded_h = height + 2 * ph
+    phase_w = (width + 2 * pw + sw - 1) // sw  # padded columns per W-stride phase
+    row_pitch = sw * phase_w
+    runs, run_length, acc_pitch = plane_layout(out_h, out_w, sh, sw, row_pitch)
+    blocks = (cout_g + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
+    total = n_batch * groups * blocks * out_d
+    for item in prange(total):
+        od = item % out_d
+        rest = item // out_d
+        block = rest % blocks
+        rest //= blocks
+        g = rest % groups
+        n = rest // groups
+        co0 = block * CHANNEL_BLOCK
+        count = min(CHANNEL_BLOCK, cout_g - co0)
+
+        depth_index = np.empty(kd_, np.int64)
+        for t in range(kd_):
+            z = od * sd + t * dd - pd
+            depth_index[t] = z if 0 <= z < depth else -1
+        planes = np.empty((cin_g, kd_, padded_h * row_pitch), x.dtype)
+        fill_padded_planes(x, n, g * cin_g, cin_g, depth_index, planes, ph, pw, sw, phase_w)
+        acc = np.empty((CHANNEL_BLOCK, CHUNK), x.dtype)
+
+        for r in range(runs):
+            for q0 in range(0, run_length, CHUNK):
+                m = min(CHUNK, run_length - q0)
+                acc[:] = 0
+                for ci in range(cin_g):
+                    for t in range(kd_):
+                        if depth_index[t] < 0:
+                            continue
+                        plane = planes[ci, t]
+                        for th in range(kh_):
+                            for tw in range(kw_):
+                                col = tw * dw
+                                start = ((r * sh + th * dh) * row_pitch
+                                         + (col % sw) * phase_w + col // sw + q0)
+                                axpy_block(acc, w[g, co0:co0 + count, ci, t, th, tw],
+                                           plane[start:start + m])
+                # Scatter the valid positions of this chunk into the output.
+                for c in range(count):
+                    co = g * cout_g + co0 + c
+                    b = bias[co]
+                    dst = out[n, co, od]
+                    for j in range(m):
+                        pos = r * acc_pitch + q0 + j
+                        oh = pos // acc_pitch
+                        ow = pos - oh * acc_pitch
+                        if ow < out_w:
+                            dst[oh, ow] = acc[c, j] + b
