@@ -1,6 +1,7 @@
 """numbaconv: MegEngine's Conv3d on parallel Numba kernels, for the CPU."""
 from ._dispatch import CACHE as _CACHE
 from .functional import conv3d
+from .module import Conv3d
 
 __version__ = "0.1.0"
 
@@ -16,4 +17,4 @@ def clear_kernel_cache() -> None:
     _CACHE.clear()
 
 
-__all__ = ["conv3d", "kernel_cache_info", "clear_kernel_cache", "__version__"]
+__all__ = ["conv3d", "Conv3d", "kernel_cache_info", "clear_kernel_cache", "__version__"]
