@@ -37,6 +37,38 @@ def plane_layout(out_h, out_w, stride_h, stride_w, row_pitch):
 
 
 @njit(cache=True, inline="always")
+def depth_taps(od, stride_d, pad_d, dilation_d, kernel_d, depth):
+    """Input depth index of each kd tap for output depth ``od``; -1 outside the input."""
+    index = np.empty(kernel_d, np.int64)
+    for t in range(kernel_d):
+        z = od * stride_d + t * dilation_d - pad_d
+        index[t] = z if 0 <= z < depth else -1
+    return index
+
+
+@njit(cache=True, inline="always")
+def store_tile(tile, out, bias, n, g, od, co0, cout_g, pos0, valid, acc_pitch):
+    """out[n, g*cout_g + co0 + c, od] at accumulator positions pos0 .. pos0+valid-1
+    (row pitch ``acc_pitch``; margin columns dropped) = tile[c, :valid] + bias."""
+    out_w = out.shape[4]
+    oh0 = pos0 // acc_pitch
+    ow0 = pos0 - oh0 * acc_pitch
+    for c in range(min(tile.shape[0], cout_g - co0)):
+        co = g * cout_g + co0 + c
+        b = bias[co]
+        dst = out[n, co, od]
+        oh = oh0
+        ow = ow0
+        for j in range(valid):
+            if ow < out_w:
+                dst[oh, ow] = tile[c, j] + b
+            ow += 1
+            if ow == acc_pitch:
+                ow = 0
+                oh += 1
+
+
+@njit(cache=True, inline="always")
 def fill_padded_planes(x, n, c0, channels, depth_index, buf, pad_h, pad_w, stride_w, phase_w):
     """Copy ``x[n, c0 + c, depth_index[t]]`` into ``buf[c, t]``: zero-bordered and split
     by column phase.
@@ -78,7 +110,7 @@ def axpy_block(acc, taps, xs):
             a[j] += wv * xs[j]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
 def forward_direct(x, w, bias, out, stride, padding, dilation):
     """out = conv3d(x, w) + bias, cross-correlation.
 
@@ -108,13 +140,10 @@ def forward_direct(x, w, bias, out, stride, padding, dilation):
         co0 = block * CHANNEL_BLOCK
         count = min(CHANNEL_BLOCK, cout_g - co0)
 
-        depth_index = np.empty(kd_, np.int64)
-        for t in range(kd_):
-            z = od * sd + t * dd - pd
-            depth_index[t] = z if 0 <= z < depth else -1
+        depth_index = depth_taps(od, sd, pd, dd, kd_, depth)
         planes = np.empty((cin_g, kd_, padded_h * row_pitch), x.dtype)
         fill_padded_planes(x, n, g * cin_g, cin_g, depth_index, planes, ph, pw, sw, phase_w)
-        acc = np.empty((CHANNEL_BLOCK, CHUNK), x.dtype)
+        acc = np.empty((min(CHANNEL_BLOCK, count), CHUNK), x.dtype)
 
         for r in range(runs):
             for q0 in range(0, run_length, CHUNK):
@@ -132,14 +161,4 @@ def forward_direct(x, w, bias, out, stride, padding, dilation):
                                          + (col % sw) * phase_w + col // sw + q0)
                                 axpy_block(acc, w[g, co0:co0 + count, ci, t, th, tw],
                                            plane[start:start + m])
-                # Scatter the valid positions of this chunk into the output.
-                for c in range(count):
-                    co = g * cout_g + co0 + c
-                    b = bias[co]
-                    dst = out[n, co, od]
-                    for j in range(m):
-                        pos = r * acc_pitch + q0 + j
-                        oh = pos // acc_pitch
-                        ow = pos - oh * acc_pitch
-                        if ow < out_w:
-                            dst[oh, ow] = acc[c, j] + b
+                store_tile(acc, out, bias, n, g, od, co0, cout_g, r * acc_pitch + q0, m, acc_pitch)
