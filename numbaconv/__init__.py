@@ -1,5 +1,5 @@
 """numbaconv: MegEngine's Conv3d on parallel Numba kernels, for the CPU."""
-from ._dispatch import CACHE as _CACHE
+from ._dispatch import CACHE as _CACHE, warmup
 from .functional import conv3d
 from .module import Conv3d
 
@@ -17,4 +17,4 @@ def clear_kernel_cache() -> None:
     _CACHE.clear()
 
 
-__all__ = ["conv3d", "Conv3d", "kernel_cache_info", "clear_kernel_cache", "__version__"]
+__all__ = ["conv3d", "Conv3d", "warmup", "kernel_cache_info", "clear_kernel_cache", "__version__"]

@@ -1,17 +1,35 @@
 """The kernel cache and dispatcher: the only module that asks numba to compile.
 
-A kernel entry is keyed on ``(algorithm, dtype, config)``: the algorithm's name, the
-compute dtype (float32 or float64) and the part of the convolution that changes the
-generated machine code (``config``; empty for generic kernels, which read every size at
-run time). Compiled kernels are also kept on disk by numba (``cache=True``), so a new
-process loads them instead of compiling again.
+A kernel entry is keyed on ``(algorithm, dtype)``: every kernel reads all sizes, strides,
+paddings, dilations and group counts at run time, so nothing else changes the machine
+code. (The register-blocked kernels are specialised on their block shape, which is part
+of the algorithm's name.) Compiled kernels also persist on disk through numba's
+``cache=True``, so a new process loads them instead of compiling.
+
+Algorithms (``ALGORITHMS``):
+
+- ``direct``: the generic direct kernel (fast to compile; serves everything);
+- ``direct_serial``: the same loop nest on the calling thread, for tiny convolutions;
+- ``blocked``: register-blocked direct kernels, 8 output channels x 32 positions (dense
+  layers) or 1 x 64 (depthwise and other layers with 1-2 output channels per group);
+- ``gemm``: im2col slabs and BLAS.
+
+The direct and blocked kernels sum in the same order with the same fused multiply-adds,
+so they agree bitwise: the tiers below never change a result. ``gemm`` agrees to
+rounding.
+
+Tiers: a blocked kernel takes 5-15 s to compile the first time (later processes load it
+from disk in milliseconds). When ``auto`` picks one that is not ready, it is compiled in
+a background thread while the direct kernel serves; the blocked one takes over when
+ready. ``NUMBACONV_BACKGROUND_COMPILE=0`` makes ``auto`` wait for it instead.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 from numba import typeof
@@ -20,88 +38,223 @@ from . import _numba_setup
 
 _numba_setup.apply()  # before the first kernel module is compiled
 
-from .kernels import direct  # noqa: E402  (after the numba settings)
+from .kernels import blocked, direct, gemm  # noqa: E402  (after the numba settings)
+from .kernels import _blocked_generated  # noqa: E402
+
+ALGORITHMS = ("auto", "direct", "direct_serial", "blocked", "gemm")
 
 #: Entries kept; the least recently used one is dropped beyond this.
 MAX_ENTRIES = 64
+#: Below this many FLOPs the thread pool costs more than it saves.
+SERIAL_FLOPS = 2_000_000
+#: Above this many bytes of padded input planes per work item, ``auto`` takes the GEMM
+#: path, whose buffers do not grow with the padding.
+PLANE_BYTES_LIMIT = 32 << 20
+#: Seconds ``auto`` waits for a kernel being compiled or loaded before using a lower tier.
+TIER_WAIT_SECONDS = 0.25
 
 
-@dataclass
-class _Entry:
-    kernel: object
-    compile_seconds: float
-    hits: int = 0
+def _background_enabled() -> bool:
+    return os.environ.get("NUMBACONV_BACKGROUND_COMPILE", "1").strip() not in ("0", "false", "no", "off")
 
 
 class KernelCache:
-    """Compiled kernels keyed on (algorithm, dtype, config), with hit/miss counts."""
+    """Compiled kernels keyed on (algorithm, dtype), with hit/miss counts and the time
+    spent compiling (or loading from numba's disk cache). Thread-safe: a kernel is built
+    once, and other threads asking for it wait for that build."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES):
         self.max_entries = max_entries
-        self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._entries: OrderedDict[tuple, Future] = OrderedDict()
+        self._seconds: dict[tuple, float] = {}
         self._lock = threading.Lock()
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="numbaconv-compile")
         self.hits = 0
         self.misses = 0
-        self.compile_seconds = 0.0
 
-    def get(self, algorithm: str, dtype: np.dtype, config: tuple, build):
-        """The kernel for this key; ``build()`` compiles it on a miss."""
-        key = (algorithm, np.dtype(dtype).name, config)
+    def _future(self, key, build, background: bool):
+        """The entry's future, and whether this call created it."""
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self.hits += 1
-                entry.hits += 1
+            future = self._entries.get(key)
+            if future is not None:
                 self._entries.move_to_end(key)
-                return entry.kernel
-            start = time.perf_counter()
-            kernel = build()
-            seconds = time.perf_counter() - start
+                if future.done():
+                    self.hits += 1
+                return future
             self.misses += 1
-            self.compile_seconds += seconds
-            self._entries[key] = _Entry(kernel, seconds)
+            future = Future()
+            self._entries[key] = future
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
-            return kernel
+        if background:
+            self._background.submit(self._build, key, build, future)
+        else:
+            self._build(key, build, future)
+        return future
+
+    def _build(self, key, build, future):
+        start = time.perf_counter()
+        try:
+            kernel = build()
+        except BaseException as exc:  # the waiting callers see it
+            with self._lock:
+                self._entries.pop(key, None)
+            future.set_exception(exc)
+            return
+        with self._lock:
+            self._seconds[key] = time.perf_counter() - start
+        future.set_result(kernel)
+
+    def get(self, algorithm: str, dtype, build):
+        """The kernel, compiled now (in this thread) if needed."""
+        return self._future((algorithm, np.dtype(dtype).name), build, background=False).result()
+
+    def get_soon(self, algorithm: str, dtype, build, wait: float):
+        """The kernel if it is ready within ``wait`` seconds, else None (it keeps
+        compiling in the background)."""
+        future = self._future((algorithm, np.dtype(dtype).name), build, background=True)
+        try:
+            return future.result(timeout=wait)
+        except TimeoutError:
+            return None
 
     def info(self) -> dict:
         with self._lock:
+            entries = [
+                {"algorithm": k[0], "dtype": k[1], "ready": f.done(),
+                 "compile_seconds": self._seconds.get(k)}
+                for k, f in self._entries.items()
+            ]
             return {
-                "entries": [
-                    {"algorithm": k[0], "dtype": k[1], "config": k[2],
-                     "compile_seconds": e.compile_seconds, "hits": e.hits}
-                    for k, e in self._entries.items()
-                ],
+                "entries": entries,
                 "hits": self.hits,
                 "misses": self.misses,
-                "compile_seconds": self.compile_seconds,
+                "compile_seconds": sum(self._seconds.values()),
                 "max_entries": self.max_entries,
             }
 
     def clear(self) -> None:
         with self._lock:
-            self._entries.clear()
+            self._entries = OrderedDict((k, f) for k, f in self._entries.items() if not f.done())
+            self._seconds.clear()
             self.hits = self.misses = 0
-            self.compile_seconds = 0.0
 
 
 CACHE = KernelCache()
 
 
-def _compiled(dispatcher, *example_args):
+# ---- Building kernels ----------------------------------------------------------------
+def _compile(dispatcher, *example_args):
     """Compile ``dispatcher`` for the types of ``example_args`` (or load it from disk)."""
     dispatcher.compile(tuple(typeof(a) for a in example_args))
     return dispatcher
 
 
-def _example_operands(dtype):
-    triple = (1, 1, 1)
+_GEOMETRY = np.ones(12, np.int64)
+
+
+def _examples(dtype, weight_ndim):
     x = np.zeros((1, 1, 1, 1, 1), dtype)
-    w = np.zeros((1, 1, 1, 1, 1, 1), dtype)
-    return x, w, np.zeros(1, dtype), x.copy(), triple, triple, triple
+    w = np.zeros((1,) * weight_ndim, dtype)
+    return x, w, np.zeros(1, dtype), x.copy(), _GEOMETRY
 
 
-def direct_forward_kernel(dtype):
-    """The generic direct forward kernel for ``dtype`` (float32 or float64)."""
-    return CACHE.get("direct", dtype, (),
-                     lambda: _compiled(direct.forward_direct, *_example_operands(dtype)))
+_BLOCK_SHAPES = {"blocked8x32": (8, 32), "blocked1x64": (1, 64)}
+
+
+def _builder(name, dtype):
+    if name in ("direct", "direct_serial"):
+        fn = direct.forward_direct if name == "direct" else direct.forward_direct_serial
+        return lambda: _compile(fn, *_examples(dtype, 6))
+    if name in _BLOCK_SHAPES:
+        cob, vw = _BLOCK_SHAPES[name]
+        fn = getattr(_blocked_generated, f"forward_c{cob}_v{vw}")
+        return lambda: _compile(fn, *_examples(dtype, 4))
+    if name == "gemm":
+        return lambda: _compile(gemm.forward_gemm, *_examples(dtype, 3), 1)
+    raise AssertionError(name)
+
+
+# ---- Choosing and running -------------------------------------------------------------
+def blocked_variant(spec) -> str:
+    """8x32 for layers with many output channels per group, 1x64 otherwise."""
+    return "blocked8x32" if spec.out_channels // spec.groups >= 3 else "blocked1x64"
+
+
+def choose_algorithm(spec) -> str:
+    """The algorithm ``auto`` prefers for ``spec`` (a heuristic from the benchmark suite;
+    see the README)."""
+    if plane_bytes(spec) > PLANE_BYTES_LIMIT:
+        return "gemm"
+    if spec.flops < SERIAL_FLOPS:
+        return "direct_serial"
+    return blocked_variant(spec)
+
+
+def plane_bytes(spec) -> int:
+    """Bytes of zero-bordered input planes one direct-kernel work item holds."""
+    _, sh, sw = (int(v) for v in spec.geometry[:3])
+    (_, h, w), (kd, _, _), (_, ph, pw) = spec.in_size, spec.kernel, spec.padding
+    row_pitch = sw * -(-(w + 2 * pw) // sw)
+    return (spec.in_channels // spec.groups) * kd * (h + 2 * ph) * row_pitch * spec.compute_dtype.itemsize
+
+
+def _kernel(name, dtype, background):
+    build = _builder(name, dtype)
+    if background:
+        return CACHE.get_soon(name, dtype, build, TIER_WAIT_SECONDS)
+    return CACHE.get(name, dtype, build)
+
+
+def forward(spec, x, w6, bias, out, algorithm="auto") -> str:
+    """Write conv3d(x, w6) + bias into ``out``; return the algorithm that ran.
+
+    x, out: C-contiguous in the compute dtype; w6: (G, Cout/G, Cin/G, kD, kH, kW);
+    bias: (Cout,). ``algorithm``: one of ``ALGORITHMS``.
+    """
+    dtype = x.dtype
+    name = choose_algorithm(spec) if algorithm == "auto" else algorithm
+    if name == "blocked":
+        name = blocked_variant(spec)
+    kernel = None
+    if algorithm == "auto" and name in _BLOCK_SHAPES and _background_enabled():
+        kernel = _kernel(name, dtype, background=True)
+        if kernel is None:  # still compiling: the direct kernel gives the same bits
+            name = "direct"
+    if kernel is None:
+        kernel = _kernel(name, dtype, background=False)
+    geometry = spec.geometry
+    if name in _BLOCK_SHAPES:
+        kernel(x, blocked.pack_weights(w6, _BLOCK_SHAPES[name][0]), bias, out, geometry)
+    elif name == "gemm":
+        wmat = w6.reshape(w6.shape[0], w6.shape[1], -1)
+        with _single_threaded_blas():
+            kernel(x, wmat, bias, out, geometry, gemm_slab_positions(spec))
+    else:
+        kernel(x, w6, bias, out, geometry)
+    return name
+
+
+def gemm_slab_positions(spec) -> int:
+    reduction = (spec.in_channels // spec.groups) * int(np.prod(spec.kernel))
+    return max(64, gemm.SLAB_BYTES // (reduction * spec.compute_dtype.itemsize))
+
+
+_blas_controller = None
+
+
+def _single_threaded_blas():
+    """BLAS limited to one thread while numba's threads run the GEMM path."""
+    global _blas_controller
+    from threadpoolctl import ThreadpoolController
+
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
+
+
+def warmup(dtypes=("float32", "float64"), algorithms=("direct", "direct_serial", "blocked8x32", "blocked1x64")):
+    """Compile (or load from disk) the kernels now, so that no later call waits."""
+    for dtype in dtypes:
+        for name in algorithms:
+            _kernel(name, np.dtype(dtype), background=False)

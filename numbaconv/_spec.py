@@ -10,10 +10,17 @@ from __future__ import annotations
 import numbers
 import operator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 __all__ = ["ConvSpec", "as_triple", "as_positive_int", "conv_mode_flips", "check_array"]
+
+#: Largest stride, padding, dilation, kernel size or group count accepted; with it, all
+#: index arithmetic in the kernels fits in int64.
+MAX_EXTENT = 2**31 - 1
+#: Largest number of output elements accepted.
+MAX_ELEMENTS = 2**62
 
 _CONV_MODES = {"cross_correlation": False, "convolution": True}
 
@@ -37,6 +44,8 @@ def as_positive_int(name: str, value, minimum: int = 1) -> int:
     result = _as_int(name, value)
     if result < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {result}")
+    if result > MAX_EXTENT:
+        raise ValueError(f"{name} must be <= {MAX_EXTENT} (2**31 - 1), got {result}")
     return result
 
 
@@ -64,6 +73,8 @@ def as_triple(name: str, value, minimum: int) -> tuple[int, int, int]:
     triple = tuple(_as_int(f"{name}[{i}]", v) for i, v in enumerate(items))
     if min(triple) < minimum:
         raise ValueError(f"{name} entries must be >= {minimum}, got {triple}")
+    if max(triple) > MAX_EXTENT:
+        raise ValueError(f"{name} entries must be <= {MAX_EXTENT} (2**31 - 1), got {triple}")
     return triple
 
 
@@ -168,6 +179,16 @@ class ConvSpec:
         g = self.groups
         return (g, self.out_channels // g, self.in_channels // g) + self.kernel
 
+    @cached_property
+    def geometry(self) -> np.ndarray:
+        """int64 (stride, padding, dilation, kernel), each (D, H, W): the kernels' view.
+
+        On an axis with one output position the stride never applies, so the kernels
+        see stride 1 there (a huge stride would otherwise size their buffers).
+        """
+        stride = tuple(1 if o == 1 else s for s, o in zip(self.stride, self.out_size))
+        return np.array(stride + self.padding + self.dilation + self.kernel, np.int64)
+
     @property
     def flops(self) -> int:
         """Multiply-adds times two over the whole output."""
@@ -206,6 +227,14 @@ class ConvSpec:
                     f"gives {i + 2 * p}, but the dilated kernel spans {span} "
                     f"(kernel {k}, dilation {d}); inp shape {inp.shape}"
                 )
+        out_elements = batch * out_channels
+        for i, k, s, p, d in zip(in_size, kernel, stride, padding, dilation):
+            out_elements *= (i + 2 * p - d * (k - 1) - 1) // s + 1
+        if out_elements > MAX_ELEMENTS:
+            raise ValueError(
+                f"the output would have {out_elements} elements, more than {MAX_ELEMENTS}; "
+                f"check padding={padding} and stride={stride}"
+            )
         spec = cls(batch=int(batch), in_channels=int(in_channels), out_channels=out_channels,
                    groups=groups, in_size=in_size, kernel=kernel, stride=stride, padding=padding,
                    dilation=dilation, flip=flip, dtype=dtype, weight_layout=layout)

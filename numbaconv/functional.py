@@ -31,7 +31,7 @@ def prepare_weight(spec: ConvSpec, weight: np.ndarray) -> np.ndarray:
 
 
 def conv3d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-           conv_mode="cross_correlation"):
+           conv_mode="cross_correlation", *, algorithm="auto"):
     """3-D convolution (MegEngine's ``functional.conv3d``), zero padding.
 
     Args:
@@ -43,6 +43,8 @@ def conv3d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         groups: number of channel groups.
         conv_mode: "cross_correlation" (MegEngine's only mode) or "convolution" (kernel
             flipped on the three spatial axes); case-insensitive.
+        algorithm: "auto" (default), or force one of "direct", "direct_serial",
+            "blocked", "gemm" (for tests and benchmarks).
 
     Returns:
         (N, Cout, Do, Ho, Wo) array with ``Do = (D + 2*pD - dD*(kD-1) - 1) // sD + 1``
@@ -50,12 +52,14 @@ def conv3d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         float16 is accumulated in float32 and returned as float16. Mixed float operands
         promote as in numpy; an integer operand takes the other's float dtype.
     """
+    if algorithm not in _dispatch.ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {_dispatch.ALGORITHMS}, got {algorithm!r}")
     spec, inp, weight, bias = ConvSpec.from_args(
         inp, weight, bias, stride, padding, dilation, groups, conv_mode)
-    return run_forward(spec, inp, weight, bias)
+    return run_forward(spec, inp, weight, bias, algorithm)
 
 
-def run_forward(spec: ConvSpec, inp, weight, bias) -> np.ndarray:
+def run_forward(spec: ConvSpec, inp, weight, bias, algorithm="auto") -> np.ndarray:
     """Compute a checked convolution (``spec`` from :meth:`ConvSpec.from_args`)."""
     dtype = spec.compute_dtype
     out = np.empty(spec.out_shape, dtype)
@@ -63,6 +67,5 @@ def run_forward(spec: ConvSpec, inp, weight, bias) -> np.ndarray:
         x = _operand(inp, dtype)
         w = prepare_weight(spec, weight)
         b = np.zeros(spec.out_channels, dtype) if bias is None else _operand(bias, dtype)
-        kernel = _dispatch.direct_forward_kernel(dtype)
-        kernel(x, w, b, out, spec.stride, spec.padding, spec.dilation)
+        _dispatch.forward(spec, x, w, b, out, algorithm)
     return out.astype(spec.dtype, copy=False)

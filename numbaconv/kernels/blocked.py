@@ -3,11 +3,11 @@
 The kernels themselves are generated (``blocked_codegen.py`` writes
 ``_blocked_generated.py``). Their contract, for every ``forward_c{cob}_v{vw}``:
 
-    forward(x, wpack, bias, out, kernel, stride, padding, dilation)
+    forward(x, wpack, bias, out, geometry)
 
 x: (N, Cin, D, H, W); wpack: (G, blocks, Cin/G*kD*kH*kW, cob) from :func:`pack_weights`;
-bias: (Cout,); out: (N, Cout, Do, Ho, Wo), written in full; kernel, stride, padding,
-dilation: (D, H, W) int tuples. One ``prange`` iteration owns ``out[n, group, :, od]``.
+bias: (Cout,); out: (N, Cout, Do, Ho, Wo), written in full; geometry: int64 (stride,
+padding, dilation, kernel; each D H W). One ``prange`` iteration owns ``out[n, group, :, od]``.
 Each output element is summed in the same order as the generic direct kernel (input
 channel, kd, kh, kw; depth taps outside the input skipped; bias added last), with the
 same fused multiply-adds, so the two agree bitwise.
@@ -28,11 +28,11 @@ def pack_weights(w: np.ndarray, cob: int) -> np.ndarray:
 
 
 @njit(cache=True, inline="always")
-def reduction_offsets(depth_index, cin_g, kernel, dilation, stride_w, phase_w, row_pitch, plane_size):
+def reduction_offsets(depth_index, cin_g, geometry, phase_w, row_pitch, plane_size):
     """For each reduction term (ci, kd, kh, kw) whose depth tap is inside the input:
     its offset in the flat plane buffer and its row in the packed weights."""
-    kd_, kh_, kw_ = kernel
-    _, dh, dw = dilation
+    stride_w, dh, dw = geometry[2], geometry[7], geometry[8]
+    kd_, kh_, kw_ = geometry[9], geometry[10], geometry[11]
     offsets = np.empty(cin_g * kd_ * kh_ * kw_, np.int64)
     rows = np.empty(cin_g * kd_ * kh_ * kw_, np.int64)
     count = 0

@@ -30,16 +30,15 @@ from .direct import depth_taps, fill_padded_planes, plane_layout, store_tile
 
 TEMPLATE = '''
 @njit(parallel=True, cache=True, nogil=True, fastmath={{"contract"}})
-def forward_c{cob}_v{vw}(x, wpack, bias, out, kernel, stride, padding, dilation):
+def forward_c{cob}_v{vw}(x, wpack, bias, out, geometry):
     n_batch, cin, depth, height, width = x.shape
     groups, blocks, reduction, _ = wpack.shape
     cout_g = out.shape[1] // groups
     cin_g = cin // groups
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
-    kd_ = kernel[0]
-    sd, sh, sw = stride
-    pd, ph, pw = padding
-    dd = dilation[0]
+    sd, sh, sw, pd, ph, pw, dd = geometry[0], geometry[1], geometry[2], geometry[3], \\
+        geometry[4], geometry[5], geometry[6]
+    kd_ = geometry[9]
     phase_w = (width + 2 * pw + sw - 1) // sw
     row_pitch = sw * phase_w
     plane_size = (height + 2 * ph) * row_pitch
@@ -54,8 +53,8 @@ def forward_c{cob}_v{vw}(x, wpack, bias, out, kernel, stride, padding, dilation)
         fill_padded_planes(x, n, g * cin_g, cin_g, depth_index,
                            planes[:cin_g * kd_ * plane_size].reshape((cin_g, kd_, plane_size)),
                            ph, pw, sw, phase_w)
-        offsets, rows = reduction_offsets(depth_index, cin_g, kernel, dilation, sw, phase_w,
-                                          row_pitch, plane_size)
+        offsets, rows = reduction_offsets(depth_index, cin_g, geometry, phase_w, row_pitch,
+                                          plane_size)
         count = offsets.shape[0]
         tile = np.zeros(({cob}, {vw}), x.dtype)
         zero = tile[0, 0]

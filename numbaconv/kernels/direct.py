@@ -110,55 +110,76 @@ def axpy_block(acc, taps, xs):
             a[j] += wv * xs[j]
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def forward_direct(x, w, bias, out, stride, padding, dilation):
-    """out = conv3d(x, w) + bias, cross-correlation.
+@njit(cache=True, inline="always")
+def item_count(x, w, out):
+    """Number of independent work items: (n, group, channel block, output depth)."""
+    groups, cout_g = w.shape[0], w.shape[1]
+    blocks = (cout_g + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
+    return x.shape[0] * groups * blocks * out.shape[2]
 
-    x: (N, Cin, D, H, W); w: (G, Cout/G, Cin/G, kD, kH, kW); bias: (Cout,);
-    out: (N, Cout, Do, Ho, Wo), written in full. All C-contiguous, one float dtype.
-    stride, padding, dilation: (D, H, W) int64 tuples.
-    """
-    n_batch, _, depth, height, width = x.shape
+
+@njit(cache=True, inline="always")
+def forward_direct_item(x, w, bias, out, geometry, item):
+    """Compute work item ``item``: out[n, block of channels of group g, od], in full."""
+    _, _, depth, height, width = x.shape
     groups, cout_g, cin_g, kd_, kh_, kw_ = w.shape
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
-    sd, sh, sw = stride
-    pd, ph, pw = padding
-    dd, dh, dw = dilation
+    sd, sh, sw, pd, ph, pw, dd, dh, dw = geometry[0], geometry[1], geometry[2], geometry[3], \
+        geometry[4], geometry[5], geometry[6], geometry[7], geometry[8]
     padded_h = height + 2 * ph
     phase_w = (width + 2 * pw + sw - 1) // sw  # padded columns per W-stride phase
     row_pitch = sw * phase_w
     runs, run_length, acc_pitch = plane_layout(out_h, out_w, sh, sw, row_pitch)
     blocks = (cout_g + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
-    total = n_batch * groups * blocks * out_d
-    for item in prange(total):
-        od = item % out_d
-        rest = item // out_d
-        block = rest % blocks
-        rest //= blocks
-        g = rest % groups
-        n = rest // groups
-        co0 = block * CHANNEL_BLOCK
-        count = min(CHANNEL_BLOCK, cout_g - co0)
 
-        depth_index = depth_taps(od, sd, pd, dd, kd_, depth)
-        planes = np.empty((cin_g, kd_, padded_h * row_pitch), x.dtype)
-        fill_padded_planes(x, n, g * cin_g, cin_g, depth_index, planes, ph, pw, sw, phase_w)
-        acc = np.empty((min(CHANNEL_BLOCK, count), CHUNK), x.dtype)
+    od = item % out_d
+    rest = item // out_d
+    block = rest % blocks
+    rest //= blocks
+    g = rest % groups
+    n = rest // groups
+    co0 = block * CHANNEL_BLOCK
+    count = min(CHANNEL_BLOCK, cout_g - co0)
 
-        for r in range(runs):
-            for q0 in range(0, run_length, CHUNK):
-                m = min(CHUNK, run_length - q0)
-                acc[:] = 0
-                for ci in range(cin_g):
-                    for t in range(kd_):
-                        if depth_index[t] < 0:
-                            continue
-                        plane = planes[ci, t]
-                        for th in range(kh_):
-                            for tw in range(kw_):
-                                col = tw * dw
-                                start = ((r * sh + th * dh) * row_pitch
-                                         + (col % sw) * phase_w + col // sw + q0)
-                                axpy_block(acc, w[g, co0:co0 + count, ci, t, th, tw],
-                                           plane[start:start + m])
-                store_tile(acc, out, bias, n, g, od, co0, cout_g, r * acc_pitch + q0, m, acc_pitch)
+    depth_index = depth_taps(od, sd, pd, dd, kd_, depth)
+    planes = np.empty((cin_g, kd_, padded_h * row_pitch), x.dtype)
+    fill_padded_planes(x, n, g * cin_g, cin_g, depth_index, planes, ph, pw, sw, phase_w)
+    acc = np.empty((count, CHUNK), x.dtype)
+    for r in range(runs):
+        for q0 in range(0, run_length, CHUNK):
+            m = min(CHUNK, run_length - q0)
+            acc[:] = 0
+            for ci in range(cin_g):
+                for t in range(kd_):
+                    if depth_index[t] < 0:
+                        continue
+                    plane = planes[ci, t]
+                    for th in range(kh_):
+                        for tw in range(kw_):
+                            col = tw * dw
+                            start = ((r * sh + th * dh) * row_pitch
+                                     + (col % sw) * phase_w + col // sw + q0)
+                            axpy_block(acc, w[g, co0:co0 + count, ci, t, th, tw],
+                                       plane[start:start + m])
+            store_tile(acc, out, bias, n, g, od, co0, cout_g, r * acc_pitch + q0, m, acc_pitch)
+
+
+# One loop nest, two drivers: the serial one avoids waking the thread pool for tiny
+# convolutions, where that costs more than the work.
+@njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
+def forward_direct(x, w, bias, out, geometry):
+    """out = conv3d(x, w) + bias, cross-correlation, in parallel over work items.
+
+    x: (N, Cin, D, H, W); w: (G, Cout/G, Cin/G, kD, kH, kW); bias: (Cout,);
+    out: (N, Cout, Do, Ho, Wo), written in full. All C-contiguous, one float dtype.
+    geometry: int64 (stride D H W, padding D H W, dilation D H W, kernel D H W).
+    """
+    for item in prange(item_count(x, w, out)):
+        forward_direct_item(x, w, bias, out, geometry, item)
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def forward_direct_serial(x, w, bias, out, geometry):
+    """:func:`forward_direct` on the calling thread."""
+    for item in range(item_count(x, w, out)):
+        forward_direct_item(x, w, bias, out, geometry, item)

@@ -1,0 +1,79 @@
+"""The GEMM path: bounded im2col slabs, then BLAS (``np.dot`` inside njit).
+
+One ``prange`` iteration owns the output positions ``[s0, s0 + S)`` (flattened over
+Do*Ho*Wo) of one (n, group): it gathers the input patches of those positions into a
+thread-local ``(Cin/G*kD*kH*kW, S)`` slab and multiplies it by the group's weight matrix
+with BLAS. The slab size is bounded (``SLAB_BYTES``), so the memory beyond input,
+weight and output is at most ``threads * SLAB_BYTES``. BLAS must run single-threaded
+here (the dispatcher arranges it), or its threads would fight numba's.
+
+BLAS sums in its own order, so this path agrees with the direct kernels to rounding,
+not bitwise; its own result does not depend on the thread count.
+"""
+import numpy as np
+from numba import njit, prange
+
+#: Upper bound on one im2col slab, in bytes.
+SLAB_BYTES = 4 << 20
+
+
+@njit(cache=True, inline="always")
+def im2col_slab(x, n, c0, cin_g, geometry, out_shape, s0, size, col):
+    """col[r, j] = input value under kernel term r for output position s0 + j
+    (r runs over (ci, kd, kh, kw); zero where the term falls into the padding)."""
+    _, _, depth, height, width = x.shape
+    out_h, out_w = out_shape[3], out_shape[4]
+    sd, sh, sw, pd, ph, pw = geometry[0], geometry[1], geometry[2], geometry[3], geometry[4], geometry[5]
+    dd, dh, dw, kd_, kh_, kw_ = geometry[6], geometry[7], geometry[8], geometry[9], geometry[10], geometry[11]
+    plane = out_h * out_w
+    for ci in range(cin_g):
+        for t in range(kd_):
+            for th in range(kh_):
+                for tw in range(kw_):
+                    dst = col[((ci * kd_ + t) * kh_ + th) * kw_ + tw]
+                    j = 0
+                    while j < size:
+                        s = s0 + j
+                        od = s // plane
+                        oh = (s - od * plane) // out_w
+                        ow0 = s - od * plane - oh * out_w
+                        run = min(out_w - ow0, size - j)  # rest of this output row
+                        z = od * sd + t * dd - pd
+                        y = oh * sh + th * dh - ph
+                        if 0 <= z < depth and 0 <= y < height:
+                            src = x[n, c0 + ci, z, y]
+                            for k in range(run):
+                                i = (ow0 + k) * sw + tw * dw - pw
+                                dst[j + k] = src[i] if 0 <= i < width else 0
+                        else:
+                            dst[j:j + run] = 0
+                        j += run
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def forward_gemm(x, wmat, bias, out, geometry, slab_positions):
+    """out = conv3d(x, w) + bias via im2col slabs and BLAS.
+
+    x: (N, Cin, D, H, W); wmat: (G, Cout/G, Cin/G*kD*kH*kW); bias: (Cout,);
+    out: (N, Cout, Do, Ho, Wo), written in full; geometry as in the direct kernels;
+    slab_positions: output positions per slab.
+    """
+    n_batch, cin = x.shape[0], x.shape[1]
+    groups, cout_g, reduction = wmat.shape
+    positions = out.shape[2] * out.shape[3] * out.shape[4]
+    slabs = (positions + slab_positions - 1) // slab_positions
+    out_flat = out.reshape((n_batch, groups, cout_g, positions))
+    for item in prange(n_batch * groups * slabs):
+        slab = item % slabs
+        g = (item // slabs) % groups
+        n = item // (slabs * groups)
+        s0 = slab * slab_positions
+        size = min(slab_positions, positions - s0)
+        col = np.empty((reduction, size), x.dtype)
+        im2col_slab(x, n, g * (cin // groups), cin // groups, geometry, out.shape, s0, size, col)
+        result = np.dot(wmat[g], col)
+        for c in range(cout_g):
+            b = bias[g * cout_g + c]
+            dst = out_flat[n, g, c, s0:s0 + size]
+            for j in range(size):
+                dst[j] = result[c, j] + b
