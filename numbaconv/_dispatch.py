@@ -31,6 +31,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import numba
 import numpy as np
 from numba import typeof
 
@@ -169,7 +170,7 @@ def _builder(name, dtype):
     if name in _BLOCK_SHAPES:
         cob, vw = _BLOCK_SHAPES[name]
         fn = getattr(_blocked_generated, f"forward_c{cob}_v{vw}")
-        return lambda: _compile(fn, *_examples(dtype, 4))
+        return lambda: _compile(fn, *_examples(dtype, 4), 1)
     if name == "gemm":
         return lambda: _compile(gemm.forward_gemm, *_examples(dtype, 3), 1)
     raise AssertionError(name)
@@ -225,7 +226,8 @@ def forward(spec, x, w6, bias, out, algorithm="auto") -> str:
         kernel = _kernel(name, dtype, background=False)
     geometry = spec.geometry
     if name in _BLOCK_SHAPES:
-        kernel(x, blocked.pack_weights(w6, _BLOCK_SHAPES[name][0]), bias, out, geometry)
+        kernel(x, blocked.pack_weights(w6, _BLOCK_SHAPES[name][0]), bias, out, geometry,
+               depth_chunk(spec))
     elif name == "gemm":
         wmat = w6.reshape(w6.shape[0], w6.shape[1], -1)
         with _single_threaded_blas():
@@ -233,6 +235,26 @@ def forward(spec, x, w6, bias, out, algorithm="auto") -> str:
     else:
         kernel(x, w6, bias, out, geometry)
     return name
+
+
+#: Upper bound on the input planes one blocked work item copies.
+CHUNK_PLANE_BYTES = 8 << 20
+
+
+def depth_chunk(spec) -> int:
+    """Output depths per blocked work item: as many as keep >= 4 items per thread (load
+    balance) and the item's input planes within ``CHUNK_PLANE_BYTES``."""
+    out_d = spec.out_size[0]
+    per_depth = spec.batch * spec.groups
+    threads = numba.get_num_threads()
+    sd, dd, kd = spec.stride[0], spec.dilation[0], spec.kernel[0]
+    plane = plane_bytes(spec) // kd  # one input plane of one group's channels
+    chunk = out_d
+    while chunk > 1 and (per_depth * -(-out_d // chunk) < 4 * threads
+                         or min(spec.in_size[0], (chunk - 1) * sd + (kd - 1) * dd + 1) * plane
+                         > CHUNK_PLANE_BYTES):
+        chunk = -(-chunk // 2)
+    return chunk
 
 
 def gemm_slab_positions(spec) -> int:

@@ -37,6 +37,17 @@ def plane_layout(out_h, out_w, stride_h, stride_w, row_pitch):
 
 
 @njit(cache=True, inline="always")
+def plane_geometry(x, geometry):
+    """(phase_w, row_pitch, plane_size) of one zero-bordered, phase-split input plane:
+    padded columns per W-stride phase, the flat length of a padded row, and of a plane."""
+    height, width = x.shape[3], x.shape[4]
+    sw, ph, pw = geometry[2], geometry[4], geometry[5]
+    phase_w = (width + 2 * pw + sw - 1) // sw
+    row_pitch = sw * phase_w
+    return phase_w, row_pitch, (height + 2 * ph) * row_pitch
+
+
+@njit(cache=True, inline="always")
 def depth_taps(od, stride_d, pad_d, dilation_d, kernel_d, depth):
     """Input depth index of each kd tap for output depth ``od``; -1 outside the input."""
     index = np.empty(kernel_d, np.int64)
@@ -126,9 +137,7 @@ def forward_direct_item(x, w, bias, out, geometry, item):
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
     sd, sh, sw, pd, ph, pw, dd, dh, dw = geometry[0], geometry[1], geometry[2], geometry[3], \
         geometry[4], geometry[5], geometry[6], geometry[7], geometry[8]
-    padded_h = height + 2 * ph
-    phase_w = (width + 2 * pw + sw - 1) // sw  # padded columns per W-stride phase
-    row_pitch = sw * phase_w
+    phase_w, row_pitch, plane_size = plane_geometry(x, geometry)
     runs, run_length, acc_pitch = plane_layout(out_h, out_w, sh, sw, row_pitch)
     blocks = (cout_g + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
 
@@ -142,7 +151,7 @@ def forward_direct_item(x, w, bias, out, geometry, item):
     count = min(CHANNEL_BLOCK, cout_g - co0)
 
     depth_index = depth_taps(od, sd, pd, dd, kd_, depth)
-    planes = np.empty((cin_g, kd_, padded_h * row_pitch), x.dtype)
+    planes = np.empty((cin_g, kd_, plane_size), x.dtype)
     fill_padded_planes(x, n, g * cin_g, cin_g, depth_index, planes, ph, pw, sw, phase_w)
     acc = np.empty((count, CHUNK), x.dtype)
     for r in range(runs):

@@ -1,0 +1,140 @@
+"""Every algorithm path, forced, against the reference; the tiers agree bitwise."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import numbaconv as nc
+from numbaconv import _dispatch
+from numbaconv._spec import ConvSpec
+from conftest import assert_matches_reference
+from reference import conv3d_reference
+from test_forward import CASES, make_case
+
+FORCED = ["direct", "direct_serial", "blocked", "gemm"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("algorithm", FORCED)
+@pytest.mark.parametrize("name", list(CASES))
+def test_forced_algorithm_matches_reference(name, algorithm, dtype, rng):
+    x, w, b, args = make_case(rng, *CASES[name], dtype=dtype)
+    out = nc.conv3d(x, w, b, algorithm=algorithm, **args)
+    assert out.dtype == dtype
+    assert_matches_reference(out, x, w, b, **args)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["aniso", "groups3", "depthwise_k3", "many_channels", "k7",
+                                  "pad_gt_kernel", "stride_gt_kernel", "wide"])
+def test_direct_tiers_agree_bitwise(name, dtype, rng):
+    """direct, direct_serial and blocked sum in one order with the same FMAs, so the
+    tiered choice never changes a result."""
+    x, w, b, args = make_case(rng, *CASES[name], dtype=dtype)
+    outs = [nc.conv3d(x, w, b, algorithm=a, **args) for a in ("direct", "direct_serial", "blocked")]
+    for other in outs[1:]:
+        assert other.tobytes() == outs[0].tobytes()
+
+
+def test_blocked_variants_cover_many_and_few_channels(rng):
+    for cout, expected in ((16, "blocked8x32"), (2, "blocked1x64"), (1, "blocked1x64")):
+        x = rng.standard_normal((1, 4, 6, 7, 8)).astype(np.float32)
+        w = rng.standard_normal((cout, 4, 3, 3, 3)).astype(np.float32)
+        spec = ConvSpec.from_args(x, w)[0]
+        assert _dispatch.blocked_variant(spec) == expected
+        assert_matches_reference(nc.conv3d(x, w, algorithm="blocked"), x, w)
+
+
+def test_depth_chunks_do_not_change_results(rng, monkeypatch):
+    x, w, b, args = make_case(rng, 2, 4, (11, 6, 7), 9, 3, (2, 1, 1), 2, (2, 1, 1), 1, np.float64)
+    expected = nc.conv3d(x, w, b, algorithm="direct", **args)
+    for chunk in (1, 2, 3, 100):
+        monkeypatch.setattr(_dispatch, "depth_chunk", lambda spec, c=chunk: c)
+        out = nc.conv3d(x, w, b, algorithm="blocked", **args)
+        assert out.tobytes() == expected.tobytes()
+
+
+def test_auto_choices():
+    def spec(n, cin, size, cout, k, groups=1, padding=1):
+        x = np.zeros((n, cin) + size, np.float32)
+        w = np.zeros((cout, cin // groups, k, k, k), np.float32)
+        return ConvSpec.from_args(x, w, None, 1, padding, 1, groups)[0]
+    assert _dispatch.choose_algorithm(spec(2, 3, (4, 4, 4), 1, 3, padding=0)) == "direct_serial"
+    assert _dispatch.choose_algorithm(spec(1, 32, (32, 32, 32), 32, 3)) == "blocked8x32"
+    assert _dispatch.choose_algorithm(spec(4, 96, (16, 28, 28), 96, 3, groups=96)) == "blocked1x64"
+    # huge padding: the GEMM path, whose buffers do not grow with the padding
+    huge = spec(1, 1, (4, 4, 4), 1, 3, padding=(0, 20000, 20000))
+    assert _dispatch.choose_algorithm(huge) == "gemm"
+
+
+def test_huge_padding_and_stride_stay_small(rng):
+    """Windows that fall wholly into the padding give zeros; the others equal a small
+    valid convolution of the input they cover (the numpy reference cannot pad this)."""
+    x = rng.standard_normal((1, 2, 4, 4, 4))
+    w = rng.standard_normal((3, 2, 3, 3, 3))
+    out = nc.conv3d(x, w, stride=(1, 40000, 40000), padding=(0, 20000, 20000))
+    assert out.shape == (1, 3, 2, 2, 2)
+    assert not out.any()  # every H/W window lies in the padding
+    big = 2**31 - 1
+    out = nc.conv3d(x, w, stride=(1, big, big), padding=(0, big - 1, big - 1))
+    expected = np.zeros((1, 3, 2, 2, 2))
+    expected[:, :, :, 1, 1] = conv3d_reference(x[:, :, :, 1:4, 1:4], w)[:, :, :, 0, 0]
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_unknown_algorithm_is_rejected(rng):
+    x, w, b, args = make_case(rng, *CASES["seed"], dtype=np.float32)
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        nc.conv3d(x, w, b, algorithm="fft", **args)
+
+
+def test_kernel_cache_info_and_clear(rng):
+    x, w, b, args = make_case(rng, *CASES["seed"], dtype=np.float32)
+    nc.conv3d(x, w, b, algorithm="direct", **args)
+    info = nc.kernel_cache_info()
+    assert {"entries", "hits", "misses", "compile_seconds", "max_entries"} <= set(info)
+    assert any(e["algorithm"] == "direct" and e["dtype"] == "float32" for e in info["entries"])
+    nc.conv3d(x, w, b, algorithm="direct", **args)
+    assert nc.kernel_cache_info()["hits"] >= 1
+    nc.clear_kernel_cache()
+    info = nc.kernel_cache_info()
+    assert info["hits"] == 0 and info["misses"] == 0
+    nc.conv3d(x, w, b, algorithm="direct", **args)
+    assert nc.kernel_cache_info()["misses"] == 1
+
+
+def test_generated_kernels_are_current():
+    """_blocked_generated.py is what blocked_codegen.py writes."""
+    from numbaconv.kernels import blocked_codegen
+    with open(blocked_codegen.GENERATED_PATH) as f:
+        assert f.read() == blocked_codegen.module_source(), \
+            "run: python numbaconv/kernels/blocked_codegen.py"
+
+
+_THREADS_SCRIPT = """
+import sys, numpy as np, numbaconv as nc
+rng = np.random.default_rng(3)
+x = rng.standard_normal((2, 12, 9, 10, 11)).astype(np.float32)
+w = rng.standard_normal((16, 12, 3, 3, 3)).astype(np.float32)
+xd = rng.standard_normal((2, 8, 9, 10, 11)).astype(np.float32)
+wd = rng.standard_normal((16, 1, 3, 3, 3)).astype(np.float32)
+outs = [nc.conv3d(x, w, padding=1, algorithm=a) for a in ("direct", "blocked", "gemm")]
+outs.append(nc.conv3d(xd, wd, padding=1, groups=8, algorithm="blocked"))
+np.savez(sys.argv[1], *outs)
+"""
+
+
+def test_every_path_bitwise_identical_across_thread_counts(tmp_path):
+    results = []
+    for i, threads in enumerate(("1", "2", "2")):
+        path = tmp_path / f"r{i}.npz"
+        env = dict(os.environ, NUMBA_NUM_THREADS=threads)
+        subprocess.run([sys.executable, "-c", _THREADS_SCRIPT, str(path)], env=env, check=True,
+                       capture_output=True)
+        z = np.load(path)
+        results.append([z[k] for k in sorted(z.files)])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.tobytes() == b.tobytes()
