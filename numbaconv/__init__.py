@@ -1,5 +1,6 @@
 """numbaconv: MegEngine's Conv3d on parallel Numba kernels, for the CPU."""
 from ._dispatch import CACHE as _CACHE, warmup
+from . import functional as _functional
 from .functional import conv3d
 from .module import Conv3d
 
@@ -13,7 +14,8 @@ def kernel_cache_info() -> dict:
 
 
 def clear_kernel_cache() -> None:
-    """Forget every compiled kernel and reset the counts."""
+    """Forget every compiled kernel and call plan, and reset the counts."""
+    _functional.clear_plans()
     _CACHE.clear()
 
 

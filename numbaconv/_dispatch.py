@@ -145,9 +145,23 @@ CACHE = KernelCache()
 
 
 # ---- Building kernels ----------------------------------------------------------------
+_compile_lock = threading.Lock()
+
+
 def _compile(dispatcher, *example_args):
-    """Compile ``dispatcher`` for the types of ``example_args`` (or load it from disk)."""
-    dispatcher.compile(tuple(typeof(a) for a in example_args))
+    """Compile ``dispatcher`` for the types of ``example_args`` (or load it from disk).
+
+    numba would otherwise compile a new specialisation, silently and slowly, for every
+    new combination of argument types (a writeable input where a read-only one was
+    compiled, say); with compilation disabled, a call converts its arguments to the
+    compiled signature instead.
+    """
+    with _compile_lock:
+        dispatcher.disable_compile(False)
+        try:
+            dispatcher.compile(tuple(typeof(a) for a in example_args))
+        finally:
+            dispatcher.disable_compile(True)
     return dispatcher
 
 
@@ -155,9 +169,15 @@ _GEOMETRY = np.ones(12, np.int64)
 
 
 def _examples(dtype, weight_ndim):
+    """Arguments whose types the kernels are compiled for. The inputs are typed
+    read-only, so one compiled kernel takes writeable and read-only arrays alike."""
     x = np.zeros((1, 1, 1, 1, 1), dtype)
     w = np.zeros((1,) * weight_ndim, dtype)
-    return x, w, np.zeros(1, dtype), x.copy(), _GEOMETRY
+    bias = np.zeros(1, dtype)
+    out = x.copy()
+    for array in (x, w, bias):
+        array.flags.writeable = False
+    return x, w, bias, out, _GEOMETRY
 
 
 _BLOCK_SHAPES = {"blocked8x32": (8, 32), "blocked1x64": (1, 64)}
@@ -200,41 +220,68 @@ def plane_bytes(spec) -> int:
     return (spec.in_channels // spec.groups) * kd * (h + 2 * ph) * row_pitch * spec.compute_dtype.itemsize
 
 
-def _kernel(name, dtype, background):
+def _kernel(name, dtype, background, wait=TIER_WAIT_SECONDS):
     build = _builder(name, dtype)
     if background:
-        return CACHE.get_soon(name, dtype, build, TIER_WAIT_SECONDS)
+        return CACHE.get_soon(name, dtype, build, wait)
     return CACHE.get(name, dtype, build)
 
 
-def forward(spec, x, w6, bias, out, algorithm="auto") -> str:
-    """Write conv3d(x, w6) + bias into ``out``; return the algorithm that ran.
+class Plan:
+    """A checked convolution bound to its algorithm and kernel.
 
-    x, out: C-contiguous in the compute dtype; w6: (G, Cout/G, Cin/G, kD, kH, kW);
-    bias: (Cout,). ``algorithm``: one of ``ALGORITHMS``.
+    ``run(x, w6, bias, out)`` writes conv3d(x, w6) + bias into ``out`` and returns the
+    name of the algorithm that ran. x, out: C-contiguous in the compute dtype; w6:
+    (G, Cout/G, Cin/G, kD, kH, kW); bias: (Cout,).
     """
-    dtype = x.dtype
-    name = choose_algorithm(spec) if algorithm == "auto" else algorithm
-    if name == "blocked":
-        name = blocked_variant(spec)
-    kernel = None
-    if algorithm == "auto" and name in _BLOCK_SHAPES and _background_enabled():
-        kernel = _kernel(name, dtype, background=True)
-        if kernel is None:  # still compiling: the direct kernel gives the same bits
-            name = "direct"
-    if kernel is None:
-        kernel = _kernel(name, dtype, background=False)
-    geometry = spec.geometry
-    if name in _BLOCK_SHAPES:
-        kernel(x, blocked.pack_weights(w6, _BLOCK_SHAPES[name][0]), bias, out, geometry,
-               depth_chunk(spec))
-    elif name == "gemm":
-        wmat = w6.reshape(w6.shape[0], w6.shape[1], -1)
-        with _single_threaded_blas():
-            kernel(x, wmat, bias, out, geometry, gemm_slab_positions(spec))
-    else:
-        kernel(x, w6, bias, out, geometry)
-    return name
+
+    def __init__(self, spec, algorithm="auto"):
+        self.spec = spec
+        self.dtype = spec.compute_dtype
+        self.geometry = spec.geometry
+        name = choose_algorithm(spec) if algorithm == "auto" else algorithm
+        if name == "blocked":
+            name = blocked_variant(spec)
+        self.name = name
+        self.pending = None  # the blocked kernel, while it compiles in the background
+        if algorithm == "auto" and name in _BLOCK_SHAPES and _background_enabled():
+            self.kernel = _kernel(name, self.dtype, background=True)
+            if self.kernel is None:  # the direct kernel gives the same bits meanwhile
+                self.pending = name
+                self.name = "direct"
+        else:
+            self.kernel = None
+        if self.kernel is None:
+            self.kernel = _kernel(self.name, self.dtype, background=False)
+        if self.name in _BLOCK_SHAPES:
+            self.extra = (depth_chunk(spec),)
+        elif self.name == "gemm":
+            self.extra = (gemm_slab_positions(spec),)
+        else:
+            self.extra = ()
+
+    def _promote(self):
+        """Switch to the pending blocked kernel once it is ready."""
+        kernel = _kernel(self.pending, self.dtype, background=True, wait=0)
+        if kernel is not None:
+            self.kernel, self.name, self.pending = kernel, None, None
+            self.name = blocked_variant(self.spec)
+            self.extra = (depth_chunk(self.spec),)
+
+    def run(self, x, w6, bias, out) -> str:
+        if self.pending is not None:
+            self._promote()
+        name = self.name
+        if name in _BLOCK_SHAPES:
+            self.kernel(x, blocked.pack_weights(w6, _BLOCK_SHAPES[name][0]), bias, out,
+                        self.geometry, *self.extra)
+        elif name == "gemm":
+            wmat = w6.reshape(w6.shape[0], w6.shape[1], -1)
+            with _single_threaded_blas():
+                self.kernel(x, wmat, bias, out, self.geometry, *self.extra)
+        else:
+            self.kernel(x, w6, bias, out, self.geometry)
+        return name
 
 
 #: Upper bound on the input planes one blocked work item copies.

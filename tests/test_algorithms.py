@@ -96,7 +96,8 @@ def test_kernel_cache_info_and_clear(rng):
     info = nc.kernel_cache_info()
     assert {"entries", "hits", "misses", "compile_seconds", "max_entries"} <= set(info)
     assert any(e["algorithm"] == "direct" and e["dtype"] == "float32" for e in info["entries"])
-    nc.conv3d(x, w, b, algorithm="direct", **args)
+    x2 = np.concatenate([x, x])  # a new shape: a new plan, the same compiled kernel
+    nc.conv3d(x2, w, b, algorithm="direct", **args)
     assert nc.kernel_cache_info()["hits"] >= 1
     nc.clear_kernel_cache()
     info = nc.kernel_cache_info()

@@ -130,8 +130,18 @@ def item_count(x, w, out):
 
 
 @njit(cache=True, inline="always")
-def forward_direct_item(x, w, bias, out, geometry, item):
-    """Compute work item ``item``: out[n, block of channels of group g, od], in full."""
+def item_buffers(x, w, geometry):
+    """Scratch space for one work item: (padded input planes, accumulators)."""
+    cin_g, kd_ = w.shape[2], w.shape[3]
+    plane_size = plane_geometry(x, geometry)[2]
+    acc = np.empty((min(CHANNEL_BLOCK, w.shape[1]), CHUNK), x.dtype)
+    return np.empty((cin_g, kd_, plane_size), x.dtype), acc
+
+
+@njit(cache=True, inline="always")
+def forward_direct_item(x, w, bias, out, geometry, item, planes, acc_space):
+    """Compute work item ``item``: out[n, block of channels of group g, od], in full,
+    using the scratch space from :func:`item_buffers`."""
     _, _, depth, height, width = x.shape
     groups, cout_g, cin_g, kd_, kh_, kw_ = w.shape
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
@@ -151,13 +161,12 @@ def forward_direct_item(x, w, bias, out, geometry, item):
     count = min(CHANNEL_BLOCK, cout_g - co0)
 
     depth_index = depth_taps(od, sd, pd, dd, kd_, depth)
-    planes = np.empty((cin_g, kd_, plane_size), x.dtype)
     fill_padded_planes(x, n, g * cin_g, cin_g, depth_index, planes, ph, pw, sw, phase_w)
-    acc = np.empty((count, CHUNK), x.dtype)
+    acc = acc_space[:count]
     for r in range(runs):
         for q0 in range(0, run_length, CHUNK):
             m = min(CHUNK, run_length - q0)
-            acc[:] = 0
+            acc[:, :m] = 0
             for ci in range(cin_g):
                 for t in range(kd_):
                     if depth_index[t] < 0:
@@ -184,11 +193,13 @@ def forward_direct(x, w, bias, out, geometry):
     geometry: int64 (stride D H W, padding D H W, dilation D H W, kernel D H W).
     """
     for item in prange(item_count(x, w, out)):
-        forward_direct_item(x, w, bias, out, geometry, item)
+        planes, acc = item_buffers(x, w, geometry)
+        forward_direct_item(x, w, bias, out, geometry, item, planes, acc)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def forward_direct_serial(x, w, bias, out, geometry):
     """:func:`forward_direct` on the calling thread."""
+    planes, acc = item_buffers(x, w, geometry)
     for item in range(item_count(x, w, out)):
-        forward_direct_item(x, w, bias, out, geometry, item)
+        forward_direct_item(x, w, bias, out, geometry, item, planes, acc)
