@@ -39,7 +39,7 @@ def test_direct_tiers_agree_bitwise(name, dtype, rng):
 
 
 def test_blocked_variants_cover_many_and_few_channels(rng):
-    for cout, expected in ((16, "blocked8x32"), (2, "blocked1x64"), (1, "blocked1x64")):
+    for cout, expected in ((16, "blocked8x16"), (2, "blocked1x64"), (1, "blocked1x64")):
         x = rng.standard_normal((1, 4, 6, 7, 8)).astype(np.float32)
         w = rng.standard_normal((cout, 4, 3, 3, 3)).astype(np.float32)
         spec = ConvSpec.from_args(x, w)[0]
@@ -62,7 +62,7 @@ def test_auto_choices():
         w = np.zeros((cout, cin // groups, k, k, k), np.float32)
         return ConvSpec.from_args(x, w, None, 1, padding, 1, groups)[0]
     assert _dispatch.choose_algorithm(spec(2, 3, (4, 4, 4), 1, 3, padding=0)) == "direct_serial"
-    assert _dispatch.choose_algorithm(spec(1, 32, (32, 32, 32), 32, 3)) == "blocked8x32"
+    assert _dispatch.choose_algorithm(spec(1, 32, (32, 32, 32), 32, 3)) == "blocked8x16"
     assert _dispatch.choose_algorithm(spec(4, 96, (16, 28, 28), 96, 3, groups=96)) == "blocked1x64"
     # huge padding: the GEMM path, whose buffers do not grow with the padding
     huge = spec(1, 1, (4, 4, 4), 1, 3, padding=(0, 20000, 20000))

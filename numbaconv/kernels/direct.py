@@ -68,15 +68,19 @@ def store_tile(tile, out, bias, n, g, od, co0, cout_g, pos0, valid, acc_pitch):
         co = g * cout_g + co0 + c
         b = bias[co]
         dst = out[n, co, od]
+        src = tile[c]
         oh = oh0
         ow = ow0
-        for j in range(valid):
+        j = 0
+        while j < valid:  # one row segment at a time, each a contiguous copy
+            seg = min(valid - j, acc_pitch - ow)
             if ow < out_w:
-                dst[oh, ow] = tile[c, j] + b
-            ow += 1
-            if ow == acc_pitch:
-                ow = 0
-                oh += 1
+                row = dst[oh, ow:min(out_w, ow + seg)]
+                for k in range(row.shape[0]):
+                    row[k] = src[j + k] + b
+            j += seg
+            ow = 0
+            oh += 1
 
 
 @njit(cache=True, inline="always")

@@ -1,0 +1,122 @@
+"""``numbaconv.bench``: the structure of ``run()``'s result and the CLI's JSON.
+
+No timing assertions: machines are noisy. The structure tests run with and without torch
+(without it, torch's columns are None).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import numbaconv
+from numbaconv import _dispatch, bench
+
+ALGORITHM_NAMES = set(_dispatch.ALGORITHMS) | {
+    "blocked8x16", "blocked1x64", "direct_serial", "gemm", "direct"}
+ROW_KEYS = {"id", "name", "layer", "config", "out_shape", "gflop", "torch_ms", "numbaconv_ms",
+            "speedup", "numbaconv_gflops", "torch_gflops", "pct_of_peak", "algorithm",
+            "workspace_mib", "torch_workspace_mib", "rel_diff", "check", "tolerance", "ok",
+            "reps", "compiles"}
+TOP_KEYS = {"numbaconv_version", "numba_version", "numpy_version", "torch_version", "dtype",
+            "threads", "torch_threads", "blas", "threading_layer", "machine", "date", "quick",
+            "repeats", "compile", "gemm_peak", "results", "summary"}
+
+
+def _torch_available():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_structure(result, ids, repeats, with_torch):
+    assert TOP_KEYS <= set(result)
+    assert result["dtype"] == "float32"
+    assert result["threads"] >= 1
+    assert (result["torch_version"] is not None) == with_torch
+    for key in ("warmup_count", "warmup_seconds", "suite_count", "suite_seconds"):
+        assert result["compile"][key] >= 0
+    assert result["gemm_peak"]["gflops"] > 0 and result["gemm_peak"]["ms"] > 0
+    assert [r["id"] for r in result["results"]] == ids
+    for row in result["results"]:
+        assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
+        assert row["gflop"] > 0
+        assert row["numbaconv_ms"] > 0 and row["numbaconv_gflops"] > 0
+        assert row["reps"] == repeats
+        assert row["algorithm"] in ALGORITHM_NAMES
+        assert row["rel_diff"] < 1e-4 and row["ok"]
+        assert row["workspace_mib"] is None or isinstance(row["workspace_mib"], float)
+        if with_torch:
+            assert row["torch_ms"] > 0 and row["speedup"] > 0
+            assert row["check"] == "torch"
+        else:
+            assert row["torch_ms"] is None and row["speedup"] is None
+            assert row["torch_workspace_mib"] is None
+    assert result["summary"]["all_ok"]
+    if with_torch:
+        assert result["summary"]["geomean_speedup"] > 0
+        assert result["summary"]["min_speedup_shape"] in ids
+    # The table renders, and the dict is strict JSON.
+    table = bench.format_table(result)
+    assert all(f"\n{i} " in table for i in ids)
+    json.loads(json.dumps(bench._clean(result), allow_nan=False))
+
+
+def test_run_structure():
+    result = bench.run(shapes=["a", "i"], repeats=2, progress=False)
+    check_structure(result, ["a", "i"], 2, with_torch=_torch_available())
+
+
+def test_run_without_torch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
+    result = bench.run(shapes=["a", "i"], repeats=2, progress=False)
+    check_structure(result, ["a", "i"], 2, with_torch=False)
+    assert result["gemm_peak"]["backend"] == "numpy matmul"
+    assert all(r["check"] == "float64 sample" for r in result["results"])
+    assert "torch not installed" in bench.format_table(result)
+
+
+def test_run_restores_thread_counts():
+    import numba
+
+    before = numba.get_num_threads()
+    bench.run(shapes="a", repeats=1, threads=1, progress=False)
+    assert numba.get_num_threads() == before
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown shape"):
+        bench.run(shapes=["zz"], progress=False)
+    with pytest.raises(ValueError, match="dtype"):
+        bench.run(shapes=["a"], dtype="float16", progress=False)
+    with pytest.raises(ValueError, match="threads"):
+        bench.run(shapes=["a"], threads=0, progress=False)
+
+
+def test_suite_definition():
+    assert [s.id for s in bench.SHAPES] == ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j",
+                                           "k1", "k2"]
+    assert set(bench.QUICK_SHAPES) == {"a", "d", "g", "i", "j"}
+    from numbaconv._spec import ConvSpec
+    import numpy as np
+
+    c = {s.id: s for s in bench.SHAPES}["c"]
+    x = np.zeros((c.batch, c.in_channels) + c.size, np.float32)
+    w = np.zeros((c.out_channels, c.in_channels) + c.kernel, np.float32)
+    spec = ConvSpec.from_args(x, w, None, c.stride, c.padding, c.dilation, c.groups)[0]
+    assert spec.flops == 2 * 32 * 32 * 27 * 64**3
+
+
+def test_cli_json():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(numbaconv.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-m", "numbaconv.bench", "--json", "--shapes", "a", "--repeats", "2"],
+        capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    check_structure(result, ["a"], 2, with_torch=result["torch_version"] is not None)
