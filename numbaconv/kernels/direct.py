@@ -93,25 +93,33 @@ def fill_padded_planes(x, n, c0, channels, depth_index, buf, pad_h, pad_w, strid
     contiguous. Taps whose depth index is -1 (outside the input) are left as zeros.
     """
     height, width = x.shape[3], x.shape[4]
-    buf[:] = 0
+    row_pitch = stride_w * phase_w
     for c in range(channels):
         for t in range(depth_index.shape[0]):
             z = depth_index[t]
+            dst = buf[c, t]
             if z < 0:
+                dst[:] = 0
                 continue
             src = x[n, c0 + c, z]
-            dst = buf[c, t]
+            dst[:pad_h * row_pitch] = 0
+            dst[(pad_h + height) * row_pitch:] = 0
             for y in range(height):
                 src_row = src[y]
                 for phase in range(stride_w):
-                    row = dst[((y + pad_h) * stride_w + phase) * phase_w:]
-                    # padded column phase + k * stride_w is input column i:
-                    first = max(0, (pad_w - phase + stride_w - 1) // stride_w)
-                    for k in range(first, phase_w):
-                        i = phase + k * stride_w - pad_w
-                        if i >= width:
-                            break
-                        row[k] = src_row[i]
+                    row = dst[((y + pad_h) * stride_w + phase) * phase_w:][:phase_w]
+                    # padded column phase + k * stride_w is input column i, for k in
+                    # [first, last): zeros before and after.
+                    first = min(phase_w, (pad_w - phase + stride_w - 1) // stride_w)
+                    last = max(first, min(phase_w, (width - 1 + pad_w - phase) // stride_w + 1))
+                    row[:first] = 0
+                    row[last:] = 0
+                    start = phase + first * stride_w - pad_w
+                    if stride_w == 1:  # a contiguous copy, kept apart so it vectorises
+                        row[first:last] = src_row[start:start + last - first]
+                    else:
+                        for k in range(last - first):
+                            row[first + k] = src_row[start + k * stride_w]
 
 
 @njit(cache=True, inline="always")
