@@ -9,7 +9,8 @@ of the algorithm's name.) Compiled kernels also persist on disk through numba's
 Algorithms (``ALGORITHMS``):
 
 - ``direct``: the generic direct kernel (fast to compile; serves everything);
-- ``direct_serial``: the same loop nest on the calling thread, for tiny convolutions;
+- ``direct_serial``: the same loop nest on the calling thread, for small convolutions;
+- ``tiny``: one output element at a time, for tiny convolutions (the seed example);
 - ``blocked``: register-blocked direct kernels, 8 output channels x 16 positions (dense
   layers) or 1 x 64 (depthwise and other layers with 1-2 output channels per group);
 - ``gemm``: im2col slabs and BLAS.
@@ -44,12 +45,14 @@ _numba_setup.apply()  # before the first kernel module is compiled
 from .kernels import blocked, direct, gemm  # noqa: E402  (after the numba settings)
 from .kernels import _blocked_generated  # noqa: E402
 
-ALGORITHMS = ("auto", "direct", "direct_serial", "blocked", "gemm")
+ALGORITHMS = ("auto", "direct", "direct_serial", "tiny", "blocked", "gemm")
 
 #: Entries kept; the least recently used one is dropped beyond this.
 MAX_ENTRIES = 64
 #: Below this many FLOPs the thread pool costs more than it saves.
 SERIAL_FLOPS = 2_000_000
+#: Below this many FLOPs the direct kernel's scratch buffers cost more than the work.
+TINY_FLOPS = 100_000
 #: Above this many bytes of padded input planes per work item, ``auto`` takes the GEMM
 #: path, whose buffers do not grow with the padding.
 PLANE_BYTES_LIMIT = 32 << 20
@@ -182,13 +185,14 @@ def _examples(dtype, weight_ndim):
     return x, w, bias, out, _GEOMETRY
 
 
+_DIRECT = {"direct": direct.forward_direct, "direct_serial": direct.forward_direct_serial,
+           "tiny": direct.forward_tiny}
 _BLOCK_SHAPES = {"blocked8x16": (8, 16), "blocked1x64": (1, 64)}
 
 
 def _builder(name, dtype):
-    if name in ("direct", "direct_serial"):
-        fn = direct.forward_direct if name == "direct" else direct.forward_direct_serial
-        return lambda: _compile(fn, *_examples(dtype, 6))
+    if name in _DIRECT:
+        return lambda: _compile(_DIRECT[name], *_examples(dtype, 6))
     if name in _BLOCK_SHAPES:
         cob, vw = _BLOCK_SHAPES[name]
         fn = getattr(_blocked_generated, f"forward_c{cob}_v{vw}")
@@ -210,6 +214,8 @@ def choose_algorithm(spec) -> str:
     see the README)."""
     if plane_bytes(spec) > PLANE_BYTES_LIMIT:
         return "gemm"
+    if spec.flops < TINY_FLOPS:
+        return "tiny"
     if spec.flops < SERIAL_FLOPS:
         return "direct_serial"
     if spec.kernel == (1, 1, 1) and spec.in_channels // spec.groups >= 64:

@@ -13,7 +13,7 @@ from conftest import assert_matches_reference
 from reference import conv3d_reference
 from test_forward import CASES, make_case
 
-FORCED = ["direct", "direct_serial", "blocked", "gemm"]
+FORCED = ["direct", "direct_serial", "tiny", "blocked", "gemm"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -33,7 +33,7 @@ def test_direct_tiers_agree_bitwise(name, dtype, rng):
     """direct, direct_serial and blocked sum in one order with the same FMAs, so the
     tiered choice never changes a result."""
     x, w, b, args = make_case(rng, *CASES[name], dtype=dtype)
-    outs = [nc.conv3d(x, w, b, algorithm=a, **args) for a in ("direct", "direct_serial", "blocked")]
+    outs = [nc.conv3d(x, w, b, algorithm=a, **args) for a in ("direct", "direct_serial", "tiny", "blocked")]
     for other in outs[1:]:
         assert other.tobytes() == outs[0].tobytes()
 
@@ -61,7 +61,7 @@ def test_auto_choices():
         x = np.zeros((n, cin) + size, np.float32)
         w = np.zeros((cout, cin // groups, k, k, k), np.float32)
         return ConvSpec.from_args(x, w, None, 1, padding, 1, groups)[0]
-    assert _dispatch.choose_algorithm(spec(2, 3, (4, 4, 4), 1, 3, padding=0)) == "direct_serial"
+    assert _dispatch.choose_algorithm(spec(2, 3, (4, 4, 4), 1, 3, padding=0)) == "tiny"
     assert _dispatch.choose_algorithm(spec(1, 32, (32, 32, 32), 32, 3)) == "blocked8x16"
     assert _dispatch.choose_algorithm(spec(4, 96, (16, 28, 28), 96, 3, groups=96)) == "blocked1x64"
     # huge padding: the GEMM path, whose buffers do not grow with the padding

@@ -2,7 +2,7 @@
 
 Every kernel has the contract described in ``blocked.py``.
 """
-# The helpers these kernels inline come from blocked.py, direct.py (sha256 ec21d7024f99cb95).
+# The helpers these kernels inline come from blocked.py, direct.py (sha256 710fc45fb552c246).
 # numba's disk cache checks only this file's own time stamp, so this line changes,
 # and the cache is invalidated, whenever they change.
 from numba import njit, prange

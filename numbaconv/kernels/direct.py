@@ -215,3 +215,45 @@ def forward_direct_serial(x, w, bias, out, geometry):
     planes, acc = item_buffers(x, w, geometry)
     for item in range(item_count(x, w, out)):
         forward_direct_item(x, w, bias, out, geometry, item, planes, acc)
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def forward_tiny(x, w, bias, out, geometry):
+    """:func:`forward_direct` for tiny convolutions, one output element at a time, with
+    no scratch buffers (which cost more than the arithmetic at this size).
+
+    Each element gets the same fused multiply-adds in the same order as in the direct
+    kernel, padded positions included as zeros and depth taps outside the input skipped,
+    so the two agree bitwise.
+    """
+    n_batch, _, depth, height, width = x.shape
+    groups, cout_g, cin_g, kd_, kh_, kw_ = w.shape
+    out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
+    sd, sh, sw, pd, ph, pw, dd, dh, dw = geometry[0], geometry[1], geometry[2], geometry[3], \
+        geometry[4], geometry[5], geometry[6], geometry[7], geometry[8]
+    acc = np.zeros(out_w, x.dtype)
+    zero = acc[0]
+    for n in range(n_batch):
+        for g in range(groups):
+            for co in range(cout_g):
+                for od in range(out_d):
+                    for oh in range(out_h):
+                        acc[:] = 0
+                        for ci in range(cin_g):
+                            channel = x[n, g * cin_g + ci]
+                            for t in range(kd_):
+                                z = od * sd + t * dd - pd
+                                if z < 0 or z >= depth:
+                                    continue
+                                for th in range(kh_):
+                                    y = oh * sh + th * dh - ph
+                                    inside = 0 <= y < height
+                                    for tw in range(kw_):
+                                        wv = w[g, co, ci, t, th, tw]
+                                        for ow in range(out_w):
+                                            i = ow * sw + tw * dw - pw
+                                            v = channel[z, y, i] if inside and 0 <= i < width else zero
+                                            acc[ow] += wv * v
+                        co_all = g * cout_g + co
+                        for ow in range(out_w):
+                            out[n, co_all, od, oh, ow] = acc[ow] + bias[co_all]
