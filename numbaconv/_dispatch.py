@@ -42,7 +42,7 @@ from . import _numba_setup
 
 _numba_setup.apply()  # before the first kernel module is compiled
 
-from .kernels import blocked, direct, gemm  # noqa: E402  (after the numba settings)
+from .kernels import backward, blocked, direct, gemm  # noqa: E402  (after the numba settings)
 from .kernels import _blocked_generated  # noqa: E402
 
 ALGORITHMS = ("auto", "direct", "direct_serial", "tiny", "blocked", "gemm")
@@ -199,7 +199,18 @@ def _builder(name, dtype):
         return lambda: _compile(fn, *_examples(dtype, 4), 1)
     if name == "gemm":
         return lambda: _compile(gemm.forward_gemm, *_examples(dtype, 3), 1)
+    if name == "wgrad_direct":
+        x, _, _, _, geometry = _examples(dtype, 6)
+        return lambda: _compile(backward.weight_grad_direct, x, x, np.zeros((1,) * 6, dtype), geometry)
+    if name == "wgrad_gemm":
+        x, _, _, _, geometry = _examples(dtype, 6)
+        return lambda: _compile(gemm.weight_grad_gemm, x, x, np.zeros((1,) * 4, dtype), geometry, 1)
     raise AssertionError(name)
+
+
+def weight_grad_kernel(name, dtype):
+    """The weight-gradient kernel ``name`` ("wgrad_direct" or "wgrad_gemm")."""
+    return _kernel(name, np.dtype(dtype), background=False)
 
 
 # ---- Choosing and running -------------------------------------------------------------
@@ -290,7 +301,7 @@ class Plan:
                         self.geometry, *self.extra)
         elif name == "gemm":
             wmat = w6.reshape(w6.shape[0], w6.shape[1], -1)
-            with _single_threaded_blas():
+            with single_threaded_blas():
                 self.kernel(x, wmat, bias, out, self.geometry, *self.extra)
         else:
             self.kernel(x, w6, bias, out, self.geometry)
@@ -325,7 +336,7 @@ def gemm_slab_positions(spec) -> int:
 _blas_controller = None
 
 
-def _single_threaded_blas():
+def single_threaded_blas():
     """BLAS limited to one thread while numba's threads run the GEMM path."""
     global _blas_controller
     from threadpoolctl import ThreadpoolController

@@ -242,6 +242,100 @@ class ConvSpec:
             bias = spec.check_bias(bias)
         return spec, inp, weight, bias
 
+    @classmethod
+    def for_transpose(cls, inp, weight, bias=None, stride=1, padding=0, output_padding=0,
+                      dilation=1, groups=1):
+        """Check the arguments of :func:`numbaconv.conv_transpose3d`.
+
+        A transposed convolution is the input gradient of the convolution whose output
+        has ``inp``'s shape, with the same weight. Returns (spec, inp, weight, bias),
+        where ``spec`` describes that forward convolution: its ``out_shape`` is
+        ``inp.shape`` and its ``in_shape`` the transposed convolution's output shape.
+        Weight layouts: MegEngine's ``(Cin, Cout, k...)`` (groups == 1) and grouped
+        ``(G, Cin/G, Cout/G, k...)``, or PyTorch's grouped ``(Cin, Cout/G, k...)``.
+        """
+        inp = check_array("inp", inp)
+        weight = check_array("weight", weight)
+        dtype = result_dtype(inp, weight)
+        stride = as_triple("stride", stride, 1)
+        padding = as_triple("padding", padding, 0)
+        output_padding = as_triple("output_padding", output_padding, 0)
+        dilation = as_triple("dilation", dilation, 1)
+        groups = as_positive_int("groups", groups)
+        if any(op >= s for op, s in zip(output_padding, stride)):
+            raise ValueError(
+                f"output_padding must be smaller than stride on every axis, got "
+                f"output_padding={output_padding} with stride={stride}"
+            )
+        if inp.ndim != 5:
+            raise ValueError(
+                f"inp must be a 5-D array (N, Cin, D, H, W), got {inp.ndim}-D with shape {inp.shape}"
+            )
+        batch, in_channels = (int(v) for v in inp.shape[:2])
+        in_size = tuple(int(v) for v in inp.shape[2:])
+        if in_channels < 1 or min(in_size) < 1:
+            raise ValueError(f"inp must have at least 1 channel and spatial size >= 1, got shape {inp.shape}")
+        if weight.ndim == 6:
+            g, cin_g, cout_g = (int(v) for v in weight.shape[:3])
+            if g != groups:
+                raise ValueError(
+                    f"weight is 6-D (G, Cin/G, Cout/G, kD, kH, kW) with G={g}, but groups={groups}; "
+                    f"pass groups={g}"
+                )
+            layout = "grouped"
+        elif weight.ndim == 5:
+            if int(weight.shape[0]) % groups:
+                raise ValueError(
+                    f"weight has {weight.shape[0]} input channels, which groups={groups} does not divide"
+                )
+            cin_g, cout_g = int(weight.shape[0]) // groups, int(weight.shape[1])
+            layout = "dense" if groups == 1 else "torch"
+        else:
+            raise ValueError(
+                "weight must be 5-D (Cin, Cout/G, kD, kH, kW) or 6-D (G, Cin/G, Cout/G, kD, kH, kW), "
+                f"got {weight.ndim}-D with shape {weight.shape}"
+            )
+        kernel = tuple(int(v) for v in weight.shape[-3:])
+        if cin_g < 1 or cout_g < 1 or min(kernel) < 1:
+            raise ValueError(f"weight must have no zero-length axis, got shape {weight.shape}")
+        if cin_g * groups != in_channels:
+            raise ValueError(
+                f"channel mismatch: inp has {in_channels} channels, but weight of shape "
+                f"{weight.shape} with groups={groups} expects {cin_g * groups}"
+            )
+        out_size = tuple(
+            (i - 1) * s - 2 * p + d * (k - 1) + op + 1
+            for i, s, p, d, k, op in zip(in_size, stride, padding, dilation, kernel, output_padding))
+        if min(out_size) < 1:
+            raise ValueError(
+                f"the transposed convolution's output would have spatial size {out_size}: "
+                f"padding={padding} is too large for inp of shape {inp.shape}"
+            )
+        spec = cls(batch=batch, in_channels=cout_g * groups, out_channels=in_channels,
+                   groups=groups, in_size=out_size, kernel=kernel, stride=stride,
+                   padding=padding, dilation=dilation, flip=False, dtype=dtype,
+                   weight_layout=layout)
+        if bias is not None:
+            bias = check_array("bias", bias)
+            c = spec.in_channels
+            if bias.shape not in ((c,), (1, c, 1, 1, 1)):
+                raise ValueError(
+                    f"bias must have shape (1, {c}, 1, 1, 1) or ({c},) for {c} output channels, "
+                    f"got shape {bias.shape}"
+                )
+            bias = bias.reshape(c)
+        return spec, inp, weight, bias
+
+    def check_grad_output(self, grad_output) -> np.ndarray:
+        """``grad_output`` must have the forward output's shape and a real dtype."""
+        grad_output = check_array("grad_output", grad_output)
+        if grad_output.shape != self.out_shape:
+            raise ValueError(
+                f"grad_output must have the forward output's shape {self.out_shape}, "
+                f"got {grad_output.shape}"
+            )
+        return grad_output
+
     def check_bias(self, bias) -> np.ndarray:
         """``bias`` of shape (1, Cout, 1, 1, 1) or (Cout,), returned as a (Cout,) array."""
         bias = check_array("bias", bias)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _dispatch
-from ._spec import ConvSpec
+from . import _backward, _dispatch
+from ._spec import ConvSpec, check_array
 
-__all__ = ["conv3d"]
+__all__ = ["conv3d", "conv3d_backward", "conv_transpose3d", "conv_transpose3d_backward"]
 
 
 def _operand(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -117,3 +117,115 @@ def _plan_key(inp, weight, bias, stride, padding, dilation, groups, conv_mode, a
 
 def clear_plans() -> None:
     _PLANS.clear()
+
+
+def _check_flag(name, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def _weight_grad(spec, x, grad_out, weight) -> np.ndarray:
+    """The weight gradient in ``weight``'s own layout and the result dtype."""
+    gw = _backward.grad_weight(spec, x, grad_out)
+    if spec.flip:  # the kernels saw the flipped weight
+        gw = gw[..., ::-1, ::-1, ::-1]
+    return np.ascontiguousarray(gw, dtype=spec.dtype).reshape(weight.shape)
+
+
+def _bias_grad(spec, grad_out) -> np.ndarray:
+    """grad_out summed over batch and space, as (1, C, 1, 1, 1)."""
+    total = grad_out.sum(axis=(0, 2, 3, 4), dtype=spec.compute_dtype)
+    return total.reshape(1, -1, 1, 1, 1).astype(spec.dtype, copy=False)
+
+
+def conv3d_backward(grad_output, inp, weight, stride=1, padding=0, dilation=1, groups=1,
+                    conv_mode="cross_correlation", need_input_grad=True, need_weight_grad=True,
+                    *, algorithm="auto"):
+    """Gradients of ``conv3d(inp, weight, bias, ...)`` given ``grad_output`` (the
+    gradient of the loss with respect to its output).
+
+    Returns ``(grad_input, grad_weight, grad_bias)``: grad_input like ``inp``,
+    grad_weight in the layout of ``weight`` as given (5-D or 6-D), grad_bias
+    ``(1, Cout, 1, 1, 1)``; a gradient not asked for is None. dtypes as in
+    :func:`conv3d`. ``algorithm`` applies to the input gradient's convolution.
+    """
+    need_input_grad = _check_flag("need_input_grad", need_input_grad)
+    need_weight_grad = _check_flag("need_weight_grad", need_weight_grad)
+    if algorithm not in _dispatch.ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {_dispatch.ALGORITHMS}, got {algorithm!r}")
+    spec, inp, weight, _ = ConvSpec.from_args(inp, weight, None, stride, padding, dilation,
+                                              groups, conv_mode)
+    grad_output = spec.check_grad_output(grad_output)
+    dtype = spec.compute_dtype
+    grad_out = _operand(grad_output, dtype)
+    grad_input = grad_weight = None
+    if need_input_grad:
+        grad_input = _backward.grad_input(spec, grad_out, prepare_weight(spec, weight), algorithm)
+        grad_input = grad_input.astype(spec.dtype, copy=False)
+    if need_weight_grad:
+        grad_weight = _weight_grad(spec, _operand(inp, dtype), grad_out, weight)
+    return grad_input, grad_weight, _bias_grad(spec, grad_out)
+
+
+def conv_transpose3d(inp, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     dilation=1, groups=1, *, algorithm="auto"):
+    """3-D transposed convolution (MegEngine's ``functional.conv_transpose3d``): the
+    input gradient of the convolution with the same weight and hyper-parameters.
+
+    Args:
+        inp: (N, Cin, D, H, W).
+        weight: (Cin, Cout, kD, kH, kW) when groups == 1; MegEngine's grouped
+            (G, Cin/G, Cout/G, kD, kH, kW) or PyTorch's (Cin, Cout/G, kD, kH, kW).
+        bias: None, (1, Cout, 1, 1, 1) or (Cout,).
+        output_padding: extra size on the high side of each axis, < stride.
+
+    Returns:
+        (N, Cout, Do, Ho, Wo) with ``Do = (D-1)*sD - 2*pD + dD*(kD-1) + opD + 1``.
+    """
+    if algorithm not in _dispatch.ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {_dispatch.ALGORITHMS}, got {algorithm!r}")
+    spec, inp, weight, bias = ConvSpec.for_transpose(inp, weight, bias, stride, padding,
+                                                     output_padding, dilation, groups)
+    dtype = spec.compute_dtype
+    out = _backward.grad_input(spec, _operand(inp, dtype), prepare_weight(spec, weight), algorithm)
+    if bias is not None:
+        out += _operand(bias, dtype).reshape(1, -1, 1, 1, 1)
+    return out.astype(spec.dtype, copy=False)
+
+
+def conv_transpose3d_backward(grad_output, inp, weight, stride=1, padding=0, output_padding=0,
+                              dilation=1, groups=1, need_input_grad=True, need_weight_grad=True,
+                              *, algorithm="auto"):
+    """Gradients of ``conv_transpose3d(inp, weight, bias, ...)``: ``(grad_input,
+    grad_weight, grad_bias)`` as in :func:`conv3d_backward`. The input gradient of a
+    transposed convolution is the forward convolution of grad_output."""
+    need_input_grad = _check_flag("need_input_grad", need_input_grad)
+    need_weight_grad = _check_flag("need_weight_grad", need_weight_grad)
+    if algorithm not in _dispatch.ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {_dispatch.ALGORITHMS}, got {algorithm!r}")
+    spec, inp, weight, _ = ConvSpec.for_transpose(inp, weight, None, stride, padding,
+                                                  output_padding, dilation, groups)
+    # In ``spec``'s terms (the forward convolution), grad_output is the input and
+    # ``inp`` the output gradient.
+    grad_output = check_transposed_grad(spec, grad_output)
+    dtype = spec.compute_dtype
+    x = _operand(grad_output, dtype)
+    grad_input = grad_weight = None
+    if need_input_grad:
+        grad_input = ForwardPlan(spec, algorithm)(x, weight, None)
+    if need_weight_grad:
+        grad_weight = _weight_grad(spec, x, _operand(inp, dtype), weight)
+    return grad_input, grad_weight, _bias_grad(spec, x)
+
+
+def check_transposed_grad(spec: ConvSpec, grad_output):
+    """grad_output of a transposed convolution has the shape of its output, which is
+    the forward ``spec``'s input shape."""
+    grad_output = check_array("grad_output", grad_output)
+    if grad_output.shape != spec.in_shape:
+        raise ValueError(
+            f"grad_output must have the transposed convolution's output shape {spec.in_shape}, "
+            f"got {grad_output.shape}"
+        )
+    return grad_output

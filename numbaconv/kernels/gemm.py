@@ -77,3 +77,32 @@ def forward_gemm(x, wmat, bias, out, geometry, slab_positions):
             dst = out_flat[n, g, c, s0:s0 + size]
             for j in range(size):
                 dst[j] = result[c, j] + b
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions):
+    """Weight gradient via im2col slabs and BLAS, summed in a fixed order.
+
+    x: (N, Cin, D, H, W); grad_out: (N, Cout, Do, Ho, Wo); partial: (chunks, G, Cout/G,
+    Cin/G*kD*kH*kW), zeroed, receives one partial sum per chunk. The (n, group, slab)
+    items are split into ``chunks`` fixed, contiguous ranges (independent of the thread
+    count); the caller adds the chunks up in order.
+    """
+    n_batch, cin = x.shape[0], x.shape[1]
+    chunks, groups, cout_g, reduction = partial.shape
+    cin_g = cin // groups
+    positions = grad_out.shape[2] * grad_out.shape[3] * grad_out.shape[4]
+    slabs = (positions + slab_positions - 1) // slab_positions
+    total = n_batch * groups * slabs
+    grad_flat = grad_out.reshape((n_batch, groups, cout_g, positions))
+    for chunk in prange(chunks):
+        for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
+            slab = item % slabs
+            g = (item // slabs) % groups
+            n = item // (slabs * groups)
+            s0 = slab * slab_positions
+            size = min(slab_positions, positions - s0)
+            col = np.empty((reduction, size), x.dtype)
+            im2col_slab(x, n, g * cin_g, cin_g, geometry, grad_out.shape, s0, size, col)
+            grad = np.ascontiguousarray(grad_flat[n, g, :, s0:s0 + size])
+            partial[chunk, g] += np.dot(grad, col.T)
