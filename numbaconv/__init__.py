@@ -2,7 +2,7 @@
 from ._dispatch import CACHE as _CACHE, warmup
 from . import functional as _functional
 from .functional import conv3d, conv3d_backward, conv_transpose3d, conv_transpose3d_backward
-from .module import Conv3d
+from .module import Conv3d, ConvTranspose3d
 
 __version__ = "0.1.0"
 
@@ -19,4 +19,4 @@ def clear_kernel_cache() -> None:
     _CACHE.clear()
 
 
-__all__ = ["conv3d", "conv3d_backward", "conv_transpose3d", "conv_transpose3d_backward", "Conv3d", "warmup", "kernel_cache_info", "clear_kernel_cache", "__version__"]
+__all__ = ["conv3d", "conv3d_backward", "conv_transpose3d", "conv_transpose3d_backward", "Conv3d", "ConvTranspose3d", "warmup", "kernel_cache_info", "clear_kernel_cache", "__version__"]

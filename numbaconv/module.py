@@ -7,22 +7,17 @@ from collections import OrderedDict
 import numpy as np
 
 from ._spec import as_positive_int, as_triple, check_array, conv_mode_flips
-from .functional import conv3d
+from .functional import conv3d, conv3d_backward, conv_transpose3d, conv_transpose3d_backward
 
-__all__ = ["Conv3d"]
+__all__ = ["Conv3d", "ConvTranspose3d"]
 
 
-class Conv3d:
-    """MegEngine's ``module.Conv3d`` on numbaconv's kernels.
+class _ConvNd:
+    """What Conv3d and ConvTranspose3d share: hyper-parameters, float32 parameters,
+    MegEngine's initialisation, the training state and MegEngine's Module API."""
 
-    Parameters are float32 numpy arrays: ``weight`` is (Cout, Cin, kD, kH, kW) when
-    ``groups == 1`` and (G, Cout/G, Cin/G, kD, kH, kW) otherwise; ``bias`` is
-    (1, Cout, 1, 1, 1) or None. ``rng`` (keyword-only: an int seed or a
-    ``numpy.random.Generator``) makes the initialisation reproducible.
-    """
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, conv_mode="cross_correlation", *, rng=None):
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                 groups, bias, rng):
         self.in_channels = as_positive_int("in_channels", in_channels)
         self.out_channels = as_positive_int("out_channels", out_channels)
         self.groups = as_positive_int("groups", groups)
@@ -35,19 +30,23 @@ class Conv3d:
         self.padding = as_triple("padding", padding, 0)
         self.dilation = as_triple("dilation", dilation, 1)
         if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be a bool (whether to add a bias), got {type(bias).__name__}")
-        conv_mode_flips(conv_mode)
-        self.conv_mode = conv_mode.lower()
+            raise TypeError(f"bias must be a bool (whether to add a bias), got {bias!r} "
+                            f"({type(bias).__name__})")
         self.training = True
         self.weight = np.zeros(self._weight_shape(), np.float32)
         self.bias = np.zeros((1, self.out_channels, 1, 1, 1), np.float32) if bias else None
+        self._saved_input = None
+        self.grads = {}
+        self.zero_grad()
         self.reset_parameters(rng)
 
     def _weight_shape(self) -> tuple:
+        """(first, second, k...) dense, or (G, first/G, second/G, k...) grouped."""
+        first, second = self._weight_channels()
         if self.groups == 1:
-            return (self.out_channels, self.in_channels) + self.kernel_size
+            return (first, second) + self.kernel_size
         g = self.groups
-        return (g, self.out_channels // g, self.in_channels // g) + self.kernel_size
+        return (g, first // g, second // g) + self.kernel_size
 
     def reset_parameters(self, rng=None) -> None:
         """weight ~ Normal(0, sqrt(1 / fan_in)), fan_in = kD*kH*kW*in_channels (as
@@ -59,16 +58,39 @@ class Conv3d:
         if self.bias is not None:
             self.bias[...] = 0
 
-    def forward(self, inp) -> np.ndarray:
-        """(N, Cin, D, H, W) -> (N, Cout, Do, Ho, Wo); see :func:`numbaconv.conv3d`."""
-        return conv3d(inp, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                      self.groups, self.conv_mode)
+    def __call__(self, inp) -> np.ndarray:
+        return self.forward(inp)
 
-    __call__ = forward
+    def forward(self, inp) -> np.ndarray:
+        """The layer's output; in training mode the input is kept for :meth:`backward`."""
+        out = self._forward(inp)
+        self._saved_input = inp if self.training else None
+        return out
+
+    def backward(self, grad_output) -> np.ndarray:
+        """Given the loss gradient with respect to the last forward's output, add the
+        parameter gradients into ``self.grads`` and return the input gradient."""
+        if self._saved_input is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward needs a forward call in training mode first "
+                f"(training={self.training})"
+            )
+        grad_input, grad_weight, grad_bias = self._backward(grad_output, self._saved_input)
+        self.grads["weight"] += grad_weight
+        if self.bias is not None:
+            self.grads["bias"] += grad_bias
+        return grad_input
+
+    def zero_grad(self) -> None:
+        """Reset the accumulated parameter gradients to zero."""
+        self.grads = {name: np.zeros_like(array) for name, array in self.named_parameters()}
 
     # ---- MegEngine's Module API -------------------------------------------------------
     def train(self, mode: bool = True):
+        """Set training mode (``forward`` keeps its input for ``backward``) or not."""
         self.training = bool(mode)
+        if not self.training:
+            self._saved_input = None
         return self
 
     def eval(self):
@@ -130,3 +152,69 @@ class Conv3d:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._module_info_string()})"
+
+
+class Conv3d(_ConvNd):
+    """MegEngine's ``module.Conv3d`` on numbaconv's kernels.
+
+    Parameters are float32 numpy arrays: ``weight`` is (Cout, Cin, kD, kH, kW) when
+    ``groups == 1`` and (G, Cout/G, Cin/G, kD, kH, kW) otherwise; ``bias`` is
+    (1, Cout, 1, 1, 1) or None. ``rng`` (keyword-only: an int seed or a
+    ``numpy.random.Generator``) makes the initialisation reproducible.
+
+    Training: ``forward`` keeps its input while ``training`` is true; ``backward(
+    grad_output)`` returns the input gradient and adds the parameter gradients into
+    ``grads`` (keyed like ``state_dict``); ``zero_grad()`` clears them.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, conv_mode="cross_correlation", *, rng=None):
+        conv_mode_flips(conv_mode)
+        self.conv_mode = conv_mode.lower()
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, rng)
+
+    def _weight_channels(self):
+        return self.out_channels, self.in_channels
+
+    def _forward(self, inp):
+        return conv3d(inp, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                      self.groups, self.conv_mode)
+
+    def _backward(self, grad_output, inp):
+        return conv3d_backward(grad_output, inp, self.weight, self.stride, self.padding,
+                               self.dilation, self.groups, self.conv_mode)
+
+
+class ConvTranspose3d(_ConvNd):
+    """MegEngine's ``module.ConvTranspose3d``, grouped ones included (MegEngine's own
+    fails at forward when grouped).
+
+    ``weight`` is (Cin, Cout, kD, kH, kW) when ``groups == 1`` and (G, Cin/G, Cout/G,
+    kD, kH, kW) otherwise; ``bias`` (1, Cout, 1, 1, 1) or None. Output size per axis:
+    ``(in - 1)*stride - 2*padding + dilation*(k - 1) + output_padding + 1``. The repr
+    leaves out ``output_padding``, as MegEngine's does. Training as in :class:`Conv3d`.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, dilation=1, groups=1, bias=True, *, rng=None):
+        self.output_padding = as_triple("output_padding", output_padding, 0)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, rng)
+        if any(op >= s for op, s in zip(self.output_padding, self.stride)):
+            raise ValueError(
+                f"output_padding must be smaller than stride on every axis, got "
+                f"output_padding={self.output_padding} with stride={self.stride}"
+            )
+
+    def _weight_channels(self):
+        return self.in_channels, self.out_channels
+
+    def _forward(self, inp):
+        return conv_transpose3d(inp, self.weight, self.bias, self.stride, self.padding,
+                                self.output_padding, self.dilation, self.groups)
+
+    def _backward(self, grad_output, inp):
+        return conv_transpose3d_backward(grad_output, inp, self.weight, self.stride,
+                                         self.padding, self.output_padding, self.dilation,
+                                         self.groups)

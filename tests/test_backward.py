@@ -1,0 +1,293 @@
+"""Gradients and the transposed convolution, against MegEngine's gradients, exact
+directional derivatives of the float64 reference, and torch autograd."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import numbaconv as nc
+from numbaconv import _backward
+from numbaconv._spec import ConvSpec
+from reference import conv3d_reference
+from test_forward import CASES, configurations, make_case
+
+DATA = os.path.join(os.path.dirname(__file__), "golden", "data")
+CONV_GOLDEN = sorted(p for p in glob.glob(os.path.join(DATA, "conv3d_*.npz")) if "_f16_" not in p)
+TRANSPOSE_GOLDEN = sorted(glob.glob(os.path.join(DATA, "conv_transpose3d_*.npz")))
+
+
+def load(path):
+    z = np.load(path)
+    return z, json.loads(str(z["meta"]))
+
+
+def close(actual, expected, rtol=2e-5):
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+# ---- MegEngine's gradients -----------------------------------------------------------
+@pytest.mark.parametrize("path", CONV_GOLDEN, ids=[os.path.basename(p)[:-4] for p in CONV_GOLDEN])
+def test_megengine_golden_gradients(path):
+    z, meta = load(path)
+    args = dict(stride=meta["stride"], padding=meta["padding"], dilation=meta["dilation"],
+                groups=meta["groups"])
+    grad_input, grad_weight, grad_bias = nc.conv3d_backward(z["grad_out"], z["inp"], z["weight"], **args)
+    assert grad_weight.shape == z["weight"].shape  # 6-D stays 6-D
+    assert grad_input.dtype == grad_weight.dtype == np.float32
+    close(grad_input, z["grad_inp"])
+    close(grad_weight, z["grad_weight"])
+    if meta["bias"]:
+        close(grad_bias, z["grad_bias"])
+    assert grad_bias.shape == (1, meta["out_channels"], 1, 1, 1)
+
+
+@pytest.mark.parametrize("path", TRANSPOSE_GOLDEN, ids=[os.path.basename(p)[:-4] for p in TRANSPOSE_GOLDEN])
+def test_megengine_golden_transposed(path):
+    z, meta = load(path)
+    args = dict(stride=meta["stride"], padding=meta["padding"], output_padding=meta["output_padding"],
+                dilation=meta["dilation"], groups=meta["groups"])
+    bias = z["bias"] if "bias" in z.files else None
+    out = nc.conv_transpose3d(z["inp"], z["weight"], bias, **args)
+    assert out.shape == z["out"].shape
+    close(out, z["out"])
+    grad_input, grad_weight, grad_bias = nc.conv_transpose3d_backward(z["grad_out"], z["inp"], z["weight"], **args)
+    close(grad_input, z["grad_inp"])
+    close(grad_weight, z["grad_weight"])
+    if bias is not None:
+        close(grad_bias, z["grad_bias"])
+    module = nc.ConvTranspose3d(**meta["ctor_args"])
+    assert repr(module) == meta["repr"]
+    assert module.weight.shape == z["weight"].shape
+    module.load_state_dict({"weight": z["weight"], **({"bias": bias} if bias is not None else {})})
+    close(module(z["inp"]), z["out"])
+
+
+# ---- Exact directional derivatives of the reference ----------------------------------
+def check_gradients(x, w, b, grad_out, args, conv_mode="cross_correlation"):
+    """conv3d is linear in x and in w, so <grad_x, V> = <conv(V, w), G> and
+    <grad_w, U> = <conv(x, U), G> exactly; check both with the float64 reference."""
+    rng = np.random.default_rng(1)
+    gi, gw, gb = nc.conv3d_backward(grad_out, x, w, conv_mode=conv_mode, **args)
+    v, u = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
+    dx = np.sum(conv3d_reference(v, w, None, conv_mode=conv_mode, **args) * grad_out)
+    dw = np.sum(conv3d_reference(x, u, None, conv_mode=conv_mode, **args) * grad_out)
+    scale_x = np.sum(np.abs(conv3d_reference(np.abs(v), np.abs(w), None, conv_mode=conv_mode, **args)
+                            * np.abs(grad_out))) + 1e-300
+    scale_w = np.sum(np.abs(conv3d_reference(np.abs(x), np.abs(u), None, conv_mode=conv_mode, **args)
+                            * np.abs(grad_out))) + 1e-300
+    assert abs(np.sum(gi * v) - dx) <= 1e-10 * scale_x
+    assert abs(np.sum(gw * u) - dw) <= 1e-10 * scale_w
+    np.testing.assert_allclose(gb.reshape(-1), grad_out.sum(axis=(0, 2, 3, 4)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_gradients_match_reference(name, rng):
+    x, w, b, args = make_case(rng, *CASES[name], dtype=np.float64)
+    out_shape = conv3d_reference(x, w, None, **args).shape
+    check_gradients(x, w, b, rng.standard_normal(out_shape), args)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configurations(), mode=st.sampled_from(["cross_correlation", "convolution"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_random_gradients_match_reference(config, mode, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b, args = make_case(rng, *config, dtype=np.float64)
+    out_shape = conv3d_reference(x, w, None, conv_mode=mode, **args).shape
+    check_gradients(x, w, b, rng.standard_normal(out_shape), args, conv_mode=mode)
+
+
+@pytest.mark.parametrize("algorithm", ["wgrad_direct", "wgrad_gemm"])
+@pytest.mark.parametrize("name", ["aniso", "groups3", "depthwise_k3", "many_channels", "stride_gt_kernel"])
+def test_weight_gradient_paths(name, algorithm, rng):
+    x, w, b, args = make_case(rng, *CASES[name], dtype=np.float64)
+    spec = ConvSpec.from_args(x, w, None, **args)[0]
+    grad_out = rng.standard_normal(spec.out_shape)
+    gw = _backward.grad_weight(spec, x, grad_out, algorithm)
+    expected = nc.conv3d_backward(grad_out, x, w, need_input_grad=False, **args)[1]
+    np.testing.assert_allclose(gw.reshape(expected.shape), expected, rtol=1e-11, atol=1e-11)
+
+
+def test_gradients_not_asked_for_are_none(rng):
+    x, w, b, args = make_case(rng, *CASES["groups3"], dtype=np.float32)
+    grad_out = np.ones(nc.conv3d(x, w, **args).shape, np.float32)
+    gi, gw, gb = nc.conv3d_backward(grad_out, x, w, need_input_grad=False, **args)
+    assert gi is None and gw is not None and gb is not None
+    gi, gw, gb = nc.conv3d_backward(grad_out, x, w, need_weight_grad=False, **args)
+    assert gw is None and gi is not None
+
+
+def test_weight_gradient_keeps_layout(rng):
+    x, w, b, args = make_case(rng, *CASES["groups3"], dtype=np.float64)
+    grad_out = rng.standard_normal(nc.conv3d(x, w, **args).shape)
+    six = nc.conv3d_backward(grad_out, x, w, **args)[1]
+    torch_layout = w.reshape((-1,) + w.shape[2:])
+    five = nc.conv3d_backward(grad_out, x, torch_layout, **args)[1]
+    assert six.shape == w.shape and five.shape == torch_layout.shape
+    np.testing.assert_array_equal(five, six.reshape(five.shape))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_gradient_dtypes(dtype, rng):
+    x, w, b, args = make_case(rng, *CASES["k2"], dtype=dtype)
+    grad_out = np.ones(nc.conv3d(x, w, **args).shape, dtype)
+    for grad in nc.conv3d_backward(grad_out, x, w, **args):
+        assert grad.dtype == dtype
+
+
+def test_transposed_is_adjoint_of_forward(rng):
+    """<conv3d(x, w), y> == <x, conv_transpose3d(y, w)>, groups included."""
+    x, w, b, args = make_case(rng, 2, 6, (7, 8, 9), 9, (3, 2, 1), (2, 1, 3), (1, 0, 1), (1, 2, 1), 3,
+                              np.float64)
+    y = rng.standard_normal(nc.conv3d(x, w, **args).shape)
+    spec = ConvSpec.from_args(x, w, None, **args)[0]
+    output_padding = tuple(i + 2 * p - d * (k - 1) - 1 - (o - 1) * s for i, p, d, k, o, s in zip(
+        spec.in_size, spec.padding, spec.dilation, spec.kernel, spec.out_size, spec.stride))
+    xt = nc.conv_transpose3d(y, w, None, output_padding=output_padding, **args)
+    assert xt.shape == x.shape
+    np.testing.assert_allclose(np.sum(nc.conv3d(x, w, **args) * y), np.sum(x * xt), rtol=1e-12)
+
+
+# ---- Modules -------------------------------------------------------------------------
+def test_module_backward_accumulates(rng):
+    m = nc.Conv3d(4, 6, 3, padding=1, groups=2, rng=0)
+    x = rng.standard_normal((2, 4, 5, 6, 7)).astype(np.float32)
+    grad_out = rng.standard_normal(m(x).shape).astype(np.float32)
+    expected = nc.conv3d_backward(grad_out, x, m.weight, padding=1, groups=2)
+    grad_input = m.backward(grad_out)
+    np.testing.assert_array_equal(grad_input, expected[0])
+    np.testing.assert_array_equal(m.grads["weight"], expected[1])
+    np.testing.assert_array_equal(m.grads["bias"], expected[2])
+    m(x)
+    m.backward(grad_out)
+    np.testing.assert_allclose(m.grads["weight"], 2 * expected[1], rtol=1e-6)
+    m.zero_grad()
+    assert not m.grads["weight"].any() and not m.grads["bias"].any()
+    assert set(m.grads) == set(m.state_dict())
+
+
+def test_module_backward_needs_training_forward(rng):
+    m = nc.Conv3d(2, 2, 3)
+    with pytest.raises(RuntimeError, match="forward call in training mode"):
+        m.backward(np.zeros((1, 2, 1, 1, 1), np.float32))
+    m.eval()
+    m(np.zeros((1, 2, 3, 3, 3), np.float32))
+    with pytest.raises(RuntimeError, match="training=False"):
+        m.backward(np.zeros((1, 2, 1, 1, 1), np.float32))
+
+
+def test_grouped_conv_transpose_module(rng):
+    m = nc.ConvTranspose3d(4, 6, (2, 3, 1), stride=(2, 1, 3), padding=(0, 1, 0), output_padding=(1, 0, 2),
+                           groups=2, rng=0)
+    assert m.weight.shape == (2, 2, 3, 2, 3, 1)
+    x = rng.standard_normal((2, 4, 3, 4, 5)).astype(np.float64)
+    out = m(x)
+    assert out.shape == (2, 6, 7, 4, 15)  # (in-1)*s - 2p + d(k-1) + op + 1
+    grad_out = rng.standard_normal(out.shape)
+    grad_input = m.backward(grad_out)
+    expected = nc.conv_transpose3d_backward(grad_out, x, m.weight, (2, 1, 3), (0, 1, 0), (1, 0, 2), 1, 2)
+    np.testing.assert_array_equal(grad_input, expected[0])
+    np.testing.assert_array_equal(m.grads["weight"], expected[1].astype(np.float32))
+
+
+# ---- Bad input -----------------------------------------------------------------------
+def test_bad_backward_input(rng):
+    x, w, b, args = make_case(rng, *CASES["k2"], dtype=np.float32)
+    shape = nc.conv3d(x, w, **args).shape
+    with pytest.raises(ValueError, match=r"grad_output must have the forward output's shape"):
+        nc.conv3d_backward(np.zeros(shape[:-1] + (shape[-1] + 1,), np.float32), x, w, **args)
+    with pytest.raises(TypeError, match="grad_output must have a real float or integer dtype"):
+        nc.conv3d_backward(np.zeros(shape, np.complex64), x, w, **args)
+    with pytest.raises(TypeError, match="need_input_grad must be a bool"):
+        nc.conv3d_backward(np.zeros(shape, np.float32), x, w, need_input_grad="yes", **args)
+    with pytest.raises(ValueError, match="stride entries must be >= 1"):
+        nc.conv3d_backward(np.zeros(shape, np.float32), x, w, stride=0)
+
+
+def test_bad_transposed_input(rng):
+    x = rng.standard_normal((1, 4, 3, 3, 3)).astype(np.float32)
+    w = rng.standard_normal((4, 2, 3, 3, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="output_padding must be smaller than stride"):
+        nc.conv_transpose3d(x, w, stride=2, output_padding=2)
+    with pytest.raises(ValueError, match="channel mismatch"):
+        nc.conv_transpose3d(x[:, :3], w)
+    with pytest.raises(ValueError, match="padding=.* is too large"):
+        nc.conv_transpose3d(x, w, padding=5)
+    with pytest.raises(ValueError, match="grad_output must have the transposed convolution's output shape"):
+        nc.conv_transpose3d_backward(np.zeros((1, 2, 4, 4, 4), np.float32), x, w)
+    with pytest.raises(ValueError, match="output_padding must be smaller than stride"):
+        nc.ConvTranspose3d(4, 2, 3, stride=1, output_padding=1)
+
+
+# ---- Reproducibility -----------------------------------------------------------------
+_SCRIPT = """
+import sys, numpy as np, numbaconv as nc
+from numbaconv import _backward
+from numbaconv._spec import ConvSpec
+rng = np.random.default_rng(5)
+x = rng.standard_normal((2, 8, 7, 8, 9)).astype(np.float32)
+w = rng.standard_normal((12, 8, 3, 3, 3)).astype(np.float32)
+g = rng.standard_normal((2, 12, 7, 8, 9)).astype(np.float32)
+spec = ConvSpec.from_args(x, w, None, 1, 1)[0]
+outs = list(nc.conv3d_backward(g, x, w, padding=1))
+outs += [_backward.grad_weight(spec, x, g, "wgrad_direct"), _backward.grad_weight(spec, x, g, "wgrad_gemm")]
+np.savez(sys.argv[1], *outs)
+"""
+
+
+def test_backward_bitwise_identical_across_thread_counts(tmp_path):
+    results = []
+    for i, threads in enumerate(("1", "2", "2")):
+        path = tmp_path / f"b{i}.npz"
+        subprocess.run([sys.executable, "-c", _SCRIPT, str(path)], check=True, capture_output=True,
+                       env=dict(os.environ, NUMBA_NUM_THREADS=threads))
+        z = np.load(path)
+        results.append([z[k] for k in sorted(z.files)])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.tobytes() == b.tobytes()
+
+
+# ---- PyTorch autograd ----------------------------------------------------------------
+@pytest.mark.parametrize("name", ["aniso", "groups3", "depthwise_k3", "k4_stride3", "dilated", "pad_gt_kernel"])
+def test_matches_torch_autograd(name, rng):
+    torch = pytest.importorskip("torch")
+    x, w, b, args = make_case(rng, *CASES[name], dtype=np.float64)
+    g = args["groups"]
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w.reshape((-1,) + w.shape[-4:]) if g > 1 else w, requires_grad=True)
+    bt = torch.tensor(b.reshape(-1), requires_grad=True)
+    out = torch.nn.functional.conv3d(xt, wt, bt, stride=args["stride"], padding=args["padding"],
+                                     dilation=args["dilation"], groups=g)
+    grad_out = rng.standard_normal(out.shape)
+    out.backward(torch.from_numpy(grad_out))
+    gi, gw, gb = nc.conv3d_backward(grad_out, x, w, **args)
+    np.testing.assert_allclose(gi, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gw.reshape(wt.shape), wt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gb.reshape(-1), bt.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_transposed_matches_torch(groups, rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((2, 4, 3, 4, 5))
+    w = rng.standard_normal((4, 6 // groups, 2, 3, 1))  # PyTorch's layout (Cin, Cout/G, k...)
+    b = rng.standard_normal(6)
+    args = dict(stride=(2, 1, 3), padding=(0, 1, 0), output_padding=(1, 0, 2), dilation=(1, 2, 1),
+                groups=groups)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    out = torch.nn.functional.conv_transpose3d(xt, wt, bt, **args)
+    ours = nc.conv_transpose3d(x, w, b, **args)
+    np.testing.assert_allclose(ours, out.detach().numpy(), rtol=1e-10, atol=1e-10)
+    grad_out = rng.standard_normal(out.shape)
+    out.backward(torch.from_numpy(grad_out))
+    gi, gw, gb = nc.conv_transpose3d_backward(grad_out, x, w, **args)
+    np.testing.assert_allclose(gi, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gw, wt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gb.reshape(-1), bt.grad.numpy(), rtol=1e-10, atol=1e-10)
