@@ -5,7 +5,8 @@ dispatcher's kernels.
   grad_output, zero-stuffed by the stride and padded, with the weight flipped and its
   channel axes swapped. It runs on the forward kernels and plans.
 - The weight gradient is a correlation of the input with grad_output: a direct kernel
-  for layers with few channels per group, im2col slabs and BLAS otherwise.
+  for depthwise layers, a register-blocked one otherwise (they agree bitwise); im2col
+  slabs and BLAS on request.
 """
 from __future__ import annotations
 
@@ -69,11 +70,14 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
     return out
 
 
+WEIGHT_GRAD_ALGORITHMS = ("auto", "wgrad_direct", "wgrad_blocked", "wgrad_gemm")
+
+
 def weight_grad_algorithm(spec: ConvSpec) -> str:
-    """The direct kernel for few channels per group (it copies input planes per input
-    channel), the GEMM path otherwise."""
-    cin_g, cout_g = spec.in_channels // spec.groups, spec.out_channels // spec.groups
-    return "wgrad_direct" if cin_g * cout_g <= 16 else "wgrad_gemm"
+    """The direct kernel for 1-2 output channels per group (depthwise), the
+    register-blocked one (4 output channels x 2 taps) otherwise. The two agree bitwise;
+    ``wgrad_gemm`` (BLAS) is slower on the benchmark suite and kept as a cross-check."""
+    return "wgrad_direct" if spec.out_channels // spec.groups <= 2 else "wgrad_blocked"
 
 
 def grad_weight(spec: ConvSpec, x: np.ndarray, grad_out: np.ndarray, algorithm="auto") -> np.ndarray:
@@ -81,11 +85,11 @@ def grad_weight(spec: ConvSpec, x: np.ndarray, grad_out: np.ndarray, algorithm="
     weight as the kernels saw it, i.e. flipped for ``conv_mode="convolution"``).
 
     x: (N, Cin, D, H, W) and grad_out: (N, Cout, Do, Ho, Wo), C-contiguous, compute dtype.
-    ``algorithm``: "auto", "wgrad_direct" or "wgrad_gemm".
+    ``algorithm``: one of ``WEIGHT_GRAD_ALGORITHMS``.
     """
     name = weight_grad_algorithm(spec) if algorithm == "auto" else algorithm
     kernel = _dispatch.weight_grad_kernel(name, spec.compute_dtype)
-    if name == "wgrad_direct":
+    if name != "wgrad_gemm":
         gw = np.empty(spec.group_weight_shape, spec.compute_dtype)
         kernel(x, grad_out, gw, spec.geometry)
         return gw

@@ -199,9 +199,10 @@ def _builder(name, dtype):
         return lambda: _compile(fn, *_examples(dtype, 4), 1)
     if name == "gemm":
         return lambda: _compile(gemm.forward_gemm, *_examples(dtype, 3), 1)
-    if name == "wgrad_direct":
+    if name in ("wgrad_direct", "wgrad_blocked"):
+        fn = backward.weight_grad_direct if name == "wgrad_direct" else _blocked_generated.weight_grad_c4_t2
         x, _, _, _, geometry = _examples(dtype, 6)
-        return lambda: _compile(backward.weight_grad_direct, x, x, np.zeros((1,) * 6, dtype), geometry)
+        return lambda: _compile(fn, x, x, np.zeros((1,) * 6, dtype), geometry)
     if name == "wgrad_gemm":
         x, _, _, _, geometry = _examples(dtype, 6)
         return lambda: _compile(gemm.weight_grad_gemm, x, x, np.zeros((1,) * 4, dtype), geometry, 1)
@@ -209,7 +210,8 @@ def _builder(name, dtype):
 
 
 def weight_grad_kernel(name, dtype):
-    """The weight-gradient kernel ``name`` ("wgrad_direct" or "wgrad_gemm")."""
+    """The weight-gradient kernel ``name`` ("wgrad_direct", "wgrad_blocked" or
+    "wgrad_gemm")."""
     return _kernel(name, np.dtype(dtype), background=False)
 
 

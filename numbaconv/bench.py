@@ -193,7 +193,9 @@ def _peak_extra_mib(call):
         peak = _proc_status_kib()["VmHWM"]
     except (OSError, KeyError, ValueError):
         return None, out
-    nbytes = out.nbytes if isinstance(out, np.ndarray) else out.numel() * out.element_size()
+    outs = out if isinstance(out, tuple) else (out,)
+    nbytes = sum(o.nbytes if isinstance(o, np.ndarray) else o.numel() * o.element_size()
+                 for o in outs)
     return ((peak - before) * 1024 - nbytes) / 2**20, out
 
 
@@ -311,7 +313,7 @@ def _select(shapes, quick: bool) -> list:
 
 # ---- The run ---------------------------------------------------------------------------
 def run(shapes=None, dtype="float32", threads=None, repeats=None, quick=False,
-        progress=True) -> dict:
+        progress=True, backward=False) -> dict:
     """Benchmark numbaconv against torch; return the results as a JSON-ready dict.
 
     Args:
@@ -323,6 +325,8 @@ def run(shapes=None, dtype="float32", threads=None, repeats=None, quick=False,
             at least 5 pairs per layer; 0.3 s and 3 pairs with ``quick``).
         quick: a small subset with fewer repeats.
         progress: a progress bar on stderr.
+        backward: time the input and weight gradients (``conv3d_backward``) against
+            torch's ``convolution_backward`` (what its autograd runs) instead.
     """
     dtype = np.dtype(dtype).name
     if dtype not in TOLERANCE:
@@ -373,7 +377,7 @@ def run(shapes=None, dtype="float32", threads=None, repeats=None, quick=False,
             rows = []
             for index, shape in enumerate(selected):
                 bar.show(index, f"{shape.id} {shape.name}")
-                rows.append(_bench_shape(shape, index, dtype, repeats, adaptive, torch))
+                rows.append(_bench_shape(shape, index, dtype, repeats, adaptive, torch, backward))
             bar.show(len(selected), f"gemm peak again ({_GEMM_N}x{_GEMM_N} {dtype})")
             peak_after = _gemm_peak(torch, dtype, gemm_reps)
         info2 = numbaconv.kernel_cache_info()
@@ -409,6 +413,7 @@ def run(shapes=None, dtype="float32", threads=None, repeats=None, quick=False,
         "machine": _machine(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "quick": bool(quick),
+        "backward": bool(backward),
         "repeats": repeats,
         "compile": {
             "warmup_count": info1["misses"] - info0["misses"],
@@ -424,7 +429,8 @@ def run(shapes=None, dtype="float32", threads=None, repeats=None, quick=False,
     }
 
 
-def _bench_shape(shape: Shape, index: int, dtype: str, repeats, adaptive, torch) -> dict:
+def _bench_shape(shape: Shape, index: int, dtype: str, repeats, adaptive, torch,
+                 backward=False) -> dict:
     rng = np.random.default_rng(1000 + index)
     x = rng.standard_normal((shape.batch, shape.in_channels) + shape.size).astype(dtype)
     fan_in = shape.in_channels // shape.groups * int(np.prod(shape.kernel))
@@ -437,33 +443,35 @@ def _bench_shape(shape: Shape, index: int, dtype: str, repeats, adaptive, torch)
     gflop = spec.flops / 1e9
     misses0 = numbaconv.kernel_cache_info()["misses"]
 
-    def nc_call():
-        return numbaconv.conv3d(x, w, b, **args)
+    if backward:
+        nc_call, torch_call, algorithm, gflop = _backward_calls(spec, x, w, args, rng, torch)
+    else:
+        def nc_call():
+            return numbaconv.conv3d(x, w, b, **args)
 
-    torch_call = None
-    if torch is not None:
-        tx, tw, tb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
-        F = torch.nn.functional
+        torch_call = None
+        if torch is not None:
+            tx, tw, tb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
+            F = torch.nn.functional
 
-        def torch_call():
-            with torch.no_grad():
-                return F.conv3d(tx, tw, tb, **args)
+            def torch_call():
+                with torch.no_grad():
+                    return F.conv3d(tx, tw, tb, **args).numpy()
 
     # Warm-up: two calls of each.
     for _ in range(2):
         if torch_call is not None:
             torch_call()
         nc_call()
-    algorithm = _dispatch.choose_algorithm(spec)
+    if not backward:
+        algorithm = _dispatch.choose_algorithm(spec)
 
     # Correctness, once.
     out = nc_call()
     if torch_call is not None:
-        ref = torch_call().numpy()
-        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-        diff = float(np.max(np.abs(out.astype(np.float64) - ref))) if ref.size else 0.0
-        rel_diff, check = (diff / scale if scale > 0 else diff), "torch"
-        del ref
+        rel_diff, check = _relative_diff(out, torch_call()), "torch"
+    elif backward:
+        rel_diff, check = float("nan"), "none (torch not installed)"
     else:
         rel_diff, check = _sampled_check(x, w, b, shape, out), "float64 sample"
     del out
@@ -518,10 +526,57 @@ def _bench_shape(shape: Shape, index: int, dtype: str, repeats, adaptive, torch)
         "rel_diff": rel_diff,
         "check": check,
         "tolerance": tolerance,
-        "ok": bool(rel_diff <= tolerance),
+        "ok": bool(rel_diff <= tolerance) if rel_diff == rel_diff else True,
         "reps": len(t_nc),
         "compiles": numbaconv.kernel_cache_info()["misses"] - misses0,
     }
+
+
+def _relative_diff(ours, theirs) -> float:
+    """max |ours - theirs| / max |theirs| over one array or a tuple of them."""
+    if not isinstance(ours, tuple):
+        ours, theirs = (ours,), (theirs,)
+    worst = 0.0
+    for a, b in zip(ours, theirs):
+        if b.size:
+            scale = float(np.max(np.abs(b)))
+            diff = float(np.max(np.abs(a.astype(np.float64) - b)))
+            worst = max(worst, diff / scale if scale > 0 else diff)
+    return worst
+
+
+def _backward_calls(spec, x, w, args, rng, torch):
+    """(numbaconv call, torch call or None, algorithm label, GFLOP) for the input and
+    weight gradients. torch's side is ``aten.convolution_backward``, the op its
+    autograd runs for conv3d, so that both sides time the backward pass alone."""
+    from . import _backward
+
+    grad_out = rng.standard_normal(spec.out_shape).astype(x.dtype)
+
+    def nc_call():
+        gi, gw, _ = numbaconv.conv3d_backward(grad_out, x, w, **args)
+        return gi, gw
+
+    torch_call = None
+    if torch is not None:
+        tg, tx, tw = torch.from_numpy(grad_out), torch.from_numpy(x), torch.from_numpy(w)
+        aten = torch.ops.aten
+
+        def torch_call():
+            with torch.no_grad():
+                gi, gw, _ = aten.convolution_backward(
+                    tg, tx, tw, None, _triple_list(args["stride"]), _triple_list(args["padding"]),
+                    _triple_list(args["dilation"]), False, [0, 0, 0], args["groups"],
+                    [True, True, False])
+            return gi.numpy(), gw.numpy()
+
+    algorithm = "bwd " + _dispatch.choose_algorithm(_backward.transposed_spec(spec)) + " + " \
+        + _backward.weight_grad_algorithm(spec)
+    return nc_call, torch_call, algorithm, 2 * spec.flops / 1e9
+
+
+def _triple_list(value):
+    return list(value) if isinstance(value, (tuple, list)) else [value] * 3
 
 
 # ---- Output ----------------------------------------------------------------------------
@@ -635,12 +690,15 @@ def main(argv=None) -> int:
                         help=f"comma-separated ids from: {','.join(_BY_ID)}")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed pairs per layer (default: adaptive, ~1 s and >= 5)")
+    parser.add_argument("--backward", action="store_true",
+                        help="time the input and weight gradients instead of the forward pass")
     parser.add_argument("--quick", action="store_true",
                         help=f"only {','.join(QUICK_SHAPES)}, fewer repeats")
     args = parser.parse_args(argv)
     try:
         result = run(shapes=args.shapes, dtype=args.dtype, threads=args.threads,
-                     repeats=args.repeats, quick=args.quick, progress=True)
+                     repeats=args.repeats, quick=args.quick, progress=True,
+                     backward=args.backward)
     except ValueError as exc:
         parser.error(str(exc))
     if args.json:

@@ -103,7 +103,7 @@ def test_random_gradients_match_reference(config, mode, seed):
     check_gradients(x, w, b, rng.standard_normal(out_shape), args, conv_mode=mode)
 
 
-@pytest.mark.parametrize("algorithm", ["wgrad_direct", "wgrad_gemm"])
+@pytest.mark.parametrize("algorithm", ["wgrad_direct", "wgrad_blocked", "wgrad_gemm"])
 @pytest.mark.parametrize("name", ["aniso", "groups3", "depthwise_k3", "many_channels", "stride_gt_kernel"])
 def test_weight_gradient_paths(name, algorithm, rng):
     x, w, b, args = make_case(rng, *CASES[name], dtype=np.float64)
@@ -236,7 +236,7 @@ w = rng.standard_normal((12, 8, 3, 3, 3)).astype(np.float32)
 g = rng.standard_normal((2, 12, 7, 8, 9)).astype(np.float32)
 spec = ConvSpec.from_args(x, w, None, 1, 1)[0]
 outs = list(nc.conv3d_backward(g, x, w, padding=1))
-outs += [_backward.grad_weight(spec, x, g, "wgrad_direct"), _backward.grad_weight(spec, x, g, "wgrad_gemm")]
+outs += [_backward.grad_weight(spec, x, g, a) for a in ("wgrad_direct", "wgrad_blocked", "wgrad_gemm")]
 np.savez(sys.argv[1], *outs)
 """
 
