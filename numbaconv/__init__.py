@@ -13,10 +13,17 @@ def kernel_cache_info() -> dict:
     return _CACHE.info()
 
 
+def numba_settings() -> dict:
+    """What numbaconv changed in numba's process-wide configuration (empty when
+    ``NUMBACONV_TUNE_NUMBA=0``); see the README."""
+    from . import _numba_setup
+    return dict(_numba_setup.applied)
+
+
 def clear_kernel_cache() -> None:
     """Forget every compiled kernel and call plan, and reset the counts."""
     _functional.clear_plans()
     _CACHE.clear()
 
 
-__all__ = ["conv3d", "conv3d_backward", "conv_transpose3d", "conv_transpose3d_backward", "Conv3d", "ConvTranspose3d", "warmup", "kernel_cache_info", "clear_kernel_cache", "__version__"]
+__all__ = ["conv3d", "conv3d_backward", "conv_transpose3d", "conv_transpose3d_backward", "Conv3d", "ConvTranspose3d", "warmup", "numba_settings", "kernel_cache_info", "clear_kernel_cache", "__version__"]

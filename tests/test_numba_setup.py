@@ -1,0 +1,51 @@
+"""numbaconv's changes to numba's process-wide settings: documented, switchable, and
+the results are right either way."""
+import json
+import os
+import subprocess
+import sys
+
+import numba
+
+import numbaconv  # noqa: F401  (applies the settings)
+from numbaconv import _numba_setup
+
+_SCRIPT = r"""
+import json, sys
+import numpy as np
+import numba
+sys.path.insert(0, sys.argv[1])
+import numbaconv as nc
+from reference import conv3d_reference
+rng = np.random.default_rng(0)
+worst = 0.0
+for algorithm in ("direct", "tiny"):
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal((2, 4, 6, 7, 8)).astype(dtype)
+        w = rng.standard_normal((6, 2, 3, 2, 3)).astype(dtype)
+        args = dict(stride=(1, 2, 1), padding=(1, 0, 2), dilation=(2, 1, 1), groups=2)
+        out = nc.conv3d(x, w, algorithm=algorithm, **args)
+        ref = conv3d_reference(x, w, **args)
+        worst = max(worst, float(np.abs(out - ref).max() / np.abs(ref).max()))
+print(json.dumps({"worst": worst, "slp": numba.config.SLP_VECTORIZE,
+                  "cpu_name": numba.config.CPU_NAME, "applied": nc.numba_settings()}))
+"""
+
+
+def test_settings_are_reported():
+    applied = numbaconv.numba_settings()
+    assert applied == _numba_setup.applied
+    if _numba_setup.tuning_enabled() and "NUMBA_SLP_VECTORIZE" not in os.environ:
+        assert numba.config.SLP_VECTORIZE == 1 and applied["SLP_VECTORIZE"] == 1
+
+
+def test_switched_off_leaves_numba_alone_and_is_still_correct():
+    env = dict(os.environ, NUMBACONV_TUNE_NUMBA="0", NUMBACONV_BACKGROUND_COMPILE="0")
+    for key in ("NUMBA_SLP_VECTORIZE", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
+        env.pop(key, None)
+    done = subprocess.run([sys.executable, "-c", _SCRIPT, os.path.dirname(__file__)], env=env,
+                          check=True, capture_output=True, text=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["applied"] == {}
+    assert result["slp"] == 0 and result["cpu_name"] is None  # numba's own defaults
+    assert result["worst"] < 1e-5
