@@ -170,7 +170,7 @@ def _compile(dispatcher, *example_args):
     return dispatcher
 
 
-_GEOMETRY = np.ones(12, np.int64)
+_GEOMETRY = np.ones(15, np.int64)
 
 
 def _examples(dtype, weight_ndim):
@@ -239,9 +239,10 @@ def choose_algorithm(spec) -> str:
 def plane_bytes(spec) -> int:
     """Bytes of zero-bordered input planes one direct-kernel work item holds."""
     _, sh, sw = (int(v) for v in spec.geometry[:3])
-    (_, h, w), (kd, _, _), (_, ph, pw) = spec.in_size, spec.kernel, spec.padding
-    row_pitch = sw * -(-(w + 2 * pw) // sw)
-    return (spec.in_channels // spec.groups) * kd * (h + 2 * ph) * row_pitch * spec.compute_dtype.itemsize
+    (_, h, w), (kd, _, _) = spec.in_size, spec.kernel
+    (_, ph, pw), (_, qh, qw) = spec.padding, spec.padding_hi
+    row_pitch = sw * -(-(w + pw + qw) // sw)
+    return (spec.in_channels // spec.groups) * kd * (h + ph + qh) * row_pitch * spec.compute_dtype.itemsize
 
 
 def _kernel(name, dtype, background, wait=TIER_WAIT_SECONDS):

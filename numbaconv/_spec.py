@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -113,6 +113,51 @@ def check_array(name: str, value) -> np.ndarray:
     return array
 
 
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def check_padding_mode(padding_mode) -> str:
+    if not isinstance(padding_mode, str):
+        raise TypeError(f"padding_mode must be a str, one of {PADDING_MODES}, got {_describe(padding_mode)}")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    return padding_mode
+
+
+def padding_amounts(padding, kernel, stride, dilation):
+    """(before, after) padding per axis for 3 ints, "valid" or "same" (PyTorch's
+    semantics: stride 1 only; an odd total puts the extra element after)."""
+    if not isinstance(padding, str):
+        return padding, padding
+    if padding == "valid":
+        return (0, 0, 0), (0, 0, 0)
+    if padding == "same":
+        if stride != (1, 1, 1):
+            raise ValueError(
+                f"padding='same' needs stride 1 on every axis (as in PyTorch), got stride={stride}"
+            )
+        total = tuple(d * (k - 1) for k, d in zip(kernel, dilation))
+        before = tuple(t // 2 for t in total)
+        return before, tuple(t - b for t, b in zip(total, before))
+    raise ValueError(f"padding must be an int, 3 ints, 'same' or 'valid', got {padding!r}")
+
+
+def check_mode_padding(padding_mode, axis, size, before, after):
+    """PyTorch's limits: reflect padding must be smaller than the input, circular
+    padding no larger than it."""
+    largest = max(before, after)
+    if padding_mode == "reflect" and largest >= size:
+        raise ValueError(
+            f"padding_mode='reflect' needs padding smaller than the input on axis "
+            f"{'DHW'[axis]}: padding {largest}, input size {size}"
+        )
+    if padding_mode == "circular" and largest > size:
+        raise ValueError(
+            f"padding_mode='circular' needs padding no larger than the input on axis "
+            f"{'DHW'[axis]}: padding {largest}, input size {size}"
+        )
+
+
 def result_dtype(inp: np.ndarray, weight: np.ndarray) -> np.dtype:
     """The dtype of the output. Floats promote as numpy does; an integer operand takes
     the other operand's float dtype; two integer operands are a TypeError."""
@@ -152,6 +197,15 @@ class ConvSpec:
     flip: bool
     dtype: np.dtype  # dtype of the result
     weight_layout: str
+    #: Padding after the input on each axis; ``padding`` is before it. They differ only
+    #: for ``padding="same"`` with an even dilated kernel.
+    padding_hi: tuple[int, int, int] = None
+    #: How the padding is filled: "zeros", or PyTorch's "reflect", "replicate", "circular".
+    padding_mode: str = "zeros"
+
+    def __post_init__(self):
+        if self.padding_hi is None:
+            object.__setattr__(self, "padding_hi", self.padding)
 
     @property
     def compute_dtype(self) -> np.dtype:
@@ -161,8 +215,9 @@ class ConvSpec:
     @property
     def out_size(self) -> tuple[int, int, int]:
         return tuple(
-            (i + 2 * p - (d * (k - 1) + 1)) // s + 1
-            for i, k, s, p, d in zip(self.in_size, self.kernel, self.stride, self.padding, self.dilation)
+            (i + p + q - (d * (k - 1) + 1)) // s + 1
+            for i, k, s, p, q, d in zip(self.in_size, self.kernel, self.stride, self.padding,
+                                        self.padding_hi, self.dilation)
         )
 
     @property
@@ -181,13 +236,22 @@ class ConvSpec:
 
     @cached_property
     def geometry(self) -> np.ndarray:
-        """int64 (stride, padding, dilation, kernel), each (D, H, W): the kernels' view.
+        """int64 (stride, padding before, dilation, kernel, padding after), each (D, H, W):
+        the kernels' view.
 
         On an axis with one output position the stride never applies, so the kernels
         see stride 1 there (a huge stride would otherwise size their buffers).
         """
         stride = tuple(1 if o == 1 else s for s, o in zip(self.stride, self.out_size))
-        return np.array(stride + self.padding + self.dilation + self.kernel, np.int64)
+        return np.array(stride + self.padding + self.dilation + self.kernel + self.padding_hi,
+                        np.int64)
+
+    def zero_padded(self) -> "ConvSpec":
+        """For a padding mode other than "zeros": the convolution, without padding, of
+        the input padded by that mode (:func:`numbaconv.functional.pad_input`)."""
+        size = tuple(i + p + q for i, p, q in zip(self.in_size, self.padding, self.padding_hi))
+        return replace(self, in_size=size, padding=(0, 0, 0), padding_hi=(0, 0, 0),
+                       padding_mode="zeros")
 
     @property
     def flops(self) -> int:
@@ -197,17 +261,18 @@ class ConvSpec:
 
     @classmethod
     def from_args(cls, inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-                  conv_mode="cross_correlation"):
+                  conv_mode="cross_correlation", padding_mode="zeros"):
         """Check the arguments of :func:`numbaconv.conv3d`; return (spec, inp, weight, bias)
         with the arrays as ndarrays (not yet cast or copied)."""
         inp = check_array("inp", inp)
         weight = check_array("weight", weight)
         dtype = result_dtype(inp, weight)
         stride = as_triple("stride", stride, 1)
-        padding = as_triple("padding", padding, 0)
+        padding_arg = padding if isinstance(padding, str) else as_triple("padding", padding, 0)
         dilation = as_triple("dilation", dilation, 1)
         groups = as_positive_int("groups", groups)
         flip = conv_mode_flips(conv_mode)
+        padding_mode = check_padding_mode(padding_mode)
 
         if inp.ndim != 5:
             raise ValueError(
@@ -219,17 +284,19 @@ class ConvSpec:
             raise ValueError(f"inp must have at least 1 channel and spatial size >= 1, got shape {inp.shape}")
 
         out_channels, layout, kernel = _check_weight(weight, in_channels, groups)
-        for axis, (i, k, p, d) in enumerate(zip(in_size, kernel, padding, dilation)):
+        padding, padding_hi = padding_amounts(padding_arg, kernel, stride, dilation)
+        for axis, (i, k, p, q, d) in enumerate(zip(in_size, kernel, padding, padding_hi, dilation)):
             span = d * (k - 1) + 1
-            if i + 2 * p < span:
+            if i + p + q < span:
                 raise ValueError(
-                    f"inp is too small on spatial axis {'DHW'[axis]}: size {i} with padding {p} "
-                    f"gives {i + 2 * p}, but the dilated kernel spans {span} "
+                    f"inp is too small on spatial axis {'DHW'[axis]}: size {i} with padding "
+                    f"{p}+{q} gives {i + p + q}, but the dilated kernel spans {span} "
                     f"(kernel {k}, dilation {d}); inp shape {inp.shape}"
                 )
+            check_mode_padding(padding_mode, axis, i, p, q)
         out_elements = batch * out_channels
-        for i, k, s, p, d in zip(in_size, kernel, stride, padding, dilation):
-            out_elements *= (i + 2 * p - d * (k - 1) - 1) // s + 1
+        for i, k, s, p, q, d in zip(in_size, kernel, stride, padding, padding_hi, dilation):
+            out_elements *= (i + p + q - d * (k - 1) - 1) // s + 1
         if out_elements > MAX_ELEMENTS:
             raise ValueError(
                 f"the output would have {out_elements} elements, more than {MAX_ELEMENTS}; "
@@ -237,7 +304,8 @@ class ConvSpec:
             )
         spec = cls(batch=int(batch), in_channels=int(in_channels), out_channels=out_channels,
                    groups=groups, in_size=in_size, kernel=kernel, stride=stride, padding=padding,
-                   dilation=dilation, flip=flip, dtype=dtype, weight_layout=layout)
+                   dilation=dilation, flip=flip, dtype=dtype, weight_layout=layout,
+                   padding_hi=padding_hi, padding_mode=padding_mode)
         if bias is not None:
             bias = spec.check_bias(bias)
         return spec, inp, weight, bias

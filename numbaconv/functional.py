@@ -30,19 +30,24 @@ def prepare_weight(spec: ConvSpec, weight: np.ndarray) -> np.ndarray:
 
 
 def conv3d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-           conv_mode="cross_correlation", *, algorithm="auto"):
-    """3-D convolution (MegEngine's ``functional.conv3d``), zero padding.
+           conv_mode="cross_correlation", *, padding_mode="zeros", algorithm="auto"):
+    """3-D convolution (MegEngine's ``functional.conv3d``).
 
     Args:
         inp: (N, Cin, D, H, W) array.
         weight: (Cout, Cin, kD, kH, kW) when groups == 1; MegEngine's grouped
             (G, Cout/G, Cin/G, kD, kH, kW) or PyTorch's (Cout, Cin/G, kD, kH, kW) otherwise.
         bias: None, (1, Cout, 1, 1, 1) or (Cout,).
-        stride, padding, dilation: int or 3 ints (D, H, W).
+        stride, dilation: int or 3 ints (D, H, W).
+        padding: int or 3 ints (the same before and after), or PyTorch's "valid" (none)
+            or "same" (output size = input size; stride 1 only; an odd total puts the
+            extra element after).
         groups: number of channel groups.
         conv_mode: "cross_correlation" (MegEngine's only mode) or "convolution" (kernel
             flipped on the three spatial axes); case-insensitive.
-        algorithm: "auto" (default), or force one of "direct", "direct_serial",
+        padding_mode: "zeros" (MegEngine's only mode), or PyTorch's "reflect",
+            "replicate" or "circular" (with PyTorch's limits on the padding size).
+        algorithm: "auto" (default), or force one of "direct", "direct_serial", "tiny",
             "blocked", "gemm" (for tests and benchmarks).
 
     Returns:
@@ -51,13 +56,14 @@ def conv3d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         float16 is accumulated in float32 and returned as float16. Mixed float operands
         promote as in numpy; an integer operand takes the other's float dtype.
     """
-    key = _plan_key(inp, weight, bias, stride, padding, dilation, groups, conv_mode, algorithm)
+    key = _plan_key(inp, weight, bias, stride, padding, dilation, groups, conv_mode, algorithm,
+                    padding_mode)
     plan = _PLANS.get(key) if key is not None else None
     if plan is None:
         if algorithm not in _dispatch.ALGORITHMS:
             raise ValueError(f"algorithm must be one of {_dispatch.ALGORITHMS}, got {algorithm!r}")
         spec, inp, weight, bias = ConvSpec.from_args(
-            inp, weight, bias, stride, padding, dilation, groups, conv_mode)
+            inp, weight, bias, stride, padding, dilation, groups, conv_mode, padding_mode)
         plan = ForwardPlan(spec, algorithm)
         if key is not None:
             if len(_PLANS) >= MAX_PLANS:
@@ -74,13 +80,15 @@ class ForwardPlan:
         self.spec = spec
         self.dtype = spec.compute_dtype
         self.out_shape = spec.out_shape
-        self.kernel_plan = None if 0 in spec.out_shape else _dispatch.Plan(spec, algorithm)
+        # Padding modes other than zeros pad the input once, then convolve unpadded.
+        self.kernel_spec = spec if spec.padding_mode == "zeros" else spec.zero_padded()
+        self.kernel_plan = None if 0 in spec.out_shape else _dispatch.Plan(self.kernel_spec, algorithm)
 
     def __call__(self, inp, weight, bias) -> np.ndarray:
         dtype = self.dtype
         out = np.empty(self.out_shape, dtype)
         if self.kernel_plan is not None:
-            x = _operand(inp, dtype)
+            x = pad_input(self.spec, _operand(inp, dtype))
             w = prepare_weight(self.spec, weight)
             b = np.zeros(self.spec.out_channels, dtype) if bias is None else _operand(bias.reshape(-1), dtype)
             self.kernel_plan.run(x, w, b, out)
@@ -98,7 +106,36 @@ def _is_plain(value) -> bool:
     return type(value) is int or (type(value) is tuple and all(type(v) is int for v in value))
 
 
-def _plan_key(inp, weight, bias, stride, padding, dilation, groups, conv_mode, algorithm):
+#: numpy's names for PyTorch's padding modes.
+_NUMPY_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def pad_input(spec: ConvSpec, x: np.ndarray) -> np.ndarray:
+    """``x`` padded by ``spec.padding_mode`` (unchanged for "zeros", which the kernels
+    apply themselves without a copy)."""
+    if spec.padding_mode == "zeros":
+        return x
+    widths = ((0, 0), (0, 0)) + tuple(zip(spec.padding, spec.padding_hi))
+    return np.pad(x, widths, mode=_NUMPY_PAD_MODES[spec.padding_mode])
+
+
+def unpad_gradient(spec: ConvSpec, grad: np.ndarray) -> np.ndarray:
+    """The adjoint of :func:`pad_input`: the gradient with respect to the padded input
+    folded back onto the input (each padded element adds into its source)."""
+    if spec.padding_mode == "zeros":
+        return grad
+    for axis, (size, before, after) in enumerate(zip(spec.in_size, spec.padding, spec.padding_hi)):
+        source = np.pad(np.arange(size), (before, after), mode=_NUMPY_PAD_MODES[spec.padding_mode])
+        g = np.moveaxis(grad, axis + 2, 0)
+        folded = g[before:before + size].copy()
+        for j in list(range(before)) + list(range(before + size, before + size + after)):
+            folded[source[j]] += g[j]
+        grad = np.moveaxis(folded, 0, axis + 2)
+    return np.ascontiguousarray(grad)
+
+
+def _plan_key(inp, weight, bias, stride, padding, dilation, groups, conv_mode, algorithm,
+              padding_mode):
     """The plan cache key, or None when the arguments are not all of plain types."""
     if type(inp) is not np.ndarray or type(weight) is not np.ndarray:
         return None
@@ -108,11 +145,12 @@ def _plan_key(inp, weight, bias, stride, padding, dilation, groups, conv_mode, a
         bias_key = (bias.shape, bias.dtype)
     else:
         return None
-    if not (_is_plain(stride) and _is_plain(padding) and _is_plain(dilation)
-            and type(groups) is int and type(conv_mode) is str and type(algorithm) is str):
+    if not (_is_plain(stride) and (_is_plain(padding) or type(padding) is str)
+            and _is_plain(dilation) and type(groups) is int and type(conv_mode) is str
+            and type(algorithm) is str and type(padding_mode) is str):
         return None
     return (inp.shape, inp.dtype, weight.shape, weight.dtype, bias_key, stride, padding,
-            dilation, groups, conv_mode, algorithm)
+            dilation, groups, conv_mode, algorithm, padding_mode)
 
 
 def clear_plans() -> None:
@@ -141,7 +179,7 @@ def _bias_grad(spec, grad_out) -> np.ndarray:
 
 def conv3d_backward(grad_output, inp, weight, stride=1, padding=0, dilation=1, groups=1,
                     conv_mode="cross_correlation", need_input_grad=True, need_weight_grad=True,
-                    *, algorithm="auto"):
+                    *, padding_mode="zeros", algorithm="auto"):
     """Gradients of ``conv3d(inp, weight, bias, ...)`` given ``grad_output`` (the
     gradient of the loss with respect to its output).
 
@@ -155,16 +193,20 @@ def conv3d_backward(grad_output, inp, weight, stride=1, padding=0, dilation=1, g
     if algorithm not in _dispatch.ALGORITHMS:
         raise ValueError(f"algorithm must be one of {_dispatch.ALGORITHMS}, got {algorithm!r}")
     spec, inp, weight, _ = ConvSpec.from_args(inp, weight, None, stride, padding, dilation,
-                                              groups, conv_mode)
+                                              groups, conv_mode, padding_mode)
     grad_output = spec.check_grad_output(grad_output)
     dtype = spec.compute_dtype
     grad_out = _operand(grad_output, dtype)
+    # A padding mode other than zeros: the gradients of the unpadded convolution of the
+    # padded input, the input gradient folded back through the padding.
+    kernel_spec = spec if spec.padding_mode == "zeros" else spec.zero_padded()
     grad_input = grad_weight = None
     if need_input_grad:
-        grad_input = _backward.grad_input(spec, grad_out, prepare_weight(spec, weight), algorithm)
-        grad_input = grad_input.astype(spec.dtype, copy=False)
+        grad_input = _backward.grad_input(kernel_spec, grad_out, prepare_weight(spec, weight), algorithm)
+        grad_input = unpad_gradient(spec, grad_input).astype(spec.dtype, copy=False)
     if need_weight_grad:
-        grad_weight = _weight_grad(spec, _operand(inp, dtype), grad_out, weight)
+        x = pad_input(spec, _operand(inp, dtype))
+        grad_weight = _weight_grad(kernel_spec, x, grad_out, weight)
     return grad_input, grad_weight, _bias_grad(spec, grad_out)
 
 

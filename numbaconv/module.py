@@ -6,7 +6,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ._spec import as_positive_int, as_triple, check_array, conv_mode_flips
+from ._spec import (as_positive_int, as_triple, check_array, check_padding_mode,
+                    conv_mode_flips, padding_amounts)
 from .functional import conv3d, conv3d_backward, conv_transpose3d, conv_transpose3d_backward
 
 __all__ = ["Conv3d", "ConvTranspose3d"]
@@ -15,6 +16,8 @@ __all__ = ["Conv3d", "ConvTranspose3d"]
 class _ConvNd:
     """What Conv3d and ConvTranspose3d share: hyper-parameters, float32 parameters,
     MegEngine's initialisation, the training state and MegEngine's Module API."""
+
+    _accepts_padding_strings = False
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
                  groups, bias, rng):
@@ -27,7 +30,11 @@ class _ConvNd:
             raise ValueError(f"out_channels ({self.out_channels}) must be divisible by groups ({self.groups})")
         self.kernel_size = as_triple("kernel_size", kernel_size, 1)
         self.stride = as_triple("stride", stride, 1)
-        self.padding = as_triple("padding", padding, 0)
+        if isinstance(padding, str) and self._accepts_padding_strings:
+            padding_amounts(padding, self.kernel_size, self.stride, (1, 1, 1))  # checks
+            self.padding = padding
+        else:
+            self.padding = as_triple("padding", padding, 0)
         self.dilation = as_triple("dilation", dilation, 1)
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be a bool (whether to add a bias), got {bias!r} "
@@ -112,7 +119,8 @@ class _ConvNd:
 
     def load_state_dict(self, state_dict, strict: bool = True) -> None:
         """Copy parameters in from a mapping of name to array (numpy arrays, or objects
-        with ``.numpy()`` such as MegEngine or torch tensors). Shapes must match."""
+        with ``.numpy()`` such as MegEngine or torch tensors). Shapes must match, except
+        that a ``(Cout,)`` bias and PyTorch's 5-D grouped weight are accepted."""
         own = dict(self.named_parameters())
         unexpected = sorted(set(state_dict) - set(own))
         missing = sorted(set(own) - set(state_dict))
@@ -128,6 +136,8 @@ class _ConvNd:
             value = check_array(f"state_dict[{name!r}]", state_dict[name])
             if name == "bias" and value.shape == (self.out_channels,):
                 value = value.reshape(target.shape)
+            if target.ndim == 6 and value.shape == (target.shape[0] * target.shape[1],) + target.shape[2:]:
+                value = value.reshape(target.shape)  # PyTorch's grouped layout
             if value.shape != target.shape:
                 raise ValueError(
                     f"state_dict[{name!r}] has shape {value.shape}, expected {target.shape}"
@@ -141,13 +151,15 @@ class _ConvNd:
         if self.stride != (1, 1, 1):
             text += f", stride={self.stride}"
         if self.padding != (0, 0, 0):
-            text += f", padding={self.padding}"
+            text += f", padding={self.padding!r}"
         if self.dilation != (1, 1, 1):
             text += f", dilation={self.dilation}"
         if self.groups != 1:
             text += f", groups={self.groups}"
         if self.bias is None:
             text += ", bias=False"
+        if getattr(self, "padding_mode", "zeros") != "zeros":  # beyond MegEngine
+            text += f", padding_mode={self.padding_mode!r}"
         return text
 
     def __repr__(self) -> str:
@@ -162,15 +174,23 @@ class Conv3d(_ConvNd):
     (1, Cout, 1, 1, 1) or None. ``rng`` (keyword-only: an int seed or a
     ``numpy.random.Generator``) makes the initialisation reproducible.
 
+    Beyond MegEngine: ``padding`` may be "same" or "valid" and ``padding_mode``
+    (keyword-only) "reflect", "replicate" or "circular", as in PyTorch; see
+    :func:`numbaconv.conv3d`. :meth:`from_torch` and :meth:`to_torch` convert.
+
     Training: ``forward`` keeps its input while ``training`` is true; ``backward(
     grad_output)`` returns the input gradient and adds the parameter gradients into
     ``grads`` (keyed like ``state_dict``); ``zero_grad()`` clears them.
     """
 
+    _accepts_padding_strings = True
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, conv_mode="cross_correlation", *, rng=None):
+                 groups=1, bias=True, conv_mode="cross_correlation", *, padding_mode="zeros",
+                 rng=None):
         conv_mode_flips(conv_mode)
         self.conv_mode = conv_mode.lower()
+        self.padding_mode = check_padding_mode(padding_mode)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias, rng)
 
@@ -179,11 +199,35 @@ class Conv3d(_ConvNd):
 
     def _forward(self, inp):
         return conv3d(inp, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                      self.groups, self.conv_mode)
+                      self.groups, self.conv_mode, padding_mode=self.padding_mode)
 
     def _backward(self, grad_output, inp):
         return conv3d_backward(grad_output, inp, self.weight, self.stride, self.padding,
-                               self.dilation, self.groups, self.conv_mode)
+                               self.dilation, self.groups, self.conv_mode,
+                               padding_mode=self.padding_mode)
+
+    @classmethod
+    def from_torch(cls, module) -> "Conv3d":
+        """A Conv3d with the hyper-parameters and weights of a ``torch.nn.Conv3d``
+        (parameters become float32, MegEngine's layouts)."""
+        torch = _torch()
+        if not isinstance(module, torch.nn.Conv3d):
+            raise TypeError(f"module must be a torch.nn.Conv3d, got {type(module).__name__}")
+        padding = module.padding if isinstance(module.padding, str) else tuple(module.padding)
+        layer = cls(module.in_channels, module.out_channels, tuple(module.kernel_size),
+                    tuple(module.stride), padding, tuple(module.dilation), module.groups,
+                    module.bias is not None, padding_mode=module.padding_mode)
+        layer.load_state_dict({name: _to_numpy(t) for name, t in module.state_dict().items()})
+        return layer
+
+    def to_torch(self):
+        """A ``torch.nn.Conv3d`` with this layer's hyper-parameters and weights."""
+        torch = _torch()
+        module = torch.nn.Conv3d(self.in_channels, self.out_channels, self.kernel_size,
+                                 self.stride, self.padding, self.dilation, self.groups,
+                                 self.bias is not None, padding_mode=self.padding_mode)
+        _copy_into_torch(module, self)
+        return module
 
 
 class ConvTranspose3d(_ConvNd):
@@ -218,3 +262,48 @@ class ConvTranspose3d(_ConvNd):
         return conv_transpose3d_backward(grad_output, inp, self.weight, self.stride,
                                          self.padding, self.output_padding, self.dilation,
                                          self.groups)
+
+    @classmethod
+    def from_torch(cls, module) -> "ConvTranspose3d":
+        """A ConvTranspose3d with the hyper-parameters and weights of a
+        ``torch.nn.ConvTranspose3d`` (zero padding only, as in PyTorch)."""
+        torch = _torch()
+        if not isinstance(module, torch.nn.ConvTranspose3d):
+            raise TypeError(f"module must be a torch.nn.ConvTranspose3d, got {type(module).__name__}")
+        layer = cls(module.in_channels, module.out_channels, tuple(module.kernel_size),
+                    tuple(module.stride), tuple(module.padding), tuple(module.output_padding),
+                    tuple(module.dilation), module.groups, module.bias is not None)
+        layer.load_state_dict({name: _to_numpy(t) for name, t in module.state_dict().items()})
+        return layer
+
+    def to_torch(self):
+        """A ``torch.nn.ConvTranspose3d`` with this layer's hyper-parameters and weights."""
+        torch = _torch()
+        module = torch.nn.ConvTranspose3d(self.in_channels, self.out_channels, self.kernel_size,
+                                          self.stride, self.padding, self.output_padding,
+                                          self.groups, self.bias is not None, self.dilation)
+        _copy_into_torch(module, self)
+        return module
+
+
+def _torch():
+    """torch, imported only when a conversion asks for it."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError("converting to or from PyTorch needs torch: pip install torch") from exc
+    return torch
+
+
+def _to_numpy(tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
+
+
+def _copy_into_torch(module, layer) -> None:
+    """Copy ``layer``'s parameters into the torch ``module`` (MegEngine's grouped 6-D
+    weight becomes PyTorch's 5-D one: the same memory order)."""
+    torch = _torch()
+    with torch.no_grad():
+        module.weight.copy_(torch.from_numpy(layer.weight.reshape(tuple(module.weight.shape))))
+        if layer.bias is not None:
+            module.bias.copy_(torch.from_numpy(layer.bias.reshape(-1)))

@@ -7,7 +7,7 @@ The kernels themselves are generated (``blocked_codegen.py`` writes
 
 x: (N, Cin, D, H, W); wpack: (G, blocks, Cin/G*kD*kH*kW, cob) from :func:`pack_weights`;
 bias: (Cout,); out: (N, Cout, Do, Ho, Wo), written in full; geometry: int64 (stride,
-padding, dilation, kernel; each D H W); depth_chunk: output depths per work item.
+padding before, dilation, kernel, padding after; each D H W); depth_chunk: output depths per work item.
 
 One ``prange`` iteration owns ``out[n, group, :, od0:od0 + depth_chunk]`` and copies
 the input planes those depths read once.

@@ -41,10 +41,10 @@ def plane_geometry(x, geometry):
     """(phase_w, row_pitch, plane_size) of one zero-bordered, phase-split input plane:
     padded columns per W-stride phase, the flat length of a padded row, and of a plane."""
     height, width = x.shape[3], x.shape[4]
-    sw, ph, pw = geometry[2], geometry[4], geometry[5]
-    phase_w = (width + 2 * pw + sw - 1) // sw
+    sw, ph, pw, ph_after, pw_after = geometry[2], geometry[4], geometry[5], geometry[13], geometry[14]
+    phase_w = (width + pw + pw_after + sw - 1) // sw
     row_pitch = sw * phase_w
-    return phase_w, row_pitch, (height + 2 * ph) * row_pitch
+    return phase_w, row_pitch, (height + ph + ph_after) * row_pitch
 
 
 @njit(cache=True, inline="always")
@@ -202,7 +202,7 @@ def forward_direct(x, w, bias, out, geometry):
 
     x: (N, Cin, D, H, W); w: (G, Cout/G, Cin/G, kD, kH, kW); bias: (Cout,);
     out: (N, Cout, Do, Ho, Wo), written in full. All C-contiguous, one float dtype.
-    geometry: int64 (stride D H W, padding D H W, dilation D H W, kernel D H W).
+    geometry: int64 (stride, padding before, dilation, kernel, padding after; each D H W).
     """
     for item in prange(item_count(x, w, out)):
         planes, acc = item_buffers(x, w, geometry)
