@@ -300,15 +300,37 @@ class Plan:
             self._use_best_ready()
         name = self.name
         if name in _BLOCK_SHAPES:
-            self.kernel(x, blocked.pack_weights(w6, _BLOCK_SHAPES[name][0]), bias, out,
-                        self.geometry, *self.extra)
+            launch(self.kernel, x, blocked.pack_weights(w6, _BLOCK_SHAPES[name][0]), bias, out,
+                   self.geometry, *self.extra)
         elif name == "gemm":
             wmat = w6.reshape(w6.shape[0], w6.shape[1], -1)
             with single_threaded_blas():
-                self.kernel(x, wmat, bias, out, self.geometry, *self.extra)
+                launch(self.kernel, x, wmat, bias, out, self.geometry, *self.extra)
         else:
-            self.kernel(x, w6, bias, out, self.geometry)
+            launch(self.kernel, x, w6, bias, out, self.geometry)
         return name
+
+
+_launch_lock = threading.Lock()
+_threading_layer = None  # known after the first parallel launch
+
+
+def launch(kernel, *args):
+    """Run a kernel. numba's ``workqueue`` threading layer aborts the process when two
+    threads launch parallel kernels at once, so under it launches are serialised (and
+    the first launch is, until numba has chosen its layer); ``omp`` and ``tbb`` take
+    concurrent launches."""
+    global _threading_layer
+    if _threading_layer is not None and _threading_layer != "workqueue":
+        return kernel(*args)
+    with _launch_lock:
+        result = kernel(*args)
+        if _threading_layer is None:
+            try:
+                _threading_layer = numba.threading_layer()
+            except ValueError:  # a serial kernel: no layer chosen yet
+                pass
+        return result
 
 
 #: Upper bound on the input planes one blocked work item copies.
