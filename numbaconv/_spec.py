@@ -274,14 +274,7 @@ class ConvSpec:
         flip = conv_mode_flips(conv_mode)
         padding_mode = check_padding_mode(padding_mode)
 
-        if inp.ndim != 5:
-            raise ValueError(
-                f"inp must be a 5-D array (N, Cin, D, H, W), got {inp.ndim}-D with shape {inp.shape}"
-            )
-        batch, in_channels = inp.shape[:2]
-        in_size = tuple(int(s) for s in inp.shape[2:])
-        if in_channels < 1 or min(in_size) < 1:
-            raise ValueError(f"inp must have at least 1 channel and spatial size >= 1, got shape {inp.shape}")
+        batch, in_channels, in_size = _check_input(inp)
 
         out_channels, layout, kernel = _check_weight(weight, in_channels, groups)
         padding, padding_hi = padding_amounts(padding_arg, kernel, stride, dilation)
@@ -335,14 +328,7 @@ class ConvSpec:
                 f"output_padding must be smaller than stride on every axis, got "
                 f"output_padding={output_padding} with stride={stride}"
             )
-        if inp.ndim != 5:
-            raise ValueError(
-                f"inp must be a 5-D array (N, Cin, D, H, W), got {inp.ndim}-D with shape {inp.shape}"
-            )
-        batch, in_channels = (int(v) for v in inp.shape[:2])
-        in_size = tuple(int(v) for v in inp.shape[2:])
-        if in_channels < 1 or min(in_size) < 1:
-            raise ValueError(f"inp must have at least 1 channel and spatial size >= 1, got shape {inp.shape}")
+        batch, in_channels, in_size = _check_input(inp)
         if weight.ndim == 6:
             g, cin_g, cout_g = (int(v) for v in weight.shape[:3])
             if g != groups:
@@ -384,36 +370,47 @@ class ConvSpec:
                    padding=padding, dilation=dilation, flip=False, dtype=dtype,
                    weight_layout=layout)
         if bias is not None:
-            bias = check_array("bias", bias)
-            c = spec.in_channels
-            if bias.shape not in ((c,), (1, c, 1, 1, 1)):
-                raise ValueError(
-                    f"bias must have shape (1, {c}, 1, 1, 1) or ({c},) for {c} output channels, "
-                    f"got shape {bias.shape}"
-                )
-            bias = bias.reshape(c)
+            bias = _check_bias(bias, spec.in_channels)
         return spec, inp, weight, bias
 
-    def check_grad_output(self, grad_output) -> np.ndarray:
-        """``grad_output`` must have the forward output's shape and a real dtype."""
+    def check_grad_output(self, grad_output, transposed=False) -> np.ndarray:
+        """``grad_output`` must have a real dtype and the output's shape: the forward
+        output's, or for a transposed convolution (``spec`` from :meth:`for_transpose`)
+        its output's, which is this spec's input shape."""
         grad_output = check_array("grad_output", grad_output)
-        if grad_output.shape != self.out_shape:
-            raise ValueError(
-                f"grad_output must have the forward output's shape {self.out_shape}, "
-                f"got {grad_output.shape}"
-            )
+        shape, what = ((self.in_shape, "the transposed convolution's output") if transposed
+                       else (self.out_shape, "the forward output's"))
+        if grad_output.shape != shape:
+            raise ValueError(f"grad_output must have {what} shape {shape}, got {grad_output.shape}")
         return grad_output
 
     def check_bias(self, bias) -> np.ndarray:
         """``bias`` of shape (1, Cout, 1, 1, 1) or (Cout,), returned as a (Cout,) array."""
-        bias = check_array("bias", bias)
-        c = self.out_channels
-        if bias.shape not in ((c,), (1, c, 1, 1, 1)):
-            raise ValueError(
-                f"bias must have shape (1, {c}, 1, 1, 1) or ({c},) for {c} output channels, "
-                f"got shape {bias.shape}"
-            )
-        return bias.reshape(c)
+        return _check_bias(bias, self.out_channels)
+
+
+def _check_input(inp: np.ndarray):
+    """(batch, channels, spatial size) of a 5-D input with channels and space."""
+    if inp.ndim != 5:
+        raise ValueError(
+            f"inp must be a 5-D array (N, Cin, D, H, W), got {inp.ndim}-D with shape {inp.shape}"
+        )
+    batch, channels = (int(v) for v in inp.shape[:2])
+    size = tuple(int(v) for v in inp.shape[2:])
+    if channels < 1 or min(size) < 1:
+        raise ValueError(f"inp must have at least 1 channel and spatial size >= 1, got shape {inp.shape}")
+    return batch, channels, size
+
+
+def _check_bias(bias, channels: int) -> np.ndarray:
+    """``bias`` of shape (1, C, 1, 1, 1) or (C,), returned as a (C,) array."""
+    bias = check_array("bias", bias)
+    if bias.shape not in ((channels,), (1, channels, 1, 1, 1)):
+        raise ValueError(
+            f"bias must have shape (1, {channels}, 1, 1, 1) or ({channels},) for {channels} "
+            f"output channels, got shape {bias.shape}"
+        )
+    return bias.reshape(channels)
 
 
 def _check_weight(weight: np.ndarray, in_channels: int, groups: int):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _backward, _dispatch
-from ._spec import ConvSpec, check_array
+from ._spec import ConvSpec
 
 __all__ = ["conv3d", "conv3d_backward", "conv_transpose3d", "conv_transpose3d_backward"]
 
@@ -250,7 +250,7 @@ def conv_transpose3d_backward(grad_output, inp, weight, stride=1, padding=0, out
                                                   output_padding, dilation, groups)
     # In ``spec``'s terms (the forward convolution), grad_output is the input and
     # ``inp`` the output gradient.
-    grad_output = check_transposed_grad(spec, grad_output)
+    grad_output = spec.check_grad_output(grad_output, transposed=True)
     dtype = spec.compute_dtype
     x = _operand(grad_output, dtype)
     grad_input = grad_weight = None
@@ -259,15 +259,3 @@ def conv_transpose3d_backward(grad_output, inp, weight, stride=1, padding=0, out
     if need_weight_grad:
         grad_weight = _weight_grad(spec, x, _operand(inp, dtype), weight)
     return grad_input, grad_weight, _bias_grad(spec, x)
-
-
-def check_transposed_grad(spec: ConvSpec, grad_output):
-    """grad_output of a transposed convolution has the shape of its output, which is
-    the forward ``spec``'s input shape."""
-    grad_output = check_array("grad_output", grad_output)
-    if grad_output.shape != spec.in_shape:
-        raise ValueError(
-            f"grad_output must have the transposed convolution's output shape {spec.in_shape}, "
-            f"got {grad_output.shape}"
-        )
-    return grad_output

@@ -11,7 +11,6 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 import numbaconv as nc
 from conftest import assert_matches_reference
-from reference import conv3d_reference
 
 GOLDEN = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "golden", "data", "conv3d_*.npz")))
 

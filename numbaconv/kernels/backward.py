@@ -17,7 +17,7 @@ channels per group (depthwise); the GEMM path serves dense layers.
 import numpy as np
 from numba import njit, prange
 
-from .direct import depth_taps, fill_padded_planes, plane_geometry, plane_layout
+from .direct import depth_taps, fill_padded_planes, plane_geometry, plane_layout, tap_offset
 
 #: Partial sums per dot product (one 512-bit vector of float32).
 LANES = 16
@@ -46,7 +46,7 @@ def wgrad_prepare(x, grad_out, n, od, ci, co0, co_end, geometry, planes, wide, t
     Returns the number of such taps.
     """
     sd, sh, sw, pd, ph, pw = geometry[0], geometry[1], geometry[2], geometry[3], geometry[4], geometry[5]
-    dd, dh, dw, kd_, kh_, kw_ = geometry[6], geometry[7], geometry[8], geometry[9], geometry[10], geometry[11]
+    dd, kd_, kh_, kw_ = geometry[6], geometry[9], geometry[10], geometry[11]
     phase_w, row_pitch, plane_size = plane_geometry(x, geometry)
     runs, run_length, acc_pitch = plane_layout(grad_out.shape[3], grad_out.shape[4], sh, sw, row_pitch)
     depth_index = depth_taps(od, sd, pd, dd, kd_, x.shape[2])
@@ -66,10 +66,8 @@ def wgrad_prepare(x, grad_out, n, od, ci, co0, co_end, geometry, planes, wide, t
             continue
         for th in range(kh_):
             for tw in range(kw_):
-                col = tw * dw
                 tap_ids[count] = (t * kh_ + th) * kw_ + tw
-                offsets[count] = (t * plane_size + th * dh * row_pitch
-                                  + (col % sw) * phase_w + col // sw)
+                offsets[count] = t * plane_size + tap_offset(th, tw, geometry, phase_w, row_pitch)
                 count += 1
     return count
 

@@ -18,7 +18,7 @@ same fused multiply-adds, so the two agree bitwise.
 import numpy as np
 from numba import njit
 
-from .direct import depth_taps, fill_padded_planes, plane_geometry
+from .direct import depth_taps, fill_padded_planes, plane_geometry, tap_offset
 
 
 def pack_weights(w: np.ndarray, cob: int) -> np.ndarray:
@@ -65,7 +65,7 @@ def reduction_terms(wpack, g, od, zmin, nz, x, geometry):
     """
     cin_g = x.shape[1] // wpack.shape[0]
     blocks, cob = wpack.shape[1], wpack.shape[3]
-    sd, sw, pd, dd, dh, dw = geometry[0], geometry[2], geometry[3], geometry[6], geometry[7], geometry[8]
+    sd, pd, dd = geometry[0], geometry[3], geometry[6]
     kd_, kh_, kw_ = geometry[9], geometry[10], geometry[11]
     phase_w, row_pitch, plane_size = plane_geometry(x, geometry)
     depth_index = depth_taps(od, sd, pd, dd, kd_, x.shape[2])
@@ -79,10 +79,8 @@ def reduction_terms(wpack, g, od, zmin, nz, x, geometry):
                 continue
             for th in range(kh_):
                 for tw in range(kw_):
-                    col = tw * dw
                     offsets[count] = ((ci * nz + depth_index[t] - zmin) * plane_size
-                                      + th * dh * row_pitch
-                                      + (col % sw) * phase_w + col // sw)
+                                      + tap_offset(th, tw, geometry, phase_w, row_pitch))
                     row = ((ci * kd_ + t) * kh_ + th) * kw_ + tw
                     for block in range(blocks):
                         wsel[block, count] = wpack[g, block, row]

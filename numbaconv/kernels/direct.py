@@ -48,6 +48,14 @@ def plane_geometry(x, geometry):
 
 
 @njit(cache=True, inline="always")
+def tap_offset(th, tw, geometry, phase_w, row_pitch):
+    """Offset of kernel tap (kh=th, kw=tw) within a padded, phase-split plane: tap kw
+    reads the W-phase ``(kw*dW) % sW`` from column ``(kw*dW) // sW`` on."""
+    col = tw * geometry[8]
+    return th * geometry[7] * row_pitch + (col % geometry[2]) * phase_w + col // geometry[2]
+
+
+@njit(cache=True, inline="always")
 def depth_taps(od, stride_d, pad_d, dilation_d, kernel_d, depth):
     """Input depth index of each kd tap for output depth ``od``; -1 outside the input."""
     index = np.empty(kernel_d, np.int64)
@@ -157,8 +165,8 @@ def forward_direct_item(x, w, bias, out, geometry, item, planes, acc_space):
     _, _, depth, height, width = x.shape
     groups, cout_g, cin_g, kd_, kh_, kw_ = w.shape
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
-    sd, sh, sw, pd, ph, pw, dd, dh, dw = geometry[0], geometry[1], geometry[2], geometry[3], \
-        geometry[4], geometry[5], geometry[6], geometry[7], geometry[8]
+    sd, sh, sw, pd, ph, pw, dd = geometry[0], geometry[1], geometry[2], geometry[3], \
+        geometry[4], geometry[5], geometry[6]
     phase_w, row_pitch, plane_size = plane_geometry(x, geometry)
     runs, run_length, acc_pitch = plane_layout(out_h, out_w, sh, sw, row_pitch)
     blocks = (cout_g + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
@@ -186,9 +194,8 @@ def forward_direct_item(x, w, bias, out, geometry, item, planes, acc_space):
                     plane = planes[ci, t]
                     for th in range(kh_):
                         for tw in range(kw_):
-                            col = tw * dw
-                            start = ((r * sh + th * dh) * row_pitch
-                                     + (col % sw) * phase_w + col // sw + q0)
+                            start = r * sh * row_pitch + tap_offset(th, tw, geometry, phase_w,
+                                                                    row_pitch) + q0
                             axpy_block(acc, w[g, co0:co0 + count, ci, t, th, tw],
                                        plane[start:start + m])
             store_tile(acc, out, bias, n, g, od, co0, cout_g, r * acc_pitch + q0, m, acc_pitch)

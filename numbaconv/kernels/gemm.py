@@ -50,6 +50,21 @@ def im2col_slab(x, n, c0, cin_g, geometry, out_shape, s0, size, col):
                         j += run
 
 
+@njit(cache=True, inline="always")
+def slab_col(x, out_shape, geometry, groups, slabs, slab_positions, item):
+    """Work item ``item`` = (n, group, slab): (n, g, s0, size, its im2col slab)."""
+    positions = out_shape[2] * out_shape[3] * out_shape[4]
+    cin_g = x.shape[1] // groups
+    slab = item % slabs
+    g = (item // slabs) % groups
+    n = item // (slabs * groups)
+    s0 = slab * slab_positions
+    size = min(slab_positions, positions - s0)
+    col = np.empty((cin_g * geometry[9] * geometry[10] * geometry[11], size), x.dtype)
+    im2col_slab(x, n, g * cin_g, cin_g, geometry, out_shape, s0, size, col)
+    return n, g, s0, size, col
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def forward_gemm(x, wmat, bias, out, geometry, slab_positions):
     """out = conv3d(x, w) + bias via im2col slabs and BLAS.
@@ -58,19 +73,13 @@ def forward_gemm(x, wmat, bias, out, geometry, slab_positions):
     out: (N, Cout, Do, Ho, Wo), written in full; geometry as in the direct kernels;
     slab_positions: output positions per slab.
     """
-    n_batch, cin = x.shape[0], x.shape[1]
-    groups, cout_g, reduction = wmat.shape
+    n_batch = x.shape[0]
+    groups, cout_g, _ = wmat.shape
     positions = out.shape[2] * out.shape[3] * out.shape[4]
     slabs = (positions + slab_positions - 1) // slab_positions
     out_flat = out.reshape((n_batch, groups, cout_g, positions))
     for item in prange(n_batch * groups * slabs):
-        slab = item % slabs
-        g = (item // slabs) % groups
-        n = item // (slabs * groups)
-        s0 = slab * slab_positions
-        size = min(slab_positions, positions - s0)
-        col = np.empty((reduction, size), x.dtype)
-        im2col_slab(x, n, g * (cin // groups), cin // groups, geometry, out.shape, s0, size, col)
+        n, g, s0, size, col = slab_col(x, out.shape, geometry, groups, slabs, slab_positions, item)
         result = np.dot(wmat[g], col)
         for c in range(cout_g):
             b = bias[g * cout_g + c]
@@ -88,21 +97,15 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions):
     items are split into ``chunks`` fixed, contiguous ranges (independent of the thread
     count); the caller adds the chunks up in order.
     """
-    n_batch, cin = x.shape[0], x.shape[1]
-    chunks, groups, cout_g, reduction = partial.shape
-    cin_g = cin // groups
+    n_batch = x.shape[0]
+    chunks, groups, cout_g, _ = partial.shape
     positions = grad_out.shape[2] * grad_out.shape[3] * grad_out.shape[4]
     slabs = (positions + slab_positions - 1) // slab_positions
     total = n_batch * groups * slabs
     grad_flat = grad_out.reshape((n_batch, groups, cout_g, positions))
     for chunk in prange(chunks):
         for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
-            slab = item % slabs
-            g = (item // slabs) % groups
-            n = item // (slabs * groups)
-            s0 = slab * slab_positions
-            size = min(slab_positions, positions - s0)
-            col = np.empty((reduction, size), x.dtype)
-            im2col_slab(x, n, g * cin_g, cin_g, geometry, grad_out.shape, s0, size, col)
+            n, g, s0, size, col = slab_col(x, grad_out.shape, geometry, groups, slabs,
+                                           slab_positions, item)
             grad = np.ascontiguousarray(grad_flat[n, g, :, s0:s0 + size])
             partial[chunk, g] += np.dot(grad, col.T)
