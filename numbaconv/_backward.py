@@ -91,14 +91,15 @@ def grad_weight(spec: ConvSpec, x: np.ndarray, grad_out: np.ndarray, algorithm="
     kernel = _dispatch.weight_grad_kernel(name, spec.compute_dtype)
     if name != "wgrad_gemm":
         gw = np.empty(spec.group_weight_shape, spec.compute_dtype)
-        _dispatch.launch(kernel, x, grad_out, gw, spec.geometry)
+        _dispatch.launch(kernel, _dispatch.readonly(x), _dispatch.readonly(grad_out), gw,
+                         spec.geometry)
         return gw
     groups, cout_g, cin_g = spec.group_weight_shape[:3]
     partial = np.zeros((WEIGHT_GRAD_CHUNKS, groups, cout_g, cin_g * int(np.prod(spec.kernel))),
                        spec.compute_dtype)
     with _dispatch.single_threaded_blas():
-        _dispatch.launch(kernel, x, grad_out, partial, spec.geometry,
-                         _dispatch.gemm_slab_positions(spec))
+        _dispatch.launch(kernel, _dispatch.readonly(x), _dispatch.readonly(grad_out), partial,
+                         spec.geometry, _dispatch.gemm_slab_positions(spec))
     total = partial[0]
     for chunk in partial[1:]:  # a fixed order: the same sum at every thread count
         total += chunk

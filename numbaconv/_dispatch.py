@@ -150,24 +150,24 @@ CACHE = KernelCache()
 
 
 # ---- Building kernels ----------------------------------------------------------------
-_compile_lock = threading.Lock()
-
-
 def _compile(dispatcher, *example_args):
     """Compile ``dispatcher`` for the types of ``example_args`` (or load it from disk).
 
-    numba would otherwise compile a new specialisation, silently and slowly, for every
-    new combination of argument types (a writeable input where a read-only one was
-    compiled, say); with compilation disabled, a call converts its arguments to the
-    compiled signature instead.
+    The kernels' inputs are compiled as read-only arrays and :func:`launch` passes them
+    read-only, so every call matches a compiled signature exactly: numba never compiles
+    a second specialisation behind the cache's back.
     """
-    with _compile_lock:
-        dispatcher.disable_compile(False)
-        try:
-            dispatcher.compile(tuple(typeof(a) for a in example_args))
-        finally:
-            dispatcher.disable_compile(True)
+    dispatcher.compile(tuple(typeof(a) for a in example_args))
     return dispatcher
+
+
+def readonly(array: np.ndarray) -> np.ndarray:
+    """A read-only view of ``array`` (the type the kernels' inputs are compiled for)."""
+    if not array.flags.writeable:
+        return array
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 _GEOMETRY = np.ones(15, np.int64)
@@ -300,14 +300,15 @@ class Plan:
             self._use_best_ready()
         name = self.name
         if name in _BLOCK_SHAPES:
-            launch(self.kernel, x, blocked.pack_weights(w6, _BLOCK_SHAPES[name][0]), bias, out,
-                   self.geometry, *self.extra)
+            launch(self.kernel, readonly(x), readonly(blocked.pack_weights(w6, _BLOCK_SHAPES[name][0])),
+                   readonly(bias), out, self.geometry, *self.extra)
         elif name == "gemm":
             wmat = w6.reshape(w6.shape[0], w6.shape[1], -1)
             with single_threaded_blas():
-                launch(self.kernel, x, wmat, bias, out, self.geometry, *self.extra)
+                launch(self.kernel, readonly(x), readonly(wmat), readonly(bias), out,
+                       self.geometry, *self.extra)
         else:
-            launch(self.kernel, x, w6, bias, out, self.geometry)
+            launch(self.kernel, readonly(x), readonly(w6), readonly(bias), out, self.geometry)
         return name
 
 

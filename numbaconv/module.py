@@ -74,23 +74,30 @@ class _ConvNd:
         self._saved_input = inp if self.training else None
         return out
 
-    def backward(self, grad_output) -> np.ndarray:
+    def backward(self, grad_output, need_input_grad: bool = True):
         """Given the loss gradient with respect to the last forward's output, add the
-        parameter gradients into ``self.grads`` and return the input gradient."""
+        parameter gradients into ``self.grads`` and return the input gradient (None with
+        ``need_input_grad=False``, e.g. for a first layer: it saves that convolution)."""
         if self._saved_input is None:
             raise RuntimeError(
                 f"{type(self).__name__}.backward needs a forward call in training mode first "
                 f"(training={self.training})"
             )
-        grad_input, grad_weight, grad_bias = self._backward(grad_output, self._saved_input)
+        grad_input, grad_weight, grad_bias = self._backward(grad_output, self._saved_input,
+                                                            need_input_grad)
         self.grads["weight"] += grad_weight
         if self.bias is not None:
             self.grads["bias"] += grad_bias
         return grad_input
 
     def zero_grad(self) -> None:
-        """Reset the accumulated parameter gradients to zero."""
-        self.grads = {name: np.zeros_like(array) for name, array in self.named_parameters()}
+        """Reset the accumulated parameter gradients to zero, in place (an optimiser
+        may hold references to them)."""
+        for name, array in self.named_parameters():
+            if name in self.grads:
+                self.grads[name][...] = 0
+            else:
+                self.grads[name] = np.zeros_like(array)
 
     # ---- MegEngine's Module API -------------------------------------------------------
     def train(self, mode: bool = True):
@@ -201,10 +208,10 @@ class Conv3d(_ConvNd):
         return conv3d(inp, self.weight, self.bias, self.stride, self.padding, self.dilation,
                       self.groups, self.conv_mode, padding_mode=self.padding_mode)
 
-    def _backward(self, grad_output, inp):
+    def _backward(self, grad_output, inp, need_input_grad):
         return conv3d_backward(grad_output, inp, self.weight, self.stride, self.padding,
                                self.dilation, self.groups, self.conv_mode,
-                               padding_mode=self.padding_mode)
+                               need_input_grad=need_input_grad, padding_mode=self.padding_mode)
 
     @classmethod
     def from_torch(cls, module) -> "Conv3d":
@@ -258,10 +265,10 @@ class ConvTranspose3d(_ConvNd):
         return conv_transpose3d(inp, self.weight, self.bias, self.stride, self.padding,
                                 self.output_padding, self.dilation, self.groups)
 
-    def _backward(self, grad_output, inp):
+    def _backward(self, grad_output, inp, need_input_grad):
         return conv_transpose3d_backward(grad_output, inp, self.weight, self.stride,
                                          self.padding, self.output_padding, self.dilation,
-                                         self.groups)
+                                         self.groups, need_input_grad=need_input_grad)
 
     @classmethod
     def from_torch(cls, module) -> "ConvTranspose3d":
