@@ -8,8 +8,10 @@ __version__ = "0.1.0"
 
 
 def kernel_cache_info() -> dict:
-    """The compiled kernels held: entries (algorithm, dtype, config), hits, misses,
-    and the seconds spent compiling (or loading from numba's disk cache)."""
+    """The compiled kernels held, least recently used first: each entry's algorithm,
+    dtype, whether it is ready (it may be compiling in the background) and the seconds
+    its compile or disk-cache load took; the hit and miss counts; the total compile
+    seconds (summed over threads: background compiles overlap the caller's work)."""
     return _CACHE.info()
 
 

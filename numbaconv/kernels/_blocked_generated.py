@@ -2,7 +2,7 @@
 
 Every kernel has the contract described in ``blocked.py``.
 """
-# The helpers these kernels inline come from backward.py, blocked.py, direct.py (sha256 c165beca1d40bd2d).
+# The helpers these kernels inline come from backward.py, blocked.py, direct.py (sha256 c0f0c630cccdaa69).
 # numba's disk cache checks only this file's own time stamp, so this line changes,
 # and the cache is invalidated, whenever they change.
 from numba import njit, prange
