@@ -288,9 +288,7 @@ class Plan:
                 break
         self.tiers = self.tiers[:i + 1]
         self.kernel, self.name = kernel, name
-        if name in _BLOCK_SHAPES:
-            self.extra = (depth_chunk(self.spec),)
-        elif name == "gemm":
+        if name == "gemm":
             self.extra = (gemm_slab_positions(self.spec),)
         else:
             self.extra = ()
@@ -300,8 +298,9 @@ class Plan:
             self._use_best_ready()
         name = self.name
         if name in _BLOCK_SHAPES:
+            # depth_chunk per call: it depends on numba's (changeable) thread count
             launch(self.kernel, readonly(x), readonly(blocked.pack_weights(w6, _BLOCK_SHAPES[name][0])),
-                   readonly(bias), out, self.geometry, *self.extra)
+                   readonly(bias), out, self.geometry, depth_chunk(self.spec))
         elif name == "gemm":
             wmat = w6.reshape(w6.shape[0], w6.shape[1], -1)
             with single_threaded_blas():
