@@ -75,7 +75,7 @@ WEIGHT_GRAD_ALGORITHMS = ("auto", "wgrad_direct", "wgrad_blocked", "wgrad_gemm")
 
 def weight_grad_algorithm(spec: ConvSpec) -> str:
     """The direct kernel for 1-2 output channels per group (depthwise), the
-    register-blocked one (4 output channels x 2 taps) otherwise. The two agree bitwise;
+    register-blocked one (4 output channels x 4 taps) otherwise. The two agree bitwise;
     ``wgrad_gemm`` (BLAS) is slower on the benchmark suite and kept as a cross-check."""
     return "wgrad_direct" if spec.out_channels // spec.groups <= 2 else "wgrad_blocked"
 

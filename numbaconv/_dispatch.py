@@ -200,7 +200,7 @@ def _builder(name, dtype):
     if name == "gemm":
         return lambda: _compile(gemm.forward_gemm, *_examples(dtype, 3), 1)
     if name in ("wgrad_direct", "wgrad_blocked"):
-        fn = backward.weight_grad_direct if name == "wgrad_direct" else _blocked_generated.weight_grad_c4_t2
+        fn = backward.weight_grad_direct if name == "wgrad_direct" else _blocked_generated.weight_grad_c4_t4
         x, _, _, _, geometry = _examples(dtype, 6)
         return lambda: _compile(fn, x, x, np.zeros((1,) * 6, dtype), geometry)
     if name == "wgrad_gemm":

@@ -21,6 +21,8 @@ from .direct import depth_taps, fill_padded_planes, plane_geometry, plane_layout
 
 #: Partial sums per dot product (one 512-bit vector of float32).
 LANES = 16
+#: Positions per piece in the register-blocked kernel (a multiple of LANES).
+POSITION_CHUNK = 1024
 
 
 @njit(cache=True, inline="always")
