@@ -77,6 +77,8 @@ def weight_grad_algorithm(spec: ConvSpec) -> str:
     """The direct kernel for 1-2 output channels per group (depthwise), the
     register-blocked one (4 output channels x 4 taps) otherwise. The two agree bitwise;
     ``wgrad_gemm`` (BLAS) is slower on the benchmark suite and kept as a cross-check."""
+    if _dispatch.plane_bytes(spec) > _dispatch.PLANE_BYTES_LIMIT:
+        return "wgrad_gemm"  # its buffers do not grow with the padding
     return "wgrad_direct" if spec.out_channels // spec.groups <= 2 else "wgrad_blocked"
 
 
@@ -88,7 +90,18 @@ def grad_weight(spec: ConvSpec, x: np.ndarray, grad_out: np.ndarray, algorithm="
     ``algorithm``: one of ``WEIGHT_GRAD_ALGORITHMS``.
     """
     name = weight_grad_algorithm(spec) if algorithm == "auto" else algorithm
-    kernel = _dispatch.weight_grad_kernel(name, spec.compute_dtype)
+    if name != "wgrad_gemm" and _dispatch.plane_bytes(spec) > _dispatch.PLANE_BYTES_LIMIT:
+        raise ValueError(
+            f"algorithm={name!r} would need {_dispatch.plane_bytes(spec) / 2**20:.0f} MiB of "
+            f"padded input planes per work item (padding {spec.padding}); use 'auto' or 'wgrad_gemm'"
+        )
+    if _dispatch.in_forked_child() and name != "wgrad_gemm":
+        # serial: GNU OpenMP kills a forked child that enters a parallel region; the
+        # direct kernel gives the same bits as the blocked one
+        name = "wgrad_direct"
+        kernel = _dispatch.serial_weight_grad_kernel(spec.compute_dtype)
+    else:
+        kernel = _dispatch.weight_grad_kernel(name, spec.compute_dtype)
     if name != "wgrad_gemm":
         gw = np.empty(spec.group_weight_shape, spec.compute_dtype)
         _dispatch.launch(kernel, _dispatch.readonly(x), _dispatch.readonly(grad_out), gw,

@@ -42,7 +42,7 @@ from . import _numba_setup
 
 _numba_setup.apply()  # before the first kernel module is compiled
 
-from .kernels import backward, blocked, direct, gemm  # noqa: E402  (after the numba settings)
+from .kernels import blocked, direct, gemm  # noqa: E402  (after the numba settings)
 from .kernels import _blocked_generated  # noqa: E402
 
 ALGORITHMS = ("auto", "direct", "direct_serial", "tiny", "blocked", "gemm")
@@ -200,13 +200,29 @@ def _builder(name, dtype):
     if name == "gemm":
         return lambda: _compile(gemm.forward_gemm, *_examples(dtype, 3), 1)
     if name in ("wgrad_direct", "wgrad_blocked"):
-        fn = backward.weight_grad_direct if name == "wgrad_direct" else _blocked_generated.weight_grad_c4_t4
+        fn = (_blocked_generated.weight_grad_direct if name == "wgrad_direct"
+              else _blocked_generated.weight_grad_c4_t4)
         x, _, _, _, geometry = _examples(dtype, 6)
         return lambda: _compile(fn, x, x, np.zeros((1,) * 6, dtype), geometry)
     if name == "wgrad_gemm":
         x, _, _, _, geometry = _examples(dtype, 6)
         return lambda: _compile(gemm.weight_grad_gemm, x, x, np.zeros((1,) * 4, dtype), geometry, 1)
     raise AssertionError(name)
+
+
+_serial_wgrad = {}
+
+
+def serial_weight_grad_kernel(dtype):
+    """The direct weight-gradient kernel compiled without threads (same bits), for a
+    process forked after OpenMP started (see :func:`in_forked_child`). Compiled on
+    first use in that process, not cached on disk."""
+    dtype = np.dtype(dtype)
+    if dtype not in _serial_wgrad:
+        fn = numba.njit(nogil=True, fastmath={"contract"})(_blocked_generated.weight_grad_direct.py_func)
+        x, _, _, _, geometry = _examples(dtype, 6)
+        _serial_wgrad[dtype] = _compile(fn, x, x, np.zeros((1,) * 6, dtype), geometry)
+    return _serial_wgrad[dtype]
 
 
 def weight_grad_kernel(name, dtype):
@@ -277,38 +293,76 @@ class Plan:
             _kernel(name, self.dtype, background=True)  # a disk-cache load is quick
         else:
             self.tiers = [name]
+            if name in _PLANE_ALGORITHMS and plane_bytes(spec) > PLANE_BYTES_LIMIT:
+                raise ValueError(
+                    f"algorithm={name!r} would need {plane_bytes(spec) / 2**20:.0f} MiB of "
+                    f"padded input planes per work item (padding {spec.padding}); use "
+                    f"algorithm='auto' or 'gemm'"
+                )
         self._use_best_ready()
 
     def _use_best_ready(self):
-        """Take the best tier whose kernel is ready (the last one always is)."""
-        for i, name in enumerate(self.tiers):
-            last = i == len(self.tiers) - 1
+        """Take the best tier whose kernel is ready (the last one always is). The state
+        changes in one assignment: other threads may be running this plan."""
+        tiers = self.state[0] if hasattr(self, "state") else self.tiers
+        for i, name in enumerate(tiers):
+            last = i == len(tiers) - 1
             kernel = _kernel(name, self.dtype, background=not last, wait=0)
             if kernel is not None:
                 break
-        self.tiers = self.tiers[:i + 1]
-        self.kernel, self.name = kernel, name
-        if name == "gemm":
-            self.extra = (gemm_slab_positions(self.spec),)
-        else:
-            self.extra = ()
+        self.state = (tiers[:i + 1], name, kernel)
+
+    @property
+    def name(self) -> str:
+        return self.state[1]
 
     def run(self, x, w6, bias, out) -> str:
-        if len(self.tiers) > 1:
+        tiers, name, kernel = self.state
+        if len(tiers) > 1:
             self._use_best_ready()
-        name = self.name
+            tiers, name, kernel = self.state
+        if in_forked_child() and name not in _SERIAL:
+            name, kernel = _serial_fallback(self.spec, self.dtype)
         if name in _BLOCK_SHAPES:
             # depth_chunk per call: it depends on numba's (changeable) thread count
-            launch(self.kernel, readonly(x), readonly(blocked.pack_weights(w6, _BLOCK_SHAPES[name][0])),
+            launch(kernel, readonly(x), readonly(blocked.pack_weights(w6, _BLOCK_SHAPES[name][0])),
                    readonly(bias), out, self.geometry, depth_chunk(self.spec))
         elif name == "gemm":
             wmat = w6.reshape(w6.shape[0], w6.shape[1], -1)
             with single_threaded_blas():
-                launch(self.kernel, readonly(x), readonly(wmat), readonly(bias), out,
-                       self.geometry, *self.extra)
+                launch(kernel, readonly(x), readonly(wmat), readonly(bias), out,
+                       self.geometry, gemm_slab_positions(self.spec))
         else:
-            launch(self.kernel, readonly(x), readonly(w6), readonly(bias), out, self.geometry)
+            launch(kernel, readonly(x), readonly(w6), readonly(bias), out, self.geometry)
         return name
+
+
+#: Kernels that run on the calling thread.
+_SERIAL = ("tiny", "direct_serial")
+#: Kernels that copy zero-bordered input planes (their memory grows with the padding).
+_PLANE_ALGORITHMS = ("direct", "direct_serial", "blocked8x16", "blocked1x64")
+
+_forked_after_omp = False
+
+
+def _after_fork_in_child():
+    global _forked_after_omp
+    _forked_after_omp = _threading_layer == "omp"
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def in_forked_child() -> bool:
+    """True in a process forked after numba's OpenMP layer started: GNU OpenMP
+    terminates such a child when it enters a parallel region, so kernels run serially
+    there (the serial kernels give the same bits)."""
+    return _forked_after_omp
+
+
+def _serial_fallback(spec, dtype):
+    name = "tiny" if spec.flops < TINY_FLOPS else "direct_serial"
+    return name, _kernel(name, dtype, background=False)
 
 
 _launch_lock = threading.Lock()
@@ -354,8 +408,11 @@ def depth_chunk(spec) -> int:
 
 
 def gemm_slab_positions(spec) -> int:
+    """Output positions per im2col slab: the slab (reduction x positions) and BLAS's
+    result (output channels x positions) each within ``gemm.SLAB_BYTES``."""
     reduction = (spec.in_channels // spec.groups) * int(np.prod(spec.kernel))
-    return max(64, gemm.SLAB_BYTES // (reduction * spec.compute_dtype.itemsize))
+    rows = max(reduction, spec.out_channels // spec.groups)
+    return max(16, gemm.SLAB_BYTES // (rows * spec.compute_dtype.itemsize))
 
 
 _blas_controller = None

@@ -164,11 +164,11 @@ def result_dtype(inp: np.ndarray, weight: np.ndarray) -> np.dtype:
     inp_float = inp.dtype.kind == "f"
     weight_float = weight.dtype.kind == "f"
     if inp_float and weight_float:
-        return np.result_type(inp.dtype, weight.dtype)
+        return np.result_type(inp.dtype, weight.dtype).newbyteorder("=")
     if inp_float:
-        return np.dtype(inp.dtype)
+        return inp.dtype.newbyteorder("=")
     if weight_float:
-        return np.dtype(weight.dtype)
+        return weight.dtype.newbyteorder("=")
     raise TypeError(
         f"at least one of inp and weight must be floating point, got inp {inp.dtype} and "
         f"weight {weight.dtype}; cast one of them, e.g. inp.astype(np.float32)"

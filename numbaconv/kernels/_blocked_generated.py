@@ -2,13 +2,14 @@
 
 Every kernel has the contract described in ``blocked.py``.
 """
-# The helpers these kernels inline come from backward.py, blocked.py, direct.py (sha256 6de17614fb0da6d1).
+# The helpers these kernels inline come from backward.py, blocked.py, direct.py (sha256 ab39a6895346077d).
 # numba's disk cache checks only this file's own time stamp, so this line changes,
 # and the cache is invalidated, whenever they change.
 from numba import njit, prange
 import numpy as np
 
-from .backward import LANES, POSITION_CHUNK, sum_lanes, wgrad_layout, wgrad_prepare
+from .backward import (LANES, POSITION_CHUNK, sum_lanes, weight_grad_direct_item, wgrad_layout,
+                       wgrad_prepare)
 from .blocked import chunk_planes, reduction_terms
 from .direct import plane_geometry, plane_layout, store_tile
 
@@ -1678,3 +1679,8 @@ def weight_grad_c4_t4(x, grad_out, gw, geometry):
                             lane3[3, 14] = a3_3_14
                             lane3[3, 15] = a3_3_15
         sum_lanes(lanes, gw, g, block * 4, ci)
+
+@njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
+def weight_grad_direct(x, grad_out, gw, geometry):
+    for item in prange(gw.shape[0] * gw.shape[2]):
+        weight_grad_direct_item(x, grad_out, gw, geometry, item)

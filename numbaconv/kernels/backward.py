@@ -15,7 +15,7 @@ Input planes are copied once per (n, od) per item, so this kernel suits layers w
 channels per group (depthwise); the GEMM path serves dense layers.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .direct import depth_taps, fill_padded_planes, plane_geometry, plane_layout, tap_offset
 
@@ -63,9 +63,7 @@ def wgrad_prepare(x, grad_out, n, od, ci, co0, co_end, geometry, planes, wide, t
             else:  # one run over the flat plane, rows acc_pitch apart
                 wide[c, 0, oh * acc_pitch:oh * acc_pitch + out_w] = src[oh]
     count = 0
-    for t in range(kd_):
-        if depth_index[t] < 0:
-            continue
+    for t in range(kd_):  # a tap outside the input in depth reads a zero plane
         for th in range(kh_):
             for tw in range(kw_):
                 tap_ids[count] = (t * kh_ + th) * kw_ + tw
@@ -86,35 +84,35 @@ def sum_lanes(lanes, gw, g, co0, ci):
             gw[g, co0 + c, ci, tap // (kh_ * kw_), (tap // kw_) % kh_, tap % kw_] = total
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def weight_grad_direct(x, grad_out, gw, geometry):
-    """gw (G, Cout/G, Cin/G, kD, kH, kW), written in full, from x (N, Cin, D, H, W) and
-    grad_out (N, Cout, Do, Ho, Wo); geometry as in the forward kernels. One ``prange``
-    item per (group, input channel)."""
+@njit(cache=True, inline="always")
+def weight_grad_direct_item(x, grad_out, gw, geometry, item):
+    """Item ``item`` = (group, input channel) of the direct weight gradient: gw (G,
+    Cout/G, Cin/G, kD, kH, kW) from x (N, Cin, D, H, W) and grad_out (N, Cout, Do, Ho,
+    Wo). Its parallel driver, ``weight_grad_direct``, lives in the generated module so
+    that numba's disk cache is invalidated when these helpers change."""
     groups, cout_g, cin_g, kd_, kh_, kw_ = gw.shape
     runs, run_span, row_pitch, plane_size = wgrad_layout(x, grad_out, geometry)
     sh = geometry[1]
     taps = kd_ * kh_ * kw_
-    for item in prange(groups * cin_g):
-        g = item // cin_g
-        ci = item % cin_g
-        lanes = np.zeros((taps, cout_g, LANES), x.dtype)
-        planes = np.zeros(kd_ * plane_size + run_span, x.dtype)
-        wide = np.zeros((cout_g, runs, run_span), x.dtype)
-        tap_ids = np.empty(taps, np.int64)
-        offsets = np.empty(taps, np.int64)
-        for n in range(x.shape[0]):
-            for od in range(grad_out.shape[2]):
-                count = wgrad_prepare(x, grad_out, n, od, g * cin_g + ci, g * cout_g,
-                                      (g + 1) * cout_g, geometry, planes, wide, tap_ids, offsets)
-                for i in range(count):
-                    for r in range(runs):
-                        base = r * sh * row_pitch + offsets[i]
-                        xs = planes[base:base + run_span]
-                        for c in range(cout_g):
-                            gs = wide[c, r]
-                            a = lanes[tap_ids[i], c]
-                            for q0 in range(0, run_span, LANES):
-                                for lane in range(LANES):
-                                    a[lane] += gs[q0 + lane] * xs[q0 + lane]
-        sum_lanes(lanes, gw, g, 0, ci)
+    g = item // cin_g
+    ci = item % cin_g
+    lanes = np.zeros((taps, cout_g, LANES), x.dtype)
+    planes = np.zeros(kd_ * plane_size + run_span, x.dtype)
+    wide = np.zeros((cout_g, runs, run_span), x.dtype)
+    tap_ids = np.empty(taps, np.int64)
+    offsets = np.empty(taps, np.int64)
+    for n in range(x.shape[0]):
+        for od in range(grad_out.shape[2]):
+            count = wgrad_prepare(x, grad_out, n, od, g * cin_g + ci, g * cout_g,
+                                  (g + 1) * cout_g, geometry, planes, wide, tap_ids, offsets)
+            for i in range(count):
+                for r in range(runs):
+                    base = r * sh * row_pitch + offsets[i]
+                    xs = planes[base:base + run_span]
+                    for c in range(cout_g):
+                        gs = wide[c, r]
+                        a = lanes[tap_ids[i], c]
+                        for q0 in range(0, run_span, LANES):
+                            for lane in range(LANES):
+                                a[lane] += gs[q0 + lane] * xs[q0 + lane]
+    sum_lanes(lanes, gw, g, 0, ci)

@@ -38,7 +38,8 @@ def chunk_planes(x, n, g, groups, od0, od1, geometry, slack):
 
     Returns (planes, zmin, nz): a flat buffer holding planes ``[ci][z - zmin]`` for the
     ``nz`` input depths from ``zmin`` (each plane copied once, however many output
-    depths read it), plus ``slack`` zeros so that the last tile may read past the end.
+    depths read it), then one zero plane (what taps outside the input in depth read),
+    plus ``slack`` zeros so that the last tile may read past the end.
     """
     depth = x.shape[2]
     cin_g = x.shape[1] // groups
@@ -50,9 +51,9 @@ def chunk_planes(x, n, g, groups, od0, od1, geometry, slack):
     size = cin_g * nz * plane_size
     # Start on a cache line: a tile's vector load then touches one line, not two,
     # whenever the plane size and the tap offset are multiples of 64 bytes.
-    raw = np.empty(size + slack + 64 // x.itemsize, x.dtype)
+    raw = np.empty(size + plane_size + slack + 64 // x.itemsize, x.dtype)
     shift = ((64 - raw.ctypes.data % 64) % 64) // x.itemsize
-    planes = raw[shift:shift + size + slack]
+    planes = raw[shift:shift + size + plane_size + slack]
     planes[size:] = 0
     fill_padded_planes(x, n, g * cin_g, cin_g, np.arange(zmin, zmin + nz),
                        planes[:size].reshape((cin_g, nz, plane_size)),
@@ -62,10 +63,11 @@ def chunk_planes(x, n, g, groups, od0, od1, geometry, slack):
 
 @njit(cache=True, inline="always")
 def reduction_terms(wpack, g, od, zmin, nz, x, geometry):
-    """The reduction terms (ci, kd, kh, kw) of output depth ``od`` whose depth tap is
-    inside the input, in summation order: their offsets into :func:`chunk_planes`'s
-    buffer (unsigned, so numba emits no negative-index wraparound, which would keep
-    LLVM from vectorising the loads) and their weights, gathered as (blocks, terms, cob).
+    """The reduction terms (ci, kd, kh, kw) of output depth ``od`` in summation order:
+    their offsets into :func:`chunk_planes`'s buffer (the zero plane for a depth tap
+    outside the input; unsigned, so numba emits no negative-index wraparound, which
+    would keep LLVM from vectorising the loads) and their weights, gathered as
+    (blocks, terms, cob).
     """
     cin_g = x.shape[1] // wpack.shape[0]
     blocks, cob = wpack.shape[1], wpack.shape[3]
@@ -77,14 +79,14 @@ def reduction_terms(wpack, g, od, zmin, nz, x, geometry):
     offsets = np.empty(terms, np.uint64)
     wsel = np.empty((blocks, terms, cob), wpack.dtype)
     count = 0
+    zero_plane = cin_g * nz * plane_size
     for ci in range(cin_g):
         for t in range(kd_):
-            if depth_index[t] < 0:
-                continue
+            z = depth_index[t]
+            plane = zero_plane if z < 0 else (ci * nz + z - zmin) * plane_size
             for th in range(kh_):
                 for tw in range(kw_):
-                    offsets[count] = ((ci * nz + depth_index[t] - zmin) * plane_size
-                                      + tap_offset(th, tw, geometry, phase_w, row_pitch))
+                    offsets[count] = plane + tap_offset(th, tw, geometry, phase_w, row_pitch)
                     row = ((ci * kd_ + t) * kh_ + th) * kw_ + tw
                     for block in range(blocks):
                         wsel[block, count] = wpack[g, block, row]

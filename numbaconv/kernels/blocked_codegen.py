@@ -30,7 +30,8 @@ Every kernel has the contract described in ``blocked.py``.
 from numba import njit, prange
 import numpy as np
 
-from .backward import LANES, POSITION_CHUNK, sum_lanes, wgrad_layout, wgrad_prepare
+from .backward import (LANES, POSITION_CHUNK, sum_lanes, weight_grad_direct_item, wgrad_layout,
+                       wgrad_prepare)
 from .blocked import chunk_planes, reduction_terms
 from .direct import plane_geometry, plane_layout, store_tile
 
@@ -117,6 +118,14 @@ def weight_grad_c{cob}_t{tb}(x, grad_out, gw, geometry):
 '''
 
 
+WGRAD_DIRECT_SOURCE = '''
+@njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
+def weight_grad_direct(x, grad_out, gw, geometry):
+    for item in prange(gw.shape[0] * gw.shape[2]):
+        weight_grad_direct_item(x, grad_out, gw, geometry, item)
+'''
+
+
 def wgrad_kernel_source(cob: int, tb: int) -> str:
     """Accumulators a{{c}}_{{t}}_{{l}}: output channel c, tap t of the block, lane l."""
     acc = [[[f"a{c}_{t}_{l}" for l in range(LANES)] for t in range(tb)] for c in range(cob)]
@@ -164,7 +173,8 @@ def dependency_digest() -> str:
 def module_source() -> str:
     header = HEADER.format(dependencies=", ".join(DEPENDENCIES), digest=dependency_digest())
     return (header + "".join(kernel_source(cob, vw) for cob, vw in VARIANTS)
-            + "".join(wgrad_kernel_source(cob, tb) for cob, tb in WGRAD_VARIANTS))
+            + "".join(wgrad_kernel_source(cob, tb) for cob, tb in WGRAD_VARIANTS)
+            + WGRAD_DIRECT_SOURCE)
 
 
 GENERATED_PATH = os.path.join(os.path.dirname(__file__), "_blocked_generated.py")

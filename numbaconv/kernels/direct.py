@@ -188,9 +188,7 @@ def forward_direct_item(x, w, bias, out, geometry, item, planes, acc_space):
             m = min(CHUNK, run_length - q0)
             acc[:, :m] = 0
             for ci in range(cin_g):
-                for t in range(kd_):
-                    if depth_index[t] < 0:
-                        continue
+                for t in range(kd_):  # a tap outside the input in depth reads zeros
                     plane = planes[ci, t]
                     for th in range(kh_):
                         for tw in range(kw_):
@@ -230,8 +228,7 @@ def forward_tiny(x, w, bias, out, geometry):
     no scratch buffers (which cost more than the arithmetic at this size).
 
     Each element gets the same fused multiply-adds in the same order as in the direct
-    kernel, padded positions included as zeros and depth taps outside the input skipped,
-    so the two agree bitwise.
+    kernel, padded positions included as zeros, so the two agree bitwise.
     """
     n_batch, _, depth, height, width = x.shape
     groups, cout_g, cin_g, kd_, kh_, kw_ = w.shape
@@ -250,11 +247,9 @@ def forward_tiny(x, w, bias, out, geometry):
                             channel = x[n, g * cin_g + ci]
                             for t in range(kd_):
                                 z = od * sd + t * dd - pd
-                                if z < 0 or z >= depth:
-                                    continue
                                 for th in range(kh_):
                                     y = oh * sh + th * dh - ph
-                                    inside = 0 <= y < height
+                                    inside = 0 <= y < height and 0 <= z < depth
                                     for tw in range(kw_):
                                         wv = w[g, co, ci, t, th, tw]
                                         for ow in range(out_w):
