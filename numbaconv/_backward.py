@@ -90,7 +90,7 @@ def grad_weight(spec: ConvSpec, x: np.ndarray, grad_out: np.ndarray, algorithm="
     ``algorithm``: one of ``WEIGHT_GRAD_ALGORITHMS``.
     """
     name = weight_grad_algorithm(spec) if algorithm == "auto" else algorithm
-    if name != "wgrad_gemm" and _dispatch.plane_bytes(spec) > _dispatch.PLANE_BYTES_LIMIT:
+    if name != "wgrad_gemm" and _dispatch.plane_bytes(spec) > _dispatch.FORCED_PLANE_BYTES_LIMIT:
         raise ValueError(
             f"algorithm={name!r} would need {_dispatch.plane_bytes(spec) / 2**20:.0f} MiB of "
             f"padded input planes per work item (padding {spec.padding}); use 'auto' or 'wgrad_gemm'"

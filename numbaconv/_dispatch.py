@@ -56,6 +56,9 @@ TINY_FLOPS = 100_000
 #: Above this many bytes of padded input planes per work item, ``auto`` takes the GEMM
 #: path, whose buffers do not grow with the padding.
 PLANE_BYTES_LIMIT = 32 << 20
+#: Above this, even a forced direct or blocked algorithm is refused (huge padding would
+#: otherwise ask for tens of GB, or overflow).
+FORCED_PLANE_BYTES_LIMIT = 2 << 30
 #: Seconds ``auto`` waits for a kernel being compiled or loaded before using a lower tier.
 TIER_WAIT_SECONDS = 0.25
 
@@ -293,7 +296,7 @@ class Plan:
             _kernel(name, self.dtype, background=True)  # a disk-cache load is quick
         else:
             self.tiers = [name]
-            if name in _PLANE_ALGORITHMS and plane_bytes(spec) > PLANE_BYTES_LIMIT:
+            if name in _PLANE_ALGORITHMS and plane_bytes(spec) > FORCED_PLANE_BYTES_LIMIT:
                 raise ValueError(
                     f"algorithm={name!r} would need {plane_bytes(spec) / 2**20:.0f} MiB of "
                     f"padded input planes per work item (padding {spec.padding}); use "
