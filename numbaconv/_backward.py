@@ -65,7 +65,7 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
     if out.size:
         t_spec = transposed_spec(spec)
         flipped = np.ascontiguousarray(w6.transpose(0, 2, 1, 3, 4, 5)[..., ::-1, ::-1, ::-1])
-        _dispatch.Plan(t_spec, algorithm).run(stuffed_grad_output(spec, grad_out), flipped,
+        _dispatch.plan_for(t_spec, algorithm).run(stuffed_grad_output(spec, grad_out), flipped,
                                               np.zeros(spec.in_channels, dtype), out)
     return out
 

@@ -28,6 +28,7 @@ compiled on the spot, at worst); each call moves up to the best tier ready by th
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -388,6 +389,14 @@ def launch(kernel, *args):
             except ValueError:  # a serial kernel: no layer chosen yet
                 pass
         return result
+
+
+@functools.lru_cache(maxsize=256)
+def plan_for(spec, algorithm="auto") -> Plan:
+    """The :class:`Plan` for ``spec``, made once: choosing the algorithm and fetching
+    its kernels (and, for ``auto``, waiting briefly for a tier) stays off the per-call
+    path of the backward passes and transposed convolutions."""
+    return Plan(spec, algorithm)
 
 
 #: Upper bound on the input planes one blocked work item copies.

@@ -82,7 +82,7 @@ class ForwardPlan:
         self.out_shape = spec.out_shape
         # Padding modes other than zeros pad the input once, then convolve unpadded.
         self.kernel_spec = spec if spec.padding_mode == "zeros" else spec.zero_padded()
-        self.kernel_plan = None if 0 in spec.out_shape else _dispatch.Plan(self.kernel_spec, algorithm)
+        self.kernel_plan = None if 0 in spec.out_shape else _dispatch.plan_for(self.kernel_spec, algorithm)
 
     def __call__(self, inp, weight, bias) -> np.ndarray:
         dtype = self.dtype
@@ -155,6 +155,7 @@ def _plan_key(inp, weight, bias, stride, padding, dilation, groups, conv_mode, a
 
 def clear_plans() -> None:
     _PLANS.clear()
+    _dispatch.plan_for.cache_clear()
 
 
 def _check_flag(name, value) -> bool:
