@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from reference import conv3d_reference  # noqa: E402
+from numbaconv.reference import conv3d_reference  # noqa: E402
 
 
 def error_bound(dtype, inp, weight, bias=None, **conv_args):

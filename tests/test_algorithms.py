@@ -10,7 +10,7 @@ import numbaconv as nc
 from numbaconv import _dispatch
 from numbaconv._spec import ConvSpec
 from conftest import assert_matches_reference
-from reference import conv3d_reference
+from numbaconv.reference import conv3d_reference
 from test_forward import CASES, make_case
 
 FORCED = ["direct", "direct_serial", "tiny", "blocked", "gemm"]

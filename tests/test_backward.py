@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import numbaconv as nc
 from numbaconv import _backward
 from numbaconv._spec import ConvSpec
-from reference import conv3d_reference
+from numbaconv.reference import conv3d_reference
 from test_forward import CASES, configurations, make_case
 
 DATA = os.path.join(os.path.dirname(__file__), "golden", "data")

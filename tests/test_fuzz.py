@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, Phase, assume, given, settings, strategies a
 import numbaconv as nc
 from numbaconv import _dispatch
 from conftest import assert_matches_reference
-from reference import conv3d_reference
+from numbaconv.reference import conv3d_reference
 from test_trust import describe, python_env, reference_operands, run_script, triple
 
 #: Examples per fuzz test (6 tests: 1,800 by default).

@@ -16,7 +16,7 @@ import numpy as np
 import numba
 sys.path.insert(0, sys.argv[1])
 import numbaconv as nc
-from reference import conv3d_reference
+from numbaconv.reference import conv3d_reference
 rng = np.random.default_rng(0)
 worst = 0.0
 for algorithm in ("direct", "tiny"):

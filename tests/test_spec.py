@@ -15,9 +15,9 @@ import pytest
 import numbaconv
 
 try:
-    from tests.reference import conv3d_reference
+    from numbaconv.reference import conv3d_reference
 except ImportError:  # tests/ put on sys.path by pytest's rootdir insertion
-    from reference import conv3d_reference
+    from numbaconv.reference import conv3d_reference
 
 
 # ---------------------------------------------------------------------------

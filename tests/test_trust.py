@@ -23,7 +23,7 @@ import numbaconv as nc
 from numbaconv import _dispatch, functional
 from numbaconv._spec import ConvSpec
 from conftest import assert_matches_reference, error_bound
-from reference import conv3d_reference
+from numbaconv.reference import conv3d_reference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GiB = 1 << 30
