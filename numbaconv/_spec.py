@@ -1,20 +1,30 @@
-"""Argument checking and normalisation: the one place where conv3d's inputs are judged.
+"""Argument checking and normalisation: the one place where a convolution's inputs are judged.
 
-Every public entry point turns its arguments into a :class:`ConvSpec` (a frozen,
-hashable description of one convolution) before any work or compilation happens.
-All error messages come from this module; they name the argument, say what was
-expected and what was given.
+Every entry point (``conv3d`` and its backward, the transposed convolution, the modules
+and ``numbaconv.dask``) turns its arguments into a :class:`ConvSpec` (a frozen, hashable
+description of one convolution; the modules keep its shape-free part, a
+:class:`ConvParams`) before any work or compilation happens. Everything derived from
+the hyper-parameters (per-group counts, padding amounts, output sizes, the kernels'
+geometry and plane sizes) is a property of these two, written once.
+
+Argument errors come from this module: they name the argument, say what was expected
+and what was given. (The dispatcher adds one resource error: a forced algorithm whose
+buffers would be too large.)
 """
 from __future__ import annotations
 
+import math
 import numbers
 import operator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
 
-__all__ = ["ConvSpec", "as_triple", "as_positive_int", "conv_mode_flips", "check_array"]
+from .kernels.geometry import Geometry
+
+__all__ = ["ConvSpec", "ConvParams", "as_triple", "as_positive_int", "check_array", "check_flag",
+           "check_choice", "PADDING_MODES"]
 
 #: Largest stride, padding, dilation, kernel size or group count accepted; with it, all
 #: index arithmetic in the kernels fits in int64.
@@ -51,7 +61,7 @@ def as_positive_int(name: str, value, minimum: int = 1) -> int:
 
 def as_triple(name: str, value, minimum: int) -> tuple[int, int, int]:
     """An int or a sequence of exactly 3 ints, each >= ``minimum``, as a (D, H, W) tuple."""
-    if isinstance(value, (str, bytes)):
+    if isinstance(value, (str, bytes, set, frozenset, dict)):  # sets and dicts: no order
         raise TypeError(f"{name} must be an int or a sequence of 3 ints, got {_describe(value)}")
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value.item()
@@ -78,21 +88,6 @@ def as_triple(name: str, value, minimum: int) -> tuple[int, int, int]:
     return triple
 
 
-def conv_mode_flips(conv_mode) -> bool:
-    """True for ``"convolution"`` (kernel flipped), False for ``"cross_correlation"``."""
-    if not isinstance(conv_mode, str):
-        raise TypeError(
-            f"conv_mode must be a str, 'cross_correlation' or 'convolution', got {_describe(conv_mode)}"
-        )
-    key = conv_mode.lower()
-    if key not in _CONV_MODES:
-        raise ValueError(
-            f"conv_mode must be 'cross_correlation' or 'convolution' (case-insensitive), "
-            f"got {conv_mode!r}"
-        )
-    return _CONV_MODES[key]
-
-
 def check_array(name: str, value) -> np.ndarray:
     """``value`` as an ndarray of a real numeric dtype (float, int or bool); else TypeError."""
     if value is None:
@@ -113,33 +108,26 @@ def check_array(name: str, value) -> np.ndarray:
     return array
 
 
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+#: padding_mode names (PyTorch's), each with the ``np.pad`` mode that fills the same
+#: values. "zeros" is MegEngine's only mode; the kernels apply it without a copy.
+PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
+                 "circular": "wrap"}
 
 
-def check_padding_mode(padding_mode) -> str:
-    if not isinstance(padding_mode, str):
-        raise TypeError(f"padding_mode must be a str, one of {PADDING_MODES}, got {_describe(padding_mode)}")
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-    return padding_mode
+def check_choice(name: str, value, choices) -> str:
+    """``value``, a str that is one of ``choices`` (compared lower-cased)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, one of {tuple(choices)}, got {_describe(value)}")
+    key = value.lower()
+    if key not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)} (case-insensitive), got {value!r}")
+    return key
 
 
-def padding_amounts(padding, kernel, stride, dilation):
-    """(before, after) padding per axis for 3 ints, "valid" or "same" (PyTorch's
-    semantics: stride 1 only; an odd total puts the extra element after)."""
-    if not isinstance(padding, str):
-        return padding, padding
-    if padding == "valid":
-        return (0, 0, 0), (0, 0, 0)
-    if padding == "same":
-        if stride != (1, 1, 1):
-            raise ValueError(
-                f"padding='same' needs stride 1 on every axis (as in PyTorch), got stride={stride}"
-            )
-        total = tuple(d * (k - 1) for k, d in zip(kernel, dilation))
-        before = tuple(t // 2 for t in total)
-        return before, tuple(t - b for t, b in zip(total, before))
-    raise ValueError(f"padding must be an int, 3 ints, 'same' or 'valid', got {padding!r}")
+def check_flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {_describe(value)}")
+    return bool(value)
 
 
 def check_mode_padding(padding_mode, axis, size, before, after):
@@ -175,14 +163,92 @@ def result_dtype(inp: np.ndarray, weight: np.ndarray) -> np.dtype:
     )
 
 
+def output_length(size: int, before: int, after: int, span: int, stride: int) -> int:
+    """Output positions along one axis: windows of ``span`` padded voxels, ``stride``
+    apart, that fit in ``size + before + after``."""
+    return (size + before + after - span) // stride + 1
+
+
+def transposed_length(size, stride, padding, span, output_padding) -> int:
+    """The transposed convolution's output length along one axis: the input length of
+    the convolution whose output has ``size`` positions (plus ``output_padding``)."""
+    return (size - 1) * stride - 2 * padding + span + output_padding
+
+
+@dataclass(frozen=True)
+class ConvParams:
+    """The shape-free hyper-parameters of a convolution, checked and normalised: what a
+    module holds and every call repeats. ``padding`` is 3 ints or "same"/"valid"."""
+
+    stride: tuple[int, int, int] = (1, 1, 1)
+    padding: tuple[int, int, int] | str = (0, 0, 0)
+    dilation: tuple[int, int, int] = (1, 1, 1)
+    groups: int = 1
+    flip: bool = False
+    padding_mode: str = "zeros"
+    output_padding: tuple[int, int, int] = (0, 0, 0)
+
+    @classmethod
+    def from_args(cls, stride=1, padding=0, dilation=1, groups=1, conv_mode="cross_correlation",
+                  padding_mode="zeros", *, output_padding=None) -> "ConvParams":
+        """Check the hyper-parameters, in the order a signature lists them.
+        ``output_padding`` (transposed convolutions only; then ``padding`` must be ints)."""
+        stride = as_triple("stride", stride, 1)
+        if isinstance(padding, str) and output_padding is None:
+            if padding not in ("same", "valid"):  # PyTorch's names, case-sensitive as there
+                raise ValueError(
+                    f"padding must be an int, 3 ints, 'same' or 'valid', got {padding!r}")
+            if padding == "same" and stride != (1, 1, 1):
+                raise ValueError(
+                    f"padding='same' needs stride 1 on every axis (as in PyTorch), got stride={stride}"
+                )
+        else:
+            padding = as_triple("padding", padding, 0)
+        if output_padding is not None:
+            output_padding = as_triple("output_padding", output_padding, 0)
+            if any(op >= s for op, s in zip(output_padding, stride)):
+                raise ValueError(
+                    f"output_padding must be smaller than stride on every axis, got "
+                    f"output_padding={output_padding} with stride={stride}"
+                )
+        dilation = as_triple("dilation", dilation, 1)
+        groups = as_positive_int("groups", groups)
+        flip = check_choice("conv_mode", conv_mode, _CONV_MODES) == "convolution"
+        padding_mode = check_choice("padding_mode", padding_mode, PADDING_MODES)
+        return cls(stride, padding, dilation, groups, flip, padding_mode,
+                   output_padding or (0, 0, 0))
+
+    @property
+    def conv_mode(self) -> str:
+        return "convolution" if self.flip else "cross_correlation"
+
+    def padding_amounts(self, kernel) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """(before, after) padding per axis. "same" follows PyTorch: an odd total puts
+        the extra element after."""
+        if self.padding == "valid":
+            return (0, 0, 0), (0, 0, 0)
+        if self.padding == "same":
+            total = tuple(d * (k - 1) for k, d in zip(kernel, self.dilation))
+            before = tuple(t // 2 for t in total)
+            return before, tuple(t - b for t, b in zip(total, before))
+        return self.padding, self.padding
+
+    def check_channels(self, in_channels, out_channels) -> tuple[int, int]:
+        """A layer's channel counts: positive ints that ``groups`` divides."""
+        in_channels = as_positive_int("in_channels", in_channels)
+        out_channels = as_positive_int("out_channels", out_channels)
+        for name, count in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if count % self.groups:
+                raise ValueError(f"{name} ({count}) must be divisible by groups ({self.groups})")
+        return in_channels, out_channels
+
+
 @dataclass(frozen=True)
 class ConvSpec:
     """A checked, normalised 3-D convolution: shapes, hyper-parameters and dtypes.
 
-    Weight layouts (``weight_layout``):
-      - ``"dense"``: ``(Cout, Cin, kD, kH, kW)``, groups == 1;
-      - ``"grouped"``: MegEngine's ``(G, Cout/G, Cin/G, kD, kH, kW)``;
-      - ``"torch"``: PyTorch's ``(Cout, Cin/G, kD, kH, kW)`` with groups > 1.
+    ``padding`` is the padding before the input on each axis and ``padding_hi`` after
+    it; they differ only for ``padding="same"`` with an even dilated kernel.
     """
 
     batch: int
@@ -196,29 +262,41 @@ class ConvSpec:
     dilation: tuple[int, int, int]
     flip: bool
     dtype: np.dtype  # dtype of the result
-    weight_layout: str
-    #: Padding after the input on each axis; ``padding`` is before it. They differ only
-    #: for ``padding="same"`` with an even dilated kernel.
     padding_hi: tuple[int, int, int] = None
-    #: How the padding is filled: "zeros", or PyTorch's "reflect", "replicate", "circular".
+    #: How the padding is filled: a key of ``PADDING_MODES``.
     padding_mode: str = "zeros"
 
     def __post_init__(self):
         if self.padding_hi is None:
             object.__setattr__(self, "padding_hi", self.padding)
 
+    # ---- Derived sizes: each written once ---------------------------------------------
     @property
     def compute_dtype(self) -> np.dtype:
         """float16 is computed in float32; float32 and float64 in their own precision."""
         return np.dtype(np.float32) if self.dtype == np.float16 else self.dtype
 
     @property
+    def in_per_group(self) -> int:
+        return self.in_channels // self.groups
+
+    @property
+    def out_per_group(self) -> int:
+        return self.out_channels // self.groups
+
+    @property
+    def span(self) -> tuple[int, int, int]:
+        """The dilated kernel's extent per axis."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
+
+    @property
+    def padded_size(self) -> tuple[int, int, int]:
+        return tuple(i + p + q for i, p, q in zip(self.in_size, self.padding, self.padding_hi))
+
+    @property
     def out_size(self) -> tuple[int, int, int]:
-        return tuple(
-            (i + p + q - (d * (k - 1) + 1)) // s + 1
-            for i, k, s, p, q, d in zip(self.in_size, self.kernel, self.stride, self.padding,
-                                        self.padding_hi, self.dilation)
-        )
+        return tuple(map(output_length, self.in_size, self.padding, self.padding_hi, self.span,
+                         self.stride))
 
     @property
     def out_shape(self) -> tuple[int, int, int, int, int]:
@@ -231,81 +309,98 @@ class ConvSpec:
     @property
     def group_weight_shape(self) -> tuple[int, ...]:
         """The 6-D layout the kernels use: (G, Cout/G, Cin/G, kD, kH, kW)."""
-        g = self.groups
-        return (g, self.out_channels // g, self.in_channels // g) + self.kernel
+        return (self.groups, self.out_per_group, self.in_per_group) + self.kernel
 
-    @cached_property
-    def geometry(self) -> np.ndarray:
-        """int64 (stride, padding before, dilation, kernel, padding after), each (D, H, W):
-        the kernels' view.
-
-        On an axis with one output position the stride never applies, so the kernels
-        see stride 1 there (a huge stride would otherwise size their buffers).
-        """
-        stride = tuple(1 if o == 1 else s for s, o in zip(self.stride, self.out_size))
-        return np.array(stride + self.padding + self.dilation + self.kernel + self.padding_hi,
-                        np.int64)
-
-    def zero_padded(self) -> "ConvSpec":
-        """For a padding mode other than "zeros": the convolution, without padding, of
-        the input padded by that mode (:func:`numbaconv.functional.pad_input`)."""
-        size = tuple(i + p + q for i, p, q in zip(self.in_size, self.padding, self.padding_hi))
-        return replace(self, in_size=size, padding=(0, 0, 0), padding_hi=(0, 0, 0),
-                       padding_mode="zeros")
+    @property
+    def reduction(self) -> int:
+        """Terms summed per output element: Cin/G * kD * kH * kW."""
+        return self.in_per_group * int(np.prod(self.kernel))
 
     @property
     def flops(self) -> int:
         """Multiply-adds times two over the whole output."""
-        n_out = int(np.prod(self.out_shape, dtype=np.int64))
-        return 2 * n_out * (self.in_channels // self.groups) * int(np.prod(self.kernel))
+        return 2 * int(np.prod(self.out_shape, dtype=np.int64)) * self.reduction
 
+    @cached_property
+    def geometry(self) -> Geometry:
+        """What the kernels read besides the arrays' shapes (see :class:`Geometry`)."""
+        stride = tuple(1 if o == 1 else s for s, o in zip(self.stride, self.out_size))
+        padded_h, padded_w = self.padded_size[1:]
+        phase_w = -(-padded_w // stride[2])
+        row_pitch = stride[2] * phase_w
+        return Geometry(*stride, *self.padding, *self.padding_hi, *self.dilation, *self.kernel,
+                        phase_w, row_pitch, padded_h * row_pitch)
+
+    @property
+    def plane_bytes(self) -> int:
+        """Bytes of the zero-bordered input planes one direct-kernel work item holds
+        (one plane per input channel of a group and depth tap)."""
+        return (self.in_per_group * self.kernel[0] * self.geometry.plane_size
+                * self.compute_dtype.itemsize)
+
+    # ---- Related convolutions ----------------------------------------------------------
+    def zero_padded(self) -> "ConvSpec":
+        """For a padding mode other than "zeros": the convolution, without padding, of
+        the input padded by that mode (:func:`numbaconv.functional.pad_input`)."""
+        return replace(self, in_size=self.padded_size, padding=(0, 0, 0), padding_hi=(0, 0, 0),
+                       padding_mode="zeros")
+
+    def with_input(self, inp) -> "ConvSpec":
+        """This convolution of another input (checked) with the same weight."""
+        batch, in_channels, in_size = _check_input(check_array("inp", inp))
+        if in_channels != self.in_channels:
+            raise ValueError(
+                f"channel mismatch: inp has {in_channels} channels, the weight expects "
+                f"{self.in_channels}")
+        spec = replace(self, batch=batch, in_size=in_size)
+        spec._check_sizes(np.shape(inp))
+        return spec
+
+    # ---- Construction from user arguments ----------------------------------------------
     @classmethod
     def from_args(cls, inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-                  conv_mode="cross_correlation", padding_mode="zeros"):
+                  conv_mode="cross_correlation", padding_mode="zeros", *, params=None):
         """Check the arguments of :func:`numbaconv.conv3d`; return (spec, inp, weight, bias)
-        with the arrays as ndarrays (not yet cast or copied)."""
+        with the arrays as ndarrays (not yet cast or copied). ``params``: already
+        checked hyper-parameters, used instead of the keyword ones."""
         inp = check_array("inp", inp)
         weight = check_array("weight", weight)
         dtype = result_dtype(inp, weight)
-        stride = as_triple("stride", stride, 1)
-        padding_arg = padding if isinstance(padding, str) else as_triple("padding", padding, 0)
-        dilation = as_triple("dilation", dilation, 1)
-        groups = as_positive_int("groups", groups)
-        flip = conv_mode_flips(conv_mode)
-        padding_mode = check_padding_mode(padding_mode)
-
+        if params is None:
+            params = ConvParams.from_args(stride, padding, dilation, groups, conv_mode, padding_mode)
         batch, in_channels, in_size = _check_input(inp)
+        out_channels, kernel = _check_weight(weight, in_channels, params.groups)
+        before, after = params.padding_amounts(kernel)
+        spec = cls(batch=batch, in_channels=in_channels, out_channels=out_channels,
+                   groups=params.groups, in_size=in_size, kernel=kernel, stride=params.stride,
+                   padding=before, padding_hi=after, dilation=params.dilation, flip=params.flip,
+                   dtype=dtype, padding_mode=params.padding_mode)
+        spec._check_sizes(inp.shape)
+        if bias is not None:
+            bias = _check_bias(bias, out_channels)
+        return spec, inp, weight, bias
 
-        out_channels, layout, kernel = _check_weight(weight, in_channels, groups)
-        padding, padding_hi = padding_amounts(padding_arg, kernel, stride, dilation)
-        for axis, (i, k, p, q, d) in enumerate(zip(in_size, kernel, padding, padding_hi, dilation)):
-            span = d * (k - 1) + 1
+    def _check_sizes(self, inp_shape) -> None:
+        """The dilated kernel fits in the padded input, the padding mode's limits hold and
+        the output is not too large."""
+        for axis, (i, k, p, q, d, span) in enumerate(zip(self.in_size, self.kernel, self.padding,
+                                                         self.padding_hi, self.dilation, self.span)):
             if i + p + q < span:
                 raise ValueError(
                     f"inp is too small on spatial axis {'DHW'[axis]}: size {i} with padding "
                     f"{p}+{q} gives {i + p + q}, but the dilated kernel spans {span} "
-                    f"(kernel {k}, dilation {d}); inp shape {inp.shape}"
+                    f"(kernel {k}, dilation {d}); inp shape {tuple(inp_shape)}"
                 )
-            check_mode_padding(padding_mode, axis, i, p, q)
-        out_elements = batch * out_channels
-        for i, k, s, p, q, d in zip(in_size, kernel, stride, padding, padding_hi, dilation):
-            out_elements *= (i + p + q - d * (k - 1) - 1) // s + 1
-        if out_elements > MAX_ELEMENTS:
+            check_mode_padding(self.padding_mode, axis, i, p, q)
+        if math.prod(self.out_shape) > MAX_ELEMENTS:
             raise ValueError(
-                f"the output would have {out_elements} elements, more than {MAX_ELEMENTS}; "
-                f"check padding={padding} and stride={stride}"
+                f"the output would have {math.prod(self.out_shape)} elements, more than "
+                f"{MAX_ELEMENTS}; check padding={self.padding} and stride={self.stride}"
             )
-        spec = cls(batch=int(batch), in_channels=int(in_channels), out_channels=out_channels,
-                   groups=groups, in_size=in_size, kernel=kernel, stride=stride, padding=padding,
-                   dilation=dilation, flip=flip, dtype=dtype, weight_layout=layout,
-                   padding_hi=padding_hi, padding_mode=padding_mode)
-        if bias is not None:
-            bias = spec.check_bias(bias)
-        return spec, inp, weight, bias
 
     @classmethod
     def for_transpose(cls, inp, weight, bias=None, stride=1, padding=0, output_padding=0,
-                      dilation=1, groups=1):
+                      dilation=1, groups=1, *, params=None):
         """Check the arguments of :func:`numbaconv.conv_transpose3d`.
 
         A transposed convolution is the input gradient of the convolution whose output
@@ -318,57 +413,23 @@ class ConvSpec:
         inp = check_array("inp", inp)
         weight = check_array("weight", weight)
         dtype = result_dtype(inp, weight)
-        stride = as_triple("stride", stride, 1)
-        padding = as_triple("padding", padding, 0)
-        output_padding = as_triple("output_padding", output_padding, 0)
-        dilation = as_triple("dilation", dilation, 1)
-        groups = as_positive_int("groups", groups)
-        if any(op >= s for op, s in zip(output_padding, stride)):
-            raise ValueError(
-                f"output_padding must be smaller than stride on every axis, got "
-                f"output_padding={output_padding} with stride={stride}"
-            )
+        if params is None:
+            params = ConvParams.from_args(stride, padding, dilation, groups,
+                                          output_padding=output_padding)
         batch, in_channels, in_size = _check_input(inp)
-        if weight.ndim == 6:
-            g, cin_g, cout_g = (int(v) for v in weight.shape[:3])
-            if g != groups:
-                raise ValueError(
-                    f"weight is 6-D (G, Cin/G, Cout/G, kD, kH, kW) with G={g}, but groups={groups}; "
-                    f"pass groups={g}"
-                )
-            layout = "grouped"
-        elif weight.ndim == 5:
-            if int(weight.shape[0]) % groups:
-                raise ValueError(
-                    f"weight has {weight.shape[0]} input channels, which groups={groups} does not divide"
-                )
-            cin_g, cout_g = int(weight.shape[0]) // groups, int(weight.shape[1])
-            layout = "dense" if groups == 1 else "torch"
-        else:
-            raise ValueError(
-                "weight must be 5-D (Cin, Cout/G, kD, kH, kW) or 6-D (G, Cin/G, Cout/G, kD, kH, kW), "
-                f"got {weight.ndim}-D with shape {weight.shape}"
-            )
-        kernel = tuple(int(v) for v in weight.shape[-3:])
-        if cin_g < 1 or cout_g < 1 or min(kernel) < 1:
-            raise ValueError(f"weight must have no zero-length axis, got shape {weight.shape}")
-        if cin_g * groups != in_channels:
-            raise ValueError(
-                f"channel mismatch: inp has {in_channels} channels, but weight of shape "
-                f"{weight.shape} with groups={groups} expects {cin_g * groups}"
-            )
-        out_size = tuple(
-            (i - 1) * s - 2 * p + d * (k - 1) + op + 1
-            for i, s, p, d, k, op in zip(in_size, stride, padding, dilation, kernel, output_padding))
+        # The weight is the forward convolution's: (Cin, Cout/G, k) there is (Cout, Cin/G, k) here.
+        out_channels, kernel = _check_weight(weight, in_channels, params.groups, transposed=True)
+        span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, params.dilation))
+        out_size = tuple(map(transposed_length, in_size, params.stride, params.padding, span,
+                             params.output_padding))
         if min(out_size) < 1:
             raise ValueError(
                 f"the transposed convolution's output would have spatial size {out_size}: "
-                f"padding={padding} is too large for inp of shape {inp.shape}"
+                f"padding={params.padding} is too large for inp of shape {inp.shape}"
             )
-        spec = cls(batch=batch, in_channels=cout_g * groups, out_channels=in_channels,
-                   groups=groups, in_size=out_size, kernel=kernel, stride=stride,
-                   padding=padding, dilation=dilation, flip=False, dtype=dtype,
-                   weight_layout=layout)
+        spec = cls(batch=batch, in_channels=out_channels, out_channels=in_channels,
+                   groups=params.groups, in_size=out_size, kernel=kernel, stride=params.stride,
+                   padding=params.padding, dilation=params.dilation, flip=False, dtype=dtype)
         if bias is not None:
             bias = _check_bias(bias, spec.in_channels)
         return spec, inp, weight, bias
@@ -413,41 +474,44 @@ def _check_bias(bias, channels: int) -> np.ndarray:
     return bias.reshape(channels)
 
 
-def _check_weight(weight: np.ndarray, in_channels: int, groups: int):
-    """Return (out_channels, layout, kernel) for a weight given the input's channels."""
+def _check_weight(weight: np.ndarray, in_channels: int, groups: int, transposed=False):
+    """(out_channels, kernel) of a weight given the input's channels: (Cout, Cin/G, k...)
+    or grouped (G, Cout/G, Cin/G, k...); for a transposed convolution, whose input is
+    the forward output, (Cin, Cout/G, k...) or (G, Cin/G, Cout/G, k...), and
+    ``out_channels`` is the transposed convolution's."""
+    first, second = ("Cin", "Cout") if transposed else ("Cout", "Cin")
     if weight.ndim == 6:
-        g, cout_g, cin_g = (int(s) for s in weight.shape[:3])
+        g, lead_g, other_g = (int(s) for s in weight.shape[:3])
         if g != groups:
             raise ValueError(
-                f"weight is 6-D (G, Cout/G, Cin/G, kD, kH, kW) with G={g}, but groups={groups}; "
-                f"pass groups={g}"
+                f"weight is 6-D (G, {first}/G, {second}/G, kD, kH, kW) with G={g}, but "
+                f"groups={groups}; pass groups={g}"
             )
-        layout = "grouped"
-        out_channels = g * cout_g
+        lead = g * lead_g
     elif weight.ndim == 5:
-        cout, cin_g = (int(s) for s in weight.shape[:2])
-        layout = "dense" if groups == 1 else "torch"
-        if cout % groups:
+        lead, other_g = (int(s) for s in weight.shape[:2])
+        if lead % groups:
             raise ValueError(
-                f"weight has {cout} output channels, which groups={groups} does not divide"
+                f"weight has {lead} {'input' if transposed else 'output'} channels, which "
+                f"groups={groups} does not divide"
             )
-        out_channels = cout
+        lead_g = lead // groups
     else:
         raise ValueError(
-            "weight must be 5-D (Cout, Cin/G, kD, kH, kW) or 6-D (G, Cout/G, Cin/G, kD, kH, kW), "
-            f"got {weight.ndim}-D with shape {weight.shape}"
+            f"weight must be 5-D ({first}, {second}/G, kD, kH, kW) or 6-D (G, {first}/G, "
+            f"{second}/G, kD, kH, kW), got {weight.ndim}-D with shape {weight.shape}"
         )
     kernel = tuple(int(s) for s in weight.shape[-3:])
-    if out_channels < 1 or cin_g < 1 or min(kernel) < 1:
+    if lead < 1 or other_g < 1 or min(kernel) < 1:
         raise ValueError(f"weight must have no zero-length axis, got shape {weight.shape}")
-    if in_channels % groups:
-        raise ValueError(
-            f"inp has {in_channels} channels, which groups={groups} does not divide"
-        )
-    if cin_g * groups != in_channels:
+    # The channels the weight's first axis counts must be the input's.
+    own_g = lead_g if transposed else other_g
+    if not transposed and in_channels % groups:
+        raise ValueError(f"inp has {in_channels} channels, which groups={groups} does not divide")
+    if own_g * groups != in_channels:
         raise ValueError(
             f"channel mismatch: inp has {in_channels} channels, but weight of shape "
-            f"{weight.shape} with groups={groups} expects {cin_g * groups} "
-            f"({cin_g} per group)"
+            f"{weight.shape} with groups={groups} expects {own_g * groups}"
+            + ("" if transposed else f" ({own_g} per group)")
         )
-    return out_channels, layout, kernel
+    return (other_g * groups if transposed else lead), kernel

@@ -10,8 +10,9 @@ planes), which agrees to rounding. Requires ``dask[array]``; ``distributed`` is 
 How the blocks are made, per spatial axis (size ``I``, kernel ``k``, stride ``s``,
 padding ``p``, dilation ``d``; the dilated kernel spans ``K = d*(k-1) + 1``):
 
-1. ``_pad_borders`` pads the volume at its true borders only (``padding_mode``), so
-   the padded size is ``P = I + 2p`` and output position ``o`` reads the padded window
+1. ``_pad_borders`` pads the volume at its true borders only (``padding_mode``), by
+   ``p`` before and ``q`` after (they differ for ``"same"`` with an even dilated
+   kernel), so the padded size is ``P = I + p + q`` and output position ``o`` reads the padded window
    ``[o*s, o*s + K)``; ``O = (P - K)//s + 1`` outputs.
 2. The output is cut into chunks ``[B_j, B_{j+1})``, one per input chunk: ``B_j`` is
    the first output whose window centre lies at or after the input chunk boundary
@@ -46,8 +47,10 @@ import time
 import numba
 import numpy as np
 
+from . import _config
 from . import functional as _functional
-from ._spec import ConvSpec, as_positive_int
+from ._lru import LRU
+from ._spec import PADDING_MODES, ConvParams, ConvSpec, as_positive_int, output_length
 
 try:
     import dask.array as da
@@ -58,9 +61,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
     ) from exc
 
 __all__ = ["conv3d", "PADDING_MODES", "task_numba_threads"]
-
-#: padding_mode names (PyTorch's) and the numpy/dask ``pad`` mode each one is.
-PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
 def conv3d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
@@ -123,9 +123,8 @@ def conv3d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     # The in-memory checks, on a stand-in of inp's exact shape and dtype that holds one
     # element (zero strides), so the messages quote the real shape.
     stand_in = np.broadcast_to(np.empty((), dtype=inp.dtype), inp.shape)
-    spec, _, weight, bias = ConvSpec.from_args(
-        stand_in, weight, bias, stride, padding, dilation, groups, conv_mode)
-    mode = _check_padding_mode(padding_mode, spec)
+    params = ConvParams.from_args(stride, padding, dilation, groups, conv_mode, padding_mode)
+    spec, _, weight, bias = ConvSpec.from_args(stand_in, weight, bias, params=params)
     if numba_threads is not None:
         numba_threads = as_positive_int("numba_threads", numba_threads)
     weight = np.asarray(weight)
@@ -133,10 +132,11 @@ def conv3d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     if spec.batch == 0:
         return da.zeros(spec.out_shape, dtype=spec.dtype, chunks=spec.out_shape)
 
-    plans = [_axis_plan(inp.chunks[2 + a], spec.in_size[a], spec.kernel[a], spec.stride[a],
-                        spec.padding[a], spec.dilation[a]) for a in range(3)]
+    plans = [_axis_plan(inp.chunks[2 + a], spec.in_size[a], spec.padding[a], spec.padding_hi[a],
+                        spec.span[a], spec.stride[a]) for a in range(3)]
 
-    padded = _pad_borders(inp.rechunk({1: -1}), spec.padding, mode)
+    padded = _pad_borders(inp.rechunk({1: -1}), spec.padding, spec.padding_hi,
+                          PADDING_MODES[spec.padding_mode])
     padded = padded.rechunk((inp.chunks[0], (spec.in_channels,)) + tuple(p.padded_chunks for p in plans))
     depth = {0: 0, 1: 0}
     depth.update({2 + a: (p.left, p.right) for a, p in enumerate(plans)})
@@ -147,78 +147,50 @@ def conv3d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
 
     out_chunks = (inp.chunks[0], (spec.out_channels,)) + tuple(p.out_chunks for p in plans)
     return da.map_blocks(
-        _conv_block, blocks, weight, bias, spec.stride, spec.dilation, spec.groups, conv_mode,
+        _conv_block, blocks, weight, bias, spec.stride, spec.dilation, spec.groups, params.conv_mode,
         numba_threads,
         chunks=out_chunks, dtype=spec.dtype, meta=np.empty((0,) * 5, spec.dtype),
         token="numbaconv-conv3d",
     )
 
 
-def _check_padding_mode(padding_mode, spec) -> str:
-    """The numpy pad mode for ``padding_mode``; checks PyTorch's limits on the padding."""
-    if not isinstance(padding_mode, str):
-        raise TypeError(
-            f"padding_mode must be a str, one of {', '.join(map(repr, PADDING_MODES))}, "
-            f"got {padding_mode!r} ({type(padding_mode).__name__})"
-        )
-    key = padding_mode.lower()
-    if key not in PADDING_MODES:
-        raise ValueError(
-            f"padding_mode must be one of {', '.join(map(repr, PADDING_MODES))} "
-            f"(case-insensitive), got {padding_mode!r}"
-        )
-    for axis, (size, pad) in enumerate(zip(spec.in_size, spec.padding)):
-        if key == "reflect" and pad >= size:
-            raise ValueError(
-                f"padding_mode='reflect' needs padding < the input size on each spatial axis, "
-                f"got padding {pad} for size {size} on axis {'DHW'[axis]}; inp shape {spec.in_shape}"
-            )
-        if key == "circular" and pad > size:
-            raise ValueError(
-                f"padding_mode='circular' needs padding <= the input size on each spatial axis "
-                f"(it wraps around once), got padding {pad} for size {size} on axis "
-                f"{'DHW'[axis]}; inp shape {spec.in_shape}"
-            )
-    return PADDING_MODES[key]
-
-
-def _pad_borders(x, padding, mode):
-    """``x`` padded by ``padding`` (D, H, W) on both sides of its spatial axes, at the
+def _pad_borders(x, before, after, mode):
+    """``x`` padded by ``before`` and ``after`` (each D, H, W) on its spatial axes, at the
     volume's true borders, filled as numpy's ``np.pad(mode=mode)`` fills them: mode
     "constant" (zeros), "reflect", "edge" or "wrap". Lazy.
 
     "constant", "edge" and "reflect" only need voxels near the border, so each block
     that touches a border pads itself (``np.pad`` in a blockwise task; for "reflect" the
-    border chunks are first made at least ``padding + 1`` long). The chunks stay as they
+    border chunks are first made longer than the padding). The chunks stay as they
     were, plus the padding on the border chunks, and interior blocks pass through: dask
     then orders the tasks as a sweep through the volume, whereas ``da.pad``'s
     concatenations make it hold a growing part of the volume in memory. "wrap" needs the
     far side of the volume: ``da.pad(mode="wrap")``.
     """
-    if not any(padding):
+    widths = tuple(zip(before, after))
+    if not any(before + after):
         return x
     if mode == "wrap":
-        return da.pad(x, ((0, 0), (0, 0)) + tuple((p, p) for p in padding), mode="wrap")
+        return da.pad(x, ((0, 0), (0, 0)) + widths, mode="wrap")
     if mode == "reflect":
         x = x.rechunk((x.chunks[0], x.chunks[1]) + tuple(
-            _border_chunks_at_least(c, p + 1) for c, p in zip(x.chunks[2:], padding)))
+            _border_chunks_at_least(c, max(p, q) + 1) for c, (p, q) in zip(x.chunks[2:], widths)))
     chunks = list(x.chunks)
-    for axis, p in zip((2, 3, 4), padding):
+    for axis, (p, q) in zip((2, 3, 4), widths):
         c = list(chunks[axis])
         c[0] += p
-        c[-1] += p
+        c[-1] += q
         chunks[axis] = tuple(c)
-    return da.map_blocks(_pad_block, x, tuple(padding), mode, x.numblocks, chunks=tuple(chunks),
+    return da.map_blocks(_pad_block, x, widths, mode, x.numblocks, chunks=tuple(chunks),
                          dtype=x.dtype, meta=np.empty((0,) * 5, x.dtype),
                          token="numbaconv-pad-borders")
 
 
-def _pad_block(block, padding, mode, numblocks, block_id=None):
+def _pad_block(block, widths, mode, numblocks, block_id=None):
     """``np.pad`` a block on the sides where it touches the volume's border."""
-    widths = [(0, 0), (0, 0)]
-    for axis, p in zip((2, 3, 4), padding):
-        i, n = block_id[axis], numblocks[axis]
-        widths.append((p if i == 0 else 0, p if i == n - 1 else 0))
+    widths = [(0, 0), (0, 0)] + [
+        (p if block_id[axis] == 0 else 0, q if block_id[axis] == numblocks[axis] - 1 else 0)
+        for axis, (p, q) in zip((2, 3, 4), widths)]
     if not any(a or b for a, b in widths):
         return block
     return np.pad(block, widths, mode=mode)
@@ -253,11 +225,11 @@ class _AxisPlan:
                                  + (padded_chunks[-1] + left,))
 
 
-def _axis_plan(chunks, size, kernel, stride, padding, dilation) -> _AxisPlan:
-    """Plan one spatial axis from the input's chunks along it (see the module docstring)."""
-    span = dilation * (kernel - 1) + 1
-    padded_size = size + 2 * padding
-    n_out = (padded_size - span) // stride + 1
+def _axis_plan(chunks, size, before, after, span, stride) -> _AxisPlan:
+    """Plan one spatial axis from the input's chunks along it (see the module docstring):
+    ``size`` voxels padded by ``before`` and ``after``, a dilated kernel spanning ``span``."""
+    padded_size = size + before + after
+    n_out = output_length(size, before, after, span, stride)
     halo = max(span - stride, 0)
     left = min(halo, (span - 1) // 2)
     right = halo - left
@@ -269,8 +241,8 @@ def _axis_plan(chunks, size, kernel, stride, padding, dilation) -> _AxisPlan:
     for c in chunks[:-1]:
         edge += c
         # the first output whose window centre o*s + (span-1)/2 (padded coordinates) is
-        # at or after the input boundary, padded coordinate edge + padding
-        b = -(-(2 * (edge + padding) - (span - 1)) // (2 * stride))
+        # at or after the input boundary, padded coordinate edge + before
+        b = -(-(2 * (edge + before) - (span - 1)) // (2 * stride))
         if b <= (bounds[-1] if bounds else 0) or b >= n_out:
             continue
         chunk_start = b * stride + left
@@ -324,9 +296,8 @@ def _current_worker():
 
 
 #: worker address -> (monotonic time, task threads on its host)
-_HOST_THREADS: dict = {}
+_HOST_THREADS = LRU(_config.DASK_HOSTS)
 _HOST_THREADS_TTL = 30.0
-_host_lock = threading.Lock()
 
 
 def _host_task_threads(worker) -> int:
@@ -334,10 +305,9 @@ def _host_task_threads(worker) -> int:
     remembered for 30 s); the worker's own thread count if that fails."""
     own = _worker_nthreads(worker)
     now = time.monotonic()
-    with _host_lock:
-        entry = _HOST_THREADS.get(worker.address)
-        if entry is not None and now - entry[0] < _HOST_THREADS_TTL:
-            return max(own, entry[1])
+    entry = _HOST_THREADS.get(worker.address)
+    if entry is not None and now - entry[0] < _HOST_THREADS_TTL:
+        return max(own, entry[1])
     total = own
     try:
         from distributed.comm.addressing import get_address_host
@@ -350,8 +320,7 @@ def _host_task_threads(worker) -> int:
     except Exception:  # no scheduler reply: count this worker alone
         total = own
     total = max(own, total)
-    with _host_lock:
-        _HOST_THREADS[worker.address] = (now, total)
+    _HOST_THREADS.put(worker.address, (now, total))
     return total
 
 

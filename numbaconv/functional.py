@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _backward, _dispatch
-from ._spec import ConvSpec
+from . import _backward, _config, _dispatch
+from ._lru import LRU
+from ._spec import PADDING_MODES, ConvSpec, check_choice, check_flag
 
 __all__ = ["conv3d", "conv3d_backward", "conv_transpose3d", "conv_transpose3d_backward"]
 
@@ -60,16 +61,17 @@ def conv3d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
                     padding_mode)
     plan = _PLANS.get(key) if key is not None else None
     if plan is None:
-        if algorithm not in _dispatch.ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {_dispatch.ALGORITHMS}, got {algorithm!r}")
+        algorithm = check_algorithm(algorithm)
         spec, inp, weight, bias = ConvSpec.from_args(
             inp, weight, bias, stride, padding, dilation, groups, conv_mode, padding_mode)
         plan = ForwardPlan(spec, algorithm)
         if key is not None:
-            if len(_PLANS) >= MAX_PLANS:
-                _PLANS.clear()
-            _PLANS[key] = plan
+            _PLANS.put(key, plan)
     return plan(inp, weight, bias)
+
+
+def check_algorithm(algorithm) -> str:
+    return check_choice("algorithm", algorithm, _dispatch.ALGORITHMS)
 
 
 class ForwardPlan:
@@ -97,17 +99,12 @@ class ForwardPlan:
 
 #: Plans of recent calls, keyed on everything the checks depend on (shapes, dtypes and
 #: the hyper-parameters, with their exact types), so that a repeated call skips them.
-_PLANS: dict = {}
-MAX_PLANS = 256
+_PLANS = LRU(_config.CALL_PLANS)
 
 
 def _is_plain(value) -> bool:
     """An int, or a tuple of ints (exact types: True == 1 but must still be rejected)."""
     return type(value) is int or (type(value) is tuple and all(type(v) is int for v in value))
-
-
-#: numpy's names for PyTorch's padding modes.
-_NUMPY_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
 def pad_input(spec: ConvSpec, x: np.ndarray) -> np.ndarray:
@@ -116,7 +113,7 @@ def pad_input(spec: ConvSpec, x: np.ndarray) -> np.ndarray:
     if spec.padding_mode == "zeros":
         return x
     widths = ((0, 0), (0, 0)) + tuple(zip(spec.padding, spec.padding_hi))
-    return np.pad(x, widths, mode=_NUMPY_PAD_MODES[spec.padding_mode])
+    return np.pad(x, widths, mode=PADDING_MODES[spec.padding_mode])
 
 
 def unpad_gradient(spec: ConvSpec, grad: np.ndarray) -> np.ndarray:
@@ -125,7 +122,7 @@ def unpad_gradient(spec: ConvSpec, grad: np.ndarray) -> np.ndarray:
     if spec.padding_mode == "zeros":
         return grad
     for axis, (size, before, after) in enumerate(zip(spec.in_size, spec.padding, spec.padding_hi)):
-        source = np.pad(np.arange(size), (before, after), mode=_NUMPY_PAD_MODES[spec.padding_mode])
+        source = np.pad(np.arange(size), (before, after), mode=PADDING_MODES[spec.padding_mode])
         g = np.moveaxis(grad, axis + 2, 0)
         folded = g[before:before + size].copy()
         for j in list(range(before)) + list(range(before + size, before + size + after)):
@@ -155,13 +152,7 @@ def _plan_key(inp, weight, bias, stride, padding, dilation, groups, conv_mode, a
 
 def clear_plans() -> None:
     _PLANS.clear()
-    _dispatch.plan_for.cache_clear()
-
-
-def _check_flag(name, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
+    _dispatch.clear_plans()
 
 
 def _weight_grad(spec, x, grad_out, weight) -> np.ndarray:
@@ -189,10 +180,9 @@ def conv3d_backward(grad_output, inp, weight, stride=1, padding=0, dilation=1, g
     ``(1, Cout, 1, 1, 1)``; a gradient not asked for is None. dtypes as in
     :func:`conv3d`. ``algorithm`` applies to the input gradient's convolution.
     """
-    need_input_grad = _check_flag("need_input_grad", need_input_grad)
-    need_weight_grad = _check_flag("need_weight_grad", need_weight_grad)
-    if algorithm not in _dispatch.ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {_dispatch.ALGORITHMS}, got {algorithm!r}")
+    need_input_grad = check_flag("need_input_grad", need_input_grad)
+    need_weight_grad = check_flag("need_weight_grad", need_weight_grad)
+    algorithm = check_algorithm(algorithm)
     spec, inp, weight, _ = ConvSpec.from_args(inp, weight, None, stride, padding, dilation,
                                               groups, conv_mode, padding_mode)
     grad_output = spec.check_grad_output(grad_output)
@@ -226,8 +216,7 @@ def conv_transpose3d(inp, weight, bias=None, stride=1, padding=0, output_padding
     Returns:
         (N, Cout, Do, Ho, Wo) with ``Do = (D-1)*sD - 2*pD + dD*(kD-1) + opD + 1``.
     """
-    if algorithm not in _dispatch.ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {_dispatch.ALGORITHMS}, got {algorithm!r}")
+    algorithm = check_algorithm(algorithm)
     spec, inp, weight, bias = ConvSpec.for_transpose(inp, weight, bias, stride, padding,
                                                      output_padding, dilation, groups)
     dtype = spec.compute_dtype
@@ -243,10 +232,9 @@ def conv_transpose3d_backward(grad_output, inp, weight, stride=1, padding=0, out
     """Gradients of ``conv_transpose3d(inp, weight, bias, ...)``: ``(grad_input,
     grad_weight, grad_bias)`` as in :func:`conv3d_backward`. The input gradient of a
     transposed convolution is the forward convolution of grad_output."""
-    need_input_grad = _check_flag("need_input_grad", need_input_grad)
-    need_weight_grad = _check_flag("need_weight_grad", need_weight_grad)
-    if algorithm not in _dispatch.ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {_dispatch.ALGORITHMS}, got {algorithm!r}")
+    need_input_grad = check_flag("need_input_grad", need_input_grad)
+    need_weight_grad = check_flag("need_weight_grad", need_weight_grad)
+    algorithm = check_algorithm(algorithm)
     spec, inp, weight, _ = ConvSpec.for_transpose(inp, weight, None, stride, padding,
                                                   output_padding, dilation, groups)
     # In ``spec``'s terms (the forward convolution), grad_output is the input and

@@ -6,8 +6,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ._spec import (as_positive_int, as_triple, check_array, check_padding_mode,
-                    conv_mode_flips, padding_amounts)
+from ._spec import ConvParams, as_positive_int, as_triple, check_array
 from .functional import conv3d, conv3d_backward, conv_transpose3d, conv_transpose3d_backward
 
 __all__ = ["Conv3d", "ConvTranspose3d"]
@@ -17,25 +16,16 @@ class _ConvNd:
     """What Conv3d and ConvTranspose3d share: hyper-parameters, float32 parameters,
     MegEngine's initialisation, the training state and MegEngine's Module API."""
 
-    _accepts_padding_strings = False
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
-                 groups, bias, rng):
-        self.in_channels = as_positive_int("in_channels", in_channels)
-        self.out_channels = as_positive_int("out_channels", out_channels)
-        self.groups = as_positive_int("groups", groups)
-        if self.in_channels % self.groups:
-            raise ValueError(f"in_channels ({self.in_channels}) must be divisible by groups ({self.groups})")
-        if self.out_channels % self.groups:
-            raise ValueError(f"out_channels ({self.out_channels}) must be divisible by groups ({self.groups})")
+    def __init__(self, in_channels, out_channels, kernel_size, make_params, bias, rng):
+        """``make_params()`` checks the hyper-parameters into a :class:`ConvParams`."""
+        as_positive_int("in_channels", in_channels)  # reported before the others
+        as_positive_int("out_channels", out_channels)
+        params = make_params()
+        self.in_channels, self.out_channels = params.check_channels(in_channels, out_channels)
         self.kernel_size = as_triple("kernel_size", kernel_size, 1)
-        self.stride = as_triple("stride", stride, 1)
-        if isinstance(padding, str) and self._accepts_padding_strings:
-            padding_amounts(padding, self.kernel_size, self.stride, (1, 1, 1))  # checks
-            self.padding = padding
-        else:
-            self.padding = as_triple("padding", padding, 0)
-        self.dilation = as_triple("dilation", dilation, 1)
+        self.params = params
+        self.groups, self.stride, self.padding, self.dilation = (
+            params.groups, params.stride, params.padding, params.dilation)
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be a bool (whether to add a bias), got {bias!r} "
                             f"({type(bias).__name__})")
@@ -190,16 +180,12 @@ class Conv3d(_ConvNd):
     ``grads`` (keyed like ``state_dict``); ``zero_grad()`` clears them.
     """
 
-    _accepts_padding_strings = True
-
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, conv_mode="cross_correlation", *, padding_mode="zeros",
                  rng=None):
-        conv_mode_flips(conv_mode)
-        self.conv_mode = conv_mode.lower()
-        self.padding_mode = check_padding_mode(padding_mode)
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, rng)
+        super().__init__(in_channels, out_channels, kernel_size, lambda: ConvParams.from_args(
+            stride, padding, dilation, groups, conv_mode, padding_mode), bias, rng)
+        self.conv_mode, self.padding_mode = self.params.conv_mode, self.params.padding_mode
 
     def _weight_channels(self):
         return self.out_channels, self.in_channels
@@ -249,14 +235,9 @@ class ConvTranspose3d(_ConvNd):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, dilation=1, groups=1, bias=True, *, rng=None):
-        self.output_padding = as_triple("output_padding", output_padding, 0)
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, rng)
-        if any(op >= s for op, s in zip(self.output_padding, self.stride)):
-            raise ValueError(
-                f"output_padding must be smaller than stride on every axis, got "
-                f"output_padding={self.output_padding} with stride={self.stride}"
-            )
+        super().__init__(in_channels, out_channels, kernel_size, lambda: ConvParams.from_args(
+            stride, padding, dilation, groups, output_padding=output_padding), bias, rng)
+        self.output_padding = self.params.output_padding
 
     def _weight_channels(self):
         return self.in_channels, self.out_channels

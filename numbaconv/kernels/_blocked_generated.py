@@ -2,7 +2,7 @@
 
 Every kernel has the contract described in ``blocked.py``.
 """
-# The helpers these kernels inline come from backward.py, blocked.py, direct.py (sha256 ab39a6895346077d).
+# The helpers these kernels inline come from backward.py, blocked.py, direct.py (sha256 0d000e8fefa0db95).
 # numba's disk cache checks only this file's own time stamp, so this line changes,
 # and the cache is invalidated, whenever they change.
 from numba import njit, prange
@@ -11,28 +11,26 @@ import numpy as np
 from .backward import (LANES, POSITION_CHUNK, sum_lanes, weight_grad_direct_item, wgrad_layout,
                        wgrad_prepare)
 from .blocked import chunk_planes, reduction_terms
-from .direct import plane_geometry, plane_layout, store_tile
+from .direct import plane_layout, split_item, store_tile
 
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def forward_c8_v16(x, wpack, bias, out, geometry, depth_chunk):
+def forward_c8_v16(x, wpack, bias, out, geo, depth_chunk):
     groups, blocks = wpack.shape[0], wpack.shape[1]
     cout_g = out.shape[1] // groups
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
-    sh, sw = geometry[1], geometry[2]
-    phase_w, row_pitch, plane_size = plane_geometry(x, geometry)
-    runs, run_length, acc_pitch = plane_layout(out_h, out_w, sh, sw, row_pitch)
+    sh, row_pitch = geo.stride_h, geo.row_pitch
+    runs, run_length, acc_pitch = plane_layout(out_h, out_w, sh, geo.stride_w, row_pitch)
     chunks = (out_d + depth_chunk - 1) // depth_chunk
     for item in prange(x.shape[0] * groups * chunks):
-        od0 = (item % chunks) * depth_chunk
-        g = (item // chunks) % groups
-        n = item // (chunks * groups)
+        n, g, chunk = split_item(item, groups, chunks)
+        od0 = chunk * depth_chunk
         od1 = min(out_d, od0 + depth_chunk)
-        planes, zmin, nz = chunk_planes(x, n, g, groups, od0, od1, geometry, 16)
+        planes, zmin, nz = chunk_planes(x, n, g, groups, od0, od1, geo, 16)
         tile = np.zeros((8, 16), x.dtype)
         zero = tile[0, 0]
         for od in range(od0, od1):
-            offsets, wsel = reduction_terms(wpack, g, od, zmin, nz, x, geometry)
+            offsets, wsel = reduction_terms(wpack, g, od, zmin, nz, x, geo)
             # Blocks innermost: the input lines a tile reads stay in cache for every block.
             for run in range(runs):
                 for q0 in range(0, run_length, 16):
@@ -454,24 +452,22 @@ def forward_c8_v16(x, wpack, bias, out, geometry, depth_chunk):
                                    run * acc_pitch + q0, min(16, run_length - q0), acc_pitch)
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def forward_c1_v64(x, wpack, bias, out, geometry, depth_chunk):
+def forward_c1_v64(x, wpack, bias, out, geo, depth_chunk):
     groups, blocks = wpack.shape[0], wpack.shape[1]
     cout_g = out.shape[1] // groups
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
-    sh, sw = geometry[1], geometry[2]
-    phase_w, row_pitch, plane_size = plane_geometry(x, geometry)
-    runs, run_length, acc_pitch = plane_layout(out_h, out_w, sh, sw, row_pitch)
+    sh, row_pitch = geo.stride_h, geo.row_pitch
+    runs, run_length, acc_pitch = plane_layout(out_h, out_w, sh, geo.stride_w, row_pitch)
     chunks = (out_d + depth_chunk - 1) // depth_chunk
     for item in prange(x.shape[0] * groups * chunks):
-        od0 = (item % chunks) * depth_chunk
-        g = (item // chunks) % groups
-        n = item // (chunks * groups)
+        n, g, chunk = split_item(item, groups, chunks)
+        od0 = chunk * depth_chunk
         od1 = min(out_d, od0 + depth_chunk)
-        planes, zmin, nz = chunk_planes(x, n, g, groups, od0, od1, geometry, 64)
+        planes, zmin, nz = chunk_planes(x, n, g, groups, od0, od1, geo, 64)
         tile = np.zeros((1, 64), x.dtype)
         zero = tile[0, 0]
         for od in range(od0, od1):
-            offsets, wsel = reduction_terms(wpack, g, od, zmin, nz, x, geometry)
+            offsets, wsel = reduction_terms(wpack, g, od, zmin, nz, x, geo)
             # Blocks innermost: the input lines a tile reads stay in cache for every block.
             for run in range(runs):
                 for q0 in range(0, run_length, 64):
@@ -742,16 +738,14 @@ def forward_c1_v64(x, wpack, bias, out, geometry, depth_chunk):
                                    run * acc_pitch + q0, min(64, run_length - q0), acc_pitch)
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def weight_grad_c4_t4(x, grad_out, gw, geometry):
+def weight_grad_c4_t4(x, grad_out, gw, geo):
     groups, cout_g, cin_g, kd_, kh_, kw_ = gw.shape
-    runs, run_span, row_pitch, plane_size = wgrad_layout(x, grad_out, geometry)
-    sh = geometry[1]
+    runs, run_span = wgrad_layout(grad_out, geo)
+    sh, row_pitch, plane_size = geo.stride_h, geo.row_pitch, geo.plane_size
     taps = kd_ * kh_ * kw_
     blocks = (cout_g + 4 - 1) // 4
     for item in prange(groups * blocks * cin_g):
-        ci = item % cin_g
-        block = (item // cin_g) % blocks
-        g = item // (cin_g * blocks)
+        g, block, ci = split_item(item, blocks, cin_g)
         co0 = g * cout_g + block * 4
         lanes = np.zeros((taps + 1, 4, LANES), x.dtype)  # the last tap: scratch
         planes = np.zeros(kd_ * plane_size + run_span, x.dtype)
@@ -761,7 +755,7 @@ def weight_grad_c4_t4(x, grad_out, gw, geometry):
         for n in range(x.shape[0]):
             for od in range(grad_out.shape[2]):
                 count = wgrad_prepare(x, grad_out, n, od, g * cin_g + ci, co0, (g + 1) * cout_g,
-                                      geometry, planes, wide, tap_ids, offsets)
+                                      geo, planes, wide, tap_ids, offsets)
                 for i in range(count, count + 4):  # pad the last tap block
                     tap_ids[i] = taps
                     offsets[i] = 0
@@ -1681,6 +1675,12 @@ def weight_grad_c4_t4(x, grad_out, gw, geometry):
         sum_lanes(lanes, gw, g, block * 4, ci)
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def weight_grad_direct(x, grad_out, gw, geometry):
+def weight_grad_direct(x, grad_out, gw, geo):
     for item in prange(gw.shape[0] * gw.shape[2]):
-        weight_grad_direct_item(x, grad_out, gw, geometry, item)
+        weight_grad_direct_item(x, grad_out, gw, geo, item)
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def weight_grad_direct_serial(x, grad_out, gw, geo):
+    for item in range(gw.shape[0] * gw.shape[2]):
+        weight_grad_direct_item(x, grad_out, gw, geo, item)

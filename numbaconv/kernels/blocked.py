@@ -3,22 +3,26 @@
 The kernels themselves are generated (``blocked_codegen.py`` writes
 ``_blocked_generated.py``). Their contract, for every ``forward_c{cob}_v{vw}``:
 
-    forward(x, wpack, bias, out, geometry, depth_chunk)
+    forward(x, wpack, bias, out, geo, depth_chunk)
 
 x: (N, Cin, D, H, W); wpack: (G, blocks, Cin/G*kD*kH*kW, cob) from :func:`pack_weights`;
-bias: (Cout,); out: (N, Cout, Do, Ho, Wo), written in full; geometry: int64 (stride,
-padding before, dilation, kernel, padding after; each D H W); depth_chunk: output depths per work item.
+bias: (Cout,); out: (N, Cout, Do, Ho, Wo), written in full; geo: the convolution's
+``Geometry``; depth_chunk: output depths per work item.
 
 One ``prange`` iteration owns ``out[n, group, :, od0:od0 + depth_chunk]`` and copies
 the input planes those depths read once.
 Each output element is summed in the same order as the generic direct kernel (input
-channel, kd, kh, kw; depth taps outside the input skipped; bias added last), with the
-same fused multiply-adds, so the two agree bitwise.
+channel, kd, kh, kw; depth taps outside the input read a zero plane, as the direct
+kernel's zero-filled planes; bias added last), with the same fused multiply-adds, so
+the two agree bitwise.
 """
+import numba
 import numpy as np
 from numba import njit
 
-from .direct import depth_taps, fill_padded_planes, plane_geometry, tap_offset
+from .blocked_codegen import VARIANTS
+from .direct import depth_taps, fill_padded_planes, tap_offset
+from .registry import FORWARD, example_arrays, readonly, register
 
 
 def pack_weights(w: np.ndarray, cob: int) -> np.ndarray:
@@ -33,7 +37,7 @@ def pack_weights(w: np.ndarray, cob: int) -> np.ndarray:
 
 
 @njit(cache=True, inline="always")
-def chunk_planes(x, n, g, groups, od0, od1, geometry, slack):
+def chunk_planes(x, n, g, groups, od0, od1, geo, slack):
     """The zero-bordered input planes that output depths [od0, od1) of (n, g) read.
 
     Returns (planes, zmin, nz): a flat buffer holding planes ``[ci][z - zmin]`` for the
@@ -43,10 +47,9 @@ def chunk_planes(x, n, g, groups, od0, od1, geometry, slack):
     """
     depth = x.shape[2]
     cin_g = x.shape[1] // groups
-    sd, pd, dd, kd_ = geometry[0], geometry[3], geometry[6], geometry[9]
-    phase_w, _, plane_size = plane_geometry(x, geometry)
-    zmin = max(0, od0 * sd - pd)
-    zmax = min(depth - 1, (od1 - 1) * sd + (kd_ - 1) * dd - pd)
+    plane_size = geo.plane_size
+    zmin = max(0, od0 * geo.stride_d - geo.pad_d)
+    zmax = min(depth - 1, (od1 - 1) * geo.stride_d + (geo.kernel_d - 1) * geo.dilation_d - geo.pad_d)
     nz = max(0, zmax - zmin + 1)
     size = cin_g * nz * plane_size
     # Start on a cache line: a tile's vector load then touches one line, not two,
@@ -56,13 +59,12 @@ def chunk_planes(x, n, g, groups, od0, od1, geometry, slack):
     planes = raw[shift:shift + size + plane_size + slack]
     planes[size:] = 0
     fill_padded_planes(x, n, g * cin_g, cin_g, np.arange(zmin, zmin + nz),
-                       planes[:size].reshape((cin_g, nz, plane_size)),
-                       geometry[4], geometry[5], geometry[2], phase_w)
+                       planes[:size].reshape((cin_g, nz, plane_size)), geo)
     return planes, zmin, nz
 
 
 @njit(cache=True, inline="always")
-def reduction_terms(wpack, g, od, zmin, nz, x, geometry):
+def reduction_terms(wpack, g, od, zmin, nz, x, geo):
     """The reduction terms (ci, kd, kh, kw) of output depth ``od`` in summation order:
     their offsets into :func:`chunk_planes`'s buffer (the zero plane for a depth tap
     outside the input; unsigned, so numba emits no negative-index wraparound, which
@@ -71,10 +73,9 @@ def reduction_terms(wpack, g, od, zmin, nz, x, geometry):
     """
     cin_g = x.shape[1] // wpack.shape[0]
     blocks, cob = wpack.shape[1], wpack.shape[3]
-    sd, pd, dd = geometry[0], geometry[3], geometry[6]
-    kd_, kh_, kw_ = geometry[9], geometry[10], geometry[11]
-    phase_w, row_pitch, plane_size = plane_geometry(x, geometry)
-    depth_index = depth_taps(od, sd, pd, dd, kd_, x.shape[2])
+    kd_, kh_, kw_ = geo.kernel_d, geo.kernel_h, geo.kernel_w
+    plane_size = geo.plane_size
+    depth_index = depth_taps(od, geo, x.shape[2])
     terms = cin_g * kd_ * kh_ * kw_
     offsets = np.empty(terms, np.uint64)
     wsel = np.empty((blocks, terms, cob), wpack.dtype)
@@ -86,9 +87,51 @@ def reduction_terms(wpack, g, od, zmin, nz, x, geometry):
             plane = zero_plane if z < 0 else (ci * nz + z - zmin) * plane_size
             for th in range(kh_):
                 for tw in range(kw_):
-                    offsets[count] = plane + tap_offset(th, tw, geometry, phase_w, row_pitch)
+                    offsets[count] = plane + tap_offset(th, tw, geo)
                     row = ((ci * kd_ + t) * kh_ + th) * kw_ + tw
                     for block in range(blocks):
                         wsel[block, count] = wpack[g, block, row]
                     count += 1
     return offsets[:count], wsel[:, :count]
+
+
+# ---- Declarations -----------------------------------------------------------------------
+#: Upper bound on the input planes one blocked work item copies.
+CHUNK_PLANE_BYTES = 8 << 20
+
+
+def depth_chunk(spec) -> int:
+    """Output depths per blocked work item: as many as keep >= 4 items per thread (load
+    balance) and the item's input planes within ``CHUNK_PLANE_BYTES``. Computed per
+    call: it depends on numba's (changeable) thread count, never on the result."""
+    out_d = spec.out_size[0]
+    per_depth = spec.batch * spec.groups
+    threads = numba.get_num_threads()
+    sd, dd, kd = spec.stride[0], spec.dilation[0], spec.kernel[0]
+    plane = spec.plane_bytes // kd  # one input plane of one group's channels
+    chunk = out_d
+    while chunk > 1 and (per_depth * -(-out_d // chunk) < 4 * threads
+                         or min(spec.in_size[0], (chunk - 1) * sd + (kd - 1) * dd + 1) * plane
+                         > CHUNK_PLANE_BYTES):
+        chunk = -(-chunk // 2)
+    return chunk
+
+
+def _launcher(cob):
+    def launch_blocked(run, spec, x, w6, bias, out):
+        run(readonly(x), readonly(pack_weights(w6, cob)), readonly(bias), out, spec.geometry,
+            depth_chunk(spec))
+    return launch_blocked
+
+
+def _examples(dtype):
+    return example_arrays(dtype, 5, 4, 1, 5) + (1,)
+
+
+for _cob, _vw in VARIANTS:
+    register(name=f"blocked{_cob}x{_vw}", computes=FORWARD,
+             function=f"numbaconv.kernels._blocked_generated:forward_c{_cob}_v{_vw}",
+             examples=_examples, launch=_launcher(_cob), plane_memory=True,
+             serial="direct_serial", fallbacks=("direct", "direct_serial"),
+             description=f"register-blocked direct kernel: {_cob} output channels x {_vw} "
+                         f"positions in registers (generated)")

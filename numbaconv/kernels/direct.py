@@ -16,6 +16,8 @@ which LLVM vectorises.
 import numpy as np
 from numba import njit, prange
 
+from .registry import FORWARD, example_arrays, readonly, register
+
 #: Output channels that share one pass over an input slice.
 CHANNEL_BLOCK = 8
 #: Output positions per accumulator chunk: CHANNEL_BLOCK * CHUNK * 4 bytes = 16 KiB.
@@ -37,30 +39,28 @@ def plane_layout(out_h, out_w, stride_h, stride_w, row_pitch):
 
 
 @njit(cache=True, inline="always")
-def plane_geometry(x, geometry):
-    """(phase_w, row_pitch, plane_size) of one zero-bordered, phase-split input plane:
-    padded columns per W-stride phase, the flat length of a padded row, and of a plane."""
-    height, width = x.shape[3], x.shape[4]
-    sw, ph, pw, ph_after, pw_after = geometry[2], geometry[4], geometry[5], geometry[13], geometry[14]
-    phase_w = (width + pw + pw_after + sw - 1) // sw
-    row_pitch = sw * phase_w
-    return phase_w, row_pitch, (height + ph + ph_after) * row_pitch
+def split_item(item, groups, inner):
+    """Work item ``item`` of ``N * groups * inner`` as (n, g, i), i fastest: every
+    kernel's items are (batch, group, something inside a group)."""
+    i = item % inner
+    rest = item // inner
+    return rest // groups, rest % groups, i
 
 
 @njit(cache=True, inline="always")
-def tap_offset(th, tw, geometry, phase_w, row_pitch):
+def tap_offset(th, tw, geo):
     """Offset of kernel tap (kh=th, kw=tw) within a padded, phase-split plane: tap kw
     reads the W-phase ``(kw*dW) % sW`` from column ``(kw*dW) // sW`` on."""
-    col = tw * geometry[8]
-    return th * geometry[7] * row_pitch + (col % geometry[2]) * phase_w + col // geometry[2]
+    col = tw * geo.dilation_w
+    return th * geo.dilation_h * geo.row_pitch + (col % geo.stride_w) * geo.phase_w + col // geo.stride_w
 
 
 @njit(cache=True, inline="always")
-def depth_taps(od, stride_d, pad_d, dilation_d, kernel_d, depth):
+def depth_taps(od, geo, depth):
     """Input depth index of each kd tap for output depth ``od``; -1 outside the input."""
-    index = np.empty(kernel_d, np.int64)
-    for t in range(kernel_d):
-        z = od * stride_d + t * dilation_d - pad_d
+    index = np.empty(geo.kernel_d, np.int64)
+    for t in range(geo.kernel_d):
+        z = od * geo.stride_d + t * geo.dilation_d - geo.pad_d
         index[t] = z if 0 <= z < depth else -1
     return index
 
@@ -92,7 +92,7 @@ def store_tile(tile, out, bias, n, g, od, co0, cout_g, pos0, valid, acc_pitch):
 
 
 @njit(cache=True, inline="always")
-def fill_padded_planes(x, n, c0, channels, depth_index, buf, pad_h, pad_w, stride_w, phase_w):
+def fill_padded_planes(x, n, c0, channels, depth_index, buf, geo):
     """Copy ``x[n, c0 + c, depth_index[t]]`` into ``buf[c, t]``: zero-bordered and split
     by column phase.
 
@@ -101,7 +101,8 @@ def fill_padded_planes(x, n, c0, channels, depth_index, buf, pad_h, pad_w, strid
     contiguous. Taps whose depth index is -1 (outside the input) are left as zeros.
     """
     height, width = x.shape[3], x.shape[4]
-    row_pitch = stride_w * phase_w
+    pad_h, pad_w, stride_w, phase_w = geo.pad_h, geo.pad_w, geo.stride_w, geo.phase_w
+    row_pitch = geo.row_pitch
     for c in range(channels):
         for t in range(depth_index.shape[0]):
             z = depth_index[t]
@@ -150,38 +151,28 @@ def item_count(x, w, out):
 
 
 @njit(cache=True, inline="always")
-def item_buffers(x, w, geometry):
+def item_buffers(x, w, geo):
     """Scratch space for one work item: (padded input planes, accumulators)."""
-    cin_g, kd_ = w.shape[2], w.shape[3]
-    plane_size = plane_geometry(x, geometry)[2]
     acc = np.empty((min(CHANNEL_BLOCK, w.shape[1]), CHUNK), x.dtype)
-    return np.empty((cin_g, kd_, plane_size), x.dtype), acc
+    return np.empty((w.shape[2], geo.kernel_d, geo.plane_size), x.dtype), acc
 
 
 @njit(cache=True, inline="always")
-def forward_direct_item(x, w, bias, out, geometry, item, planes, acc_space):
+def forward_direct_item(x, w, bias, out, geo, item, planes, acc_space):
     """Compute work item ``item``: out[n, block of channels of group g, od], in full,
     using the scratch space from :func:`item_buffers`."""
-    _, _, depth, height, width = x.shape
     groups, cout_g, cin_g, kd_, kh_, kw_ = w.shape
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
-    sd, sh, sw, pd, ph, pw, dd = geometry[0], geometry[1], geometry[2], geometry[3], \
-        geometry[4], geometry[5], geometry[6]
-    phase_w, row_pitch, plane_size = plane_geometry(x, geometry)
-    runs, run_length, acc_pitch = plane_layout(out_h, out_w, sh, sw, row_pitch)
+    row_pitch = geo.row_pitch
+    runs, run_length, acc_pitch = plane_layout(out_h, out_w, geo.stride_h, geo.stride_w, row_pitch)
     blocks = (cout_g + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
 
-    od = item % out_d
-    rest = item // out_d
-    block = rest % blocks
-    rest //= blocks
-    g = rest % groups
-    n = rest // groups
+    n, g, inner = split_item(item, groups, blocks * out_d)
+    block, od = inner // out_d, inner % out_d
     co0 = block * CHANNEL_BLOCK
     count = min(CHANNEL_BLOCK, cout_g - co0)
 
-    depth_index = depth_taps(od, sd, pd, dd, kd_, depth)
-    fill_padded_planes(x, n, g * cin_g, cin_g, depth_index, planes, ph, pw, sw, phase_w)
+    fill_padded_planes(x, n, g * cin_g, cin_g, depth_taps(od, geo, x.shape[2]), planes, geo)
     acc = acc_space[:count]
     for r in range(runs):
         for q0 in range(0, run_length, CHUNK):
@@ -192,8 +183,7 @@ def forward_direct_item(x, w, bias, out, geometry, item, planes, acc_space):
                     plane = planes[ci, t]
                     for th in range(kh_):
                         for tw in range(kw_):
-                            start = r * sh * row_pitch + tap_offset(th, tw, geometry, phase_w,
-                                                                    row_pitch) + q0
+                            start = r * geo.stride_h * row_pitch + tap_offset(th, tw, geo) + q0
                             axpy_block(acc, w[g, co0:co0 + count, ci, t, th, tw],
                                        plane[start:start + m])
             store_tile(acc, out, bias, n, g, od, co0, cout_g, r * acc_pitch + q0, m, acc_pitch)
@@ -202,28 +192,28 @@ def forward_direct_item(x, w, bias, out, geometry, item, planes, acc_space):
 # One loop nest, two drivers: the serial one avoids waking the thread pool for tiny
 # convolutions, where that costs more than the work.
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def forward_direct(x, w, bias, out, geometry):
+def forward_direct(x, w, bias, out, geo):
     """out = conv3d(x, w) + bias, cross-correlation, in parallel over work items.
 
     x: (N, Cin, D, H, W); w: (G, Cout/G, Cin/G, kD, kH, kW); bias: (Cout,);
     out: (N, Cout, Do, Ho, Wo), written in full. All C-contiguous, one float dtype.
-    geometry: int64 (stride, padding before, dilation, kernel, padding after; each D H W).
+    geo: the convolution's :class:`~numbaconv.kernels.geometry.Geometry`.
     """
     for item in prange(item_count(x, w, out)):
-        planes, acc = item_buffers(x, w, geometry)
-        forward_direct_item(x, w, bias, out, geometry, item, planes, acc)
+        planes, acc = item_buffers(x, w, geo)
+        forward_direct_item(x, w, bias, out, geo, item, planes, acc)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def forward_direct_serial(x, w, bias, out, geometry):
+def forward_direct_serial(x, w, bias, out, geo):
     """:func:`forward_direct` on the calling thread."""
-    planes, acc = item_buffers(x, w, geometry)
+    planes, acc = item_buffers(x, w, geo)
     for item in range(item_count(x, w, out)):
-        forward_direct_item(x, w, bias, out, geometry, item, planes, acc)
+        forward_direct_item(x, w, bias, out, geo, item, planes, acc)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def forward_tiny(x, w, bias, out, geometry):
+def forward_tiny(x, w, bias, out, geo):
     """:func:`forward_direct` for tiny convolutions, one output element at a time, with
     no scratch buffers (which cost more than the arithmetic at this size).
 
@@ -233,8 +223,8 @@ def forward_tiny(x, w, bias, out, geometry):
     n_batch, _, depth, height, width = x.shape
     groups, cout_g, cin_g, kd_, kh_, kw_ = w.shape
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
-    sd, sh, sw, pd, ph, pw, dd, dh, dw = geometry[0], geometry[1], geometry[2], geometry[3], \
-        geometry[4], geometry[5], geometry[6], geometry[7], geometry[8]
+    sd, sh, sw, pd, ph, pw = geo.stride_d, geo.stride_h, geo.stride_w, geo.pad_d, geo.pad_h, geo.pad_w
+    dd, dh, dw = geo.dilation_d, geo.dilation_h, geo.dilation_w
     acc = np.zeros(out_w, x.dtype)
     zero = acc[0]
     for n in range(n_batch):
@@ -259,3 +249,24 @@ def forward_tiny(x, w, bias, out, geometry):
                         co_all = g * cout_g + co
                         for ow in range(out_w):
                             out[n, co_all, od, oh, ow] = acc[ow] + bias[co_all]
+
+
+# ---- Declarations -----------------------------------------------------------------------
+def launch_direct(run, spec, x, w6, bias, out):
+    """The direct kernels take the operands as they are."""
+    run(readonly(x), readonly(w6), readonly(bias), out, spec.geometry)
+
+
+def direct_examples(dtype):
+    return example_arrays(dtype, 5, 6, 1, 5)
+
+
+register(name="direct", computes=FORWARD, function=forward_direct, examples=direct_examples,
+         launch=launch_direct, plane_memory=True, serial="direct_serial",
+         description="generic direct kernel: 8 channels x 512 positions in L1, any configuration")
+register(name="direct_serial", computes=FORWARD, function=forward_direct_serial,
+         examples=direct_examples, launch=launch_direct, parallel=False, plane_memory=True,
+         description="the direct kernel on the calling thread (no thread-pool wake-up)")
+register(name="tiny", computes=FORWARD, function=forward_tiny, examples=direct_examples,
+         launch=launch_direct, parallel=False,
+         description="one output row at a time, no scratch buffers (tiny convolutions)")

@@ -13,18 +13,25 @@ not bitwise; its own result does not depend on the thread count.
 import numpy as np
 from numba import njit, prange
 
+from .direct import split_item
+from .registry import FORWARD, WEIGHT_GRAD, example_arrays, readonly, register
+
 #: Upper bound on one im2col slab, in bytes.
 SLAB_BYTES = 4 << 20
+#: Fixed number of partial sums in the weight gradient (independent of the thread
+#: count, so the result is the same at every thread count).
+WEIGHT_GRAD_CHUNKS = 16
 
 
 @njit(cache=True, inline="always")
-def im2col_slab(x, n, c0, cin_g, geometry, out_shape, s0, size, col):
+def im2col_slab(x, n, c0, cin_g, geo, out_shape, s0, size, col):
     """col[r, j] = input value under kernel term r for output position s0 + j
     (r runs over (ci, kd, kh, kw); zero where the term falls into the padding)."""
     _, _, depth, height, width = x.shape
     out_h, out_w = out_shape[3], out_shape[4]
-    sd, sh, sw, pd, ph, pw = geometry[0], geometry[1], geometry[2], geometry[3], geometry[4], geometry[5]
-    dd, dh, dw, kd_, kh_, kw_ = geometry[6], geometry[7], geometry[8], geometry[9], geometry[10], geometry[11]
+    sd, sh, sw, pd, ph, pw = geo.stride_d, geo.stride_h, geo.stride_w, geo.pad_d, geo.pad_h, geo.pad_w
+    dd, dh, dw = geo.dilation_d, geo.dilation_h, geo.dilation_w
+    kd_, kh_, kw_ = geo.kernel_d, geo.kernel_h, geo.kernel_w
     plane = out_h * out_w
     for ci in range(cin_g):
         for t in range(kd_):
@@ -51,26 +58,24 @@ def im2col_slab(x, n, c0, cin_g, geometry, out_shape, s0, size, col):
 
 
 @njit(cache=True, inline="always")
-def slab_col(x, out_shape, geometry, groups, slabs, slab_positions, item):
+def slab_col(x, out_shape, geo, groups, slabs, slab_positions, item):
     """Work item ``item`` = (n, group, slab): (n, g, s0, size, its im2col slab)."""
     positions = out_shape[2] * out_shape[3] * out_shape[4]
     cin_g = x.shape[1] // groups
-    slab = item % slabs
-    g = (item // slabs) % groups
-    n = item // (slabs * groups)
+    n, g, slab = split_item(item, groups, slabs)
     s0 = slab * slab_positions
     size = min(slab_positions, positions - s0)
-    col = np.empty((cin_g * geometry[9] * geometry[10] * geometry[11], size), x.dtype)
-    im2col_slab(x, n, g * cin_g, cin_g, geometry, out_shape, s0, size, col)
+    col = np.empty((cin_g * geo.kernel_d * geo.kernel_h * geo.kernel_w, size), x.dtype)
+    im2col_slab(x, n, g * cin_g, cin_g, geo, out_shape, s0, size, col)
     return n, g, s0, size, col
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def forward_gemm(x, wmat, bias, out, geometry, slab_positions):
+def forward_gemm(x, wmat, bias, out, geo, slab_positions):
     """out = conv3d(x, w) + bias via im2col slabs and BLAS.
 
     x: (N, Cin, D, H, W); wmat: (G, Cout/G, Cin/G*kD*kH*kW); bias: (Cout,);
-    out: (N, Cout, Do, Ho, Wo), written in full; geometry as in the direct kernels;
+    out: (N, Cout, Do, Ho, Wo), written in full; geo as in the direct kernels;
     slab_positions: output positions per slab.
     """
     n_batch = x.shape[0]
@@ -79,7 +84,7 @@ def forward_gemm(x, wmat, bias, out, geometry, slab_positions):
     slabs = (positions + slab_positions - 1) // slab_positions
     out_flat = out.reshape((n_batch, groups, cout_g, positions))
     for item in prange(n_batch * groups * slabs):
-        n, g, s0, size, col = slab_col(x, out.shape, geometry, groups, slabs, slab_positions, item)
+        n, g, s0, size, col = slab_col(x, out.shape, geo, groups, slabs, slab_positions, item)
         result = np.dot(wmat[g], col)
         for c in range(cout_g):
             b = bias[g * cout_g + c]
@@ -89,7 +94,7 @@ def forward_gemm(x, wmat, bias, out, geometry, slab_positions):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions):
+def weight_grad_gemm(x, grad_out, partial, geo, slab_positions):
     """Weight gradient via im2col slabs and BLAS, summed in a fixed order.
 
     x: (N, Cin, D, H, W); grad_out: (N, Cout, Do, Ho, Wo); partial: (chunks, G, Cout/G,
@@ -105,7 +110,40 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions):
     grad_flat = grad_out.reshape((n_batch, groups, cout_g, positions))
     for chunk in prange(chunks):
         for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
-            n, g, s0, size, col = slab_col(x, grad_out.shape, geometry, groups, slabs,
-                                           slab_positions, item)
+            n, g, s0, size, col = slab_col(x, grad_out.shape, geo, groups, slabs, slab_positions,
+                                           item)
             grad = np.ascontiguousarray(grad_flat[n, g, :, s0:s0 + size])
             partial[chunk, g] += np.dot(grad, col.T)
+
+
+# ---- Declarations -----------------------------------------------------------------------
+def slab_positions(spec) -> int:
+    """Output positions per im2col slab: the slab (reduction x positions) and BLAS's
+    result (output channels x positions) each within ``SLAB_BYTES``."""
+    rows = max(spec.reduction, spec.out_per_group)
+    return max(16, SLAB_BYTES // (rows * spec.compute_dtype.itemsize))
+
+
+def launch_forward(run, spec, x, w6, bias, out):
+    wmat = w6.reshape(w6.shape[0], w6.shape[1], -1)
+    run(readonly(x), readonly(wmat), readonly(bias), out, spec.geometry, slab_positions(spec))
+
+
+def launch_weight_grad(run, spec, x, grad_out):
+    groups, cout_g = spec.groups, spec.out_per_group
+    partial = np.zeros((WEIGHT_GRAD_CHUNKS, groups, cout_g, spec.reduction), spec.compute_dtype)
+    run(readonly(x), readonly(grad_out), partial, spec.geometry, slab_positions(spec))
+    total = partial[0]
+    for chunk in partial[1:]:  # a fixed order: the same sum at every thread count
+        total += chunk
+    return total.reshape(spec.group_weight_shape)
+
+
+register(name="gemm", computes=FORWARD, function=forward_gemm,
+         examples=lambda dtype: example_arrays(dtype, 5, 3, 1, 5) + (1,),
+         launch=launch_forward, bitwise=None, serial="direct_serial", blas=True,
+         description="im2col slabs and BLAS (pointwise layers, huge padding)")
+register(name="wgrad_gemm", computes=WEIGHT_GRAD, function=weight_grad_gemm,
+         examples=lambda dtype: example_arrays(dtype, 5, 5, 4) + (1,),
+         launch=launch_weight_grad, bitwise=None, serial="wgrad_direct_serial", blas=True,
+         description="weight gradient via im2col slabs and BLAS, 16 partial sums in order")

@@ -1,0 +1,102 @@
+"""The kernel registry: every kernel declared once, beside its code.
+
+A :class:`Kernel` says what a compiled function computes, how to compile it (example
+arguments) and how to launch it (packing, slabs, chunks), and what it needs and
+guarantees. The dispatcher (``numbaconv._dispatch``) only chooses among the entries,
+compiles them through its cache and launches them; a new kernel family is one
+:func:`register` call beside its code, plus a rule in ``_dispatch.choose``.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .geometry import EXAMPLE as EXAMPLE_GEOMETRY
+
+#: What a kernel computes. The input gradient is a forward convolution (of the
+#: zero-stuffed grad_output with the flipped weight), so it runs on forward kernels.
+FORWARD = "forward"
+WEIGHT_GRAD = "weight_grad"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One compiled kernel and what the dispatcher needs to know about it.
+
+    ``launch(run, spec, *operands)`` prepares the kernel's arguments from a
+    ``ConvSpec`` and the operands and calls ``run(*arguments)``, which runs the
+    compiled kernel. Operands: forward ``(x, w6, bias, out)`` (x, out: C-contiguous
+    (N, C, D, H, W) in the compute dtype; w6: (G, Cout/G, Cin/G, kD, kH, kW); bias:
+    (Cout,)), writing ``out``; weight gradient ``(x, grad_out)``, returning the
+    gradient (G, Cout/G, Cin/G, kD, kH, kW).
+    """
+
+    name: str
+    computes: str
+    #: The numba dispatcher, or "module:attribute" to import it on first compile.
+    function: object
+    #: ``examples(dtype)``: arguments whose types the kernel is compiled for.
+    examples: Callable
+    launch: Callable
+    description: str
+    #: False for kernels that run on the calling thread.
+    parallel: bool = True
+    #: Copies zero-bordered input planes: memory grows with the padding.
+    plane_memory: bool = False
+    #: Kernels in the same class give the same bits for the same spec (None: rounding only).
+    bitwise: str | None = "direct"
+    #: A kernel running on the calling thread to use where parallel ones can't run
+    #: (a process forked after OpenMP started).
+    serial: str | None = None
+    #: Kernels with the same bits that compile faster, best first: ``auto`` serves
+    #: from them while this one compiles in the background.
+    fallbacks: tuple = ()
+    #: Calls BLAS inside its parallel loop: BLAS must run single-threaded meanwhile.
+    blas: bool = False
+
+    def dispatcher(self):
+        """The numba dispatcher (imported now if it was declared by name)."""
+        if isinstance(self.function, str):
+            module, attribute = self.function.split(":")
+            return getattr(importlib.import_module(module), attribute)
+        return self.function
+
+
+REGISTRY: dict[str, Kernel] = {}
+
+
+def register(**fields) -> Kernel:
+    """Declare a kernel (the fields of :class:`Kernel`)."""
+    kernel = Kernel(**fields)
+    if kernel.name in REGISTRY:
+        raise ValueError(f"kernel {kernel.name!r} is declared twice")
+    REGISTRY[kernel.name] = kernel
+    return kernel
+
+
+def names(computes: str) -> tuple[str, ...]:
+    return tuple(name for name, k in REGISTRY.items() if k.computes == computes)
+
+
+# ---- Shared pieces of declarations -----------------------------------------------------
+def readonly(array: np.ndarray) -> np.ndarray:
+    """A read-only view of ``array``. Kernels' inputs are compiled as read-only arrays
+    and launched as such, so every call matches a compiled signature exactly: numba
+    never compiles a second specialisation behind the cache's back."""
+    if not array.flags.writeable:
+        return array
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+def example_arrays(dtype, *ndims, outputs=1):
+    """Zero arrays of ``dtype`` with ``ndims`` dimensions, all read-only but the last
+    ``outputs``, followed by a geometry: a kernel's example arguments."""
+    arrays = [np.zeros((1,) * nd, dtype) for nd in ndims]
+    for array in arrays[:len(arrays) - outputs]:
+        array.flags.writeable = False
+    return (*arrays, EXAMPLE_GEOMETRY)
