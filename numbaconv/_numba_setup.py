@@ -20,15 +20,17 @@ import os
 
 import numba
 
+from ._config import env_flag
+
 ENV_SWITCH = "NUMBACONV_TUNE_NUMBA"
 _EXTRA_FEATURES = "-prefer-256-bit,+prefer-no-gather,+prefer-no-scatter"
 
-#: What was changed, for ``numbaconv.config_info()`` and the tests.
+#: What was changed, for ``numbaconv.numba_settings()`` and the tests.
 applied: dict = {}
 
 
 def tuning_enabled() -> bool:
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+    return env_flag(ENV_SWITCH)
 
 
 def apply() -> dict:
