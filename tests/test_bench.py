@@ -8,10 +8,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import numbaconv
 from numbaconv import _dispatch, bench
+from numbaconv.bench.layer import sampled_reference_diff
+from numbaconv.bench.report import clean_json
+from numbaconv.reference import conv3d_reference
 
 ALGORITHM_NAMES = set(_dispatch.ALGORITHMS) | {
     "blocked8x16", "blocked1x64", "direct_serial", "gemm", "direct"}
@@ -62,7 +66,7 @@ def check_structure(result, ids, repeats, with_torch):
     # The table renders, and the dict is strict JSON.
     table = bench.format_table(result)
     assert all(f"\n{i} " in table for i in ids)
-    json.loads(json.dumps(bench._clean(result), allow_nan=False))
+    json.loads(json.dumps(clean_json(result), allow_nan=False))
 
 
 def test_run_structure():
@@ -101,13 +105,26 @@ def test_suite_definition():
                                            "k1", "k2"]
     assert set(bench.QUICK_SHAPES) == {"a", "d", "g", "i", "j"}
     from numbaconv._spec import ConvSpec
-    import numpy as np
 
     c = {s.id: s for s in bench.SHAPES}["c"]
     x = np.zeros((c.batch, c.in_channels) + c.size, np.float32)
     w = np.zeros((c.out_channels, c.in_channels) + c.kernel, np.float32)
     spec = ConvSpec.from_args(x, w, None, c.stride, c.padding, c.dilation, c.groups)[0]
     assert spec.flops == 2 * 32 * 32 * 27 * 64**3
+
+
+def test_sampled_check_matches_the_full_reference():
+    """The check without torch (the reference on each sampled output's receptive field)
+    agrees with the full reference, padding, stride, dilation and groups included, and
+    sees an error in the border planes."""
+    shape = bench.Shape("t", "test", 2, 4, (5, 6, 7), 6, kernel=(3, 2, 3), stride=(2, 1, 2),
+                        padding=(1, 0, 2), dilation=(1, 2, 1), groups=2)
+    x, w, b = shape.inputs("float64", np.random.default_rng(0))
+    full = conv3d_reference(x, w, b, **shape.args())
+    assert sampled_reference_diff(x, w, b, shape, full) < 1e-14
+    wrong = full.copy()
+    wrong[:, :, 0] += 0.01
+    assert sampled_reference_diff(x, w, b, shape, wrong) > 1e-3
 
 
 def test_cli_json():
