@@ -1,4 +1,4 @@
-"""``python -m numbaconv``: the seed example, a check against a float64 loop, a timing.
+"""``python -m numbaconv``: the seed example, a check against the float64 reference, a timing.
 
 ``python -m numbaconv.bench`` is the full benchmark against PyTorch.
 """
@@ -7,19 +7,7 @@ import time
 import numpy as np
 
 import numbaconv as nc
-
-
-def _reference(x, w):
-    """A plain float64 loop for the seed example's check (valid, stride 1)."""
-    n, _, d, h, wd = x.shape
-    cout, _, kd, kh, kw = w.shape
-    out = np.zeros((n, cout, d - kd + 1, h - kh + 1, wd - kw + 1))
-    for z in range(out.shape[2]):
-        for y in range(out.shape[3]):
-            for i in range(out.shape[4]):
-                patch = x[:, :, z:z + kd, y:y + kh, i:i + kw].astype(np.float64)
-                out[:, :, z, y, i] = np.einsum("ncdhw,ocdhw->no", patch, w.astype(np.float64))
-    return out
+from numbaconv.reference import conv3d_reference
 
 
 def main() -> None:
@@ -30,8 +18,8 @@ def main() -> None:
     oup = m(inp)
     first = time.perf_counter() - start
     print(f"seed example: {m!r} on {inp.shape} -> {oup.shape}")
-    error = np.abs(oup - _reference(inp, m.weight)).max()
-    print(f"max |numbaconv - float64 loop| = {error:.3g} (values up to {np.abs(oup).max():.4g})")
+    error = np.abs(oup - conv3d_reference(inp, m.weight)).max()
+    print(f"max |numbaconv - float64 reference| = {error:.3g} (values up to {np.abs(oup).max():.4g})")
     print(f"first call (compile or load from cache): {first * 1e3:.0f} ms")
 
     rng = np.random.default_rng(0)

@@ -31,7 +31,7 @@ import numba
 import numpy as np
 from numba import typeof
 
-from . import _config, _numba_setup
+from . import _config, _cpu, _numba_setup
 from ._lru import LRU
 
 _numba_setup.apply()  # before the first kernel module is compiled
@@ -40,10 +40,10 @@ _numba_setup.apply()  # before the first kernel module is compiled
 from .kernels import backward, blocked, direct, gemm  # noqa: E402,F401
 from .kernels.registry import FORWARD, REGISTRY, WEIGHT_GRAD, names  # noqa: E402
 
-#: The names ``algorithm=`` takes: the forward kernels, and "blocked" for the
-#: register-blocked variant :func:`blocked_variant` picks.
+#: The names ``algorithm=`` takes: the kernels, and "blocked"/"wgrad_blocked" for the
+#: register-blocked variant that fits the target CPU (:func:`blocked_variant`).
 ALGORITHMS = ("auto", "blocked") + names(FORWARD)
-WEIGHT_GRAD_ALGORITHMS = ("auto",) + names(WEIGHT_GRAD)
+WEIGHT_GRAD_ALGORITHMS = ("auto", "wgrad_blocked") + names(WEIGHT_GRAD)
 
 #: Below this many FLOPs the thread pool costs more than it saves.
 SERIAL_FLOPS = 2_000_000
@@ -60,10 +60,13 @@ TIER_WAIT_SECONDS = 0.25
 
 
 # ---- Choosing --------------------------------------------------------------------------
-def blocked_variant(spec) -> str:
-    """8x16 for layers with 3 or more output channels per group, 1x64 otherwise
-    (measured on the benchmark suite; 8x32 and 4x32 were no faster and compile slower)."""
-    return "blocked8x16" if spec.out_per_group >= 3 else "blocked1x64"
+def blocked_variant(spec, computes=FORWARD) -> str:
+    """The register-blocked kernel whose block fits the target CPU's vector registers
+    (``numbaconv._cpu``'s tables): dense, or 1 x positions for layers with 1-2 output
+    channels per group."""
+    if computes == WEIGHT_GRAD:
+        return "wgrad_blocked{}x{}".format(*_cpu.weight_grad_block(spec.compute_dtype))
+    return "blocked{}x{}".format(*_cpu.forward_block(spec.compute_dtype, spec.out_per_group))
 
 
 def choose(spec, computes=FORWARD) -> str:
@@ -72,7 +75,7 @@ def choose(spec, computes=FORWARD) -> str:
     if computes == WEIGHT_GRAD:
         if spec.plane_bytes > PLANE_BYTES_LIMIT:
             return "wgrad_gemm"  # its buffers do not grow with the padding
-        return "wgrad_direct" if spec.out_per_group <= 2 else "wgrad_blocked"
+        return "wgrad_direct" if spec.out_per_group <= 2 else blocked_variant(spec, computes)
     if spec.plane_bytes > PLANE_BYTES_LIMIT:
         return "gemm"
     if spec.flops < TINY_FLOPS:
@@ -88,8 +91,8 @@ def resolve(spec, algorithm, computes=FORWARD) -> str:
     """The kernel name for ``algorithm`` (checked by the caller)."""
     if algorithm == "auto":
         return choose(spec, computes)
-    if algorithm == "blocked":
-        return blocked_variant(spec)
+    if algorithm in ("blocked", "wgrad_blocked"):
+        return blocked_variant(spec, computes)
     return algorithm
 
 
@@ -331,15 +334,20 @@ def clear_plans() -> None:
 
 def warmup(dtypes=("float32", "float64"), algorithms=("direct", "direct_serial", "blocked")):
     """Compile (or load from disk) the kernels now, so that no later call waits.
-    ``algorithms``: kernel names, "blocked" for every register-blocked variant."""
+    ``algorithms``: kernel names; "blocked" and "wgrad_blocked" mean the target CPU's
+    register-blocked kernels (dense and depthwise)."""
     from ._spec import check_choice
 
-    dtypes = [check_choice("dtypes[]", np.dtype(d).name if not isinstance(d, str) else d,
-                           ("float32", "float64")) for d in dtypes]
-    kernels = []
-    for name in algorithms:
-        name = check_choice("algorithms[]", name, ("blocked",) + tuple(REGISTRY))
-        kernels += [k for k in REGISTRY if k.startswith("blocked")] if name == "blocked" else [name]
+    choices = ("blocked", "wgrad_blocked") + tuple(REGISTRY)
+    algorithms = [check_choice("algorithms[]", name, choices) for name in algorithms]
     for dtype in dtypes:
-        for name in kernels:
-            _kernel(name, np.dtype(dtype))
+        dtype = np.dtype(check_choice("dtypes[]", np.dtype(dtype).name, ("float32", "float64")))
+        for name in algorithms:
+            if name == "blocked":
+                kernels = {"blocked{}x{}".format(*_cpu.forward_block(dtype, c)) for c in (1, 3)}
+            elif name == "wgrad_blocked":
+                kernels = {"wgrad_blocked{}x{}".format(*_cpu.weight_grad_block(dtype))}
+            else:
+                kernels = {name}
+            for kernel in sorted(kernels):
+                _kernel(kernel, dtype)

@@ -128,7 +128,7 @@ def _examples(dtype):
     return example_arrays(dtype, 5, 4, 1, 5) + (1,)
 
 
-for _cob, _vw in VARIANTS:
+for _cob, _vw in VARIANTS:  # all are declared; the dispatcher picks the target CPU's
     register(name=f"blocked{_cob}x{_vw}", computes=FORWARD,
              function=f"numbaconv.kernels._blocked_generated:forward_c{_cob}_v{_vw}",
              examples=_examples, launch=_launcher(_cob), plane_memory=True,
