@@ -1,19 +1,13 @@
 """Every algorithm path, forced, against the reference; the tiers agree bitwise."""
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 import numbaconv as nc
 from numbaconv import _dispatch
 from numbaconv._spec import ConvSpec
-from conftest import assert_matches_reference
 from numbaconv.reference import conv3d_reference
-from test_forward import CASES, make_case
-
-FORCED = ["direct", "direct_serial", "tiny", "blocked", "gemm"]
+from helpers import (CASES, FORCED, assert_matches_reference, assert_runs_bitwise_equal, make_case,
+                     outputs_per_thread_count)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -128,14 +122,4 @@ np.savez(sys.argv[1], *outs)
 
 
 def test_every_path_bitwise_identical_across_thread_counts(tmp_path):
-    results = []
-    for i, threads in enumerate(("1", "2", "2")):
-        path = tmp_path / f"r{i}.npz"
-        env = dict(os.environ, NUMBA_NUM_THREADS=threads)
-        subprocess.run([sys.executable, "-c", _THREADS_SCRIPT, str(path)], env=env, check=True,
-                       capture_output=True)
-        z = np.load(path)
-        results.append([z[k] for k in sorted(z.files)])
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            assert a.tobytes() == b.tobytes()
+    assert_runs_bitwise_equal(outputs_per_thread_count(tmp_path, _THREADS_SCRIPT, (1, 2, 2)))

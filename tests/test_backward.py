@@ -1,10 +1,7 @@
 """Gradients and the transposed convolution, against MegEngine's gradients, exact
 directional derivatives of the float64 reference, and torch autograd."""
 import glob
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,16 +11,11 @@ import numbaconv as nc
 from numbaconv import _backward
 from numbaconv._spec import ConvSpec
 from numbaconv.reference import conv3d_reference
-from test_forward import CASES, configurations, make_case
+from helpers import (CASES, GOLDEN_DATA, assert_runs_bitwise_equal, configurations, load_golden,
+                     make_case, outputs_per_thread_count)
 
-DATA = os.path.join(os.path.dirname(__file__), "golden", "data")
-CONV_GOLDEN = sorted(p for p in glob.glob(os.path.join(DATA, "conv3d_*.npz")) if "_f16_" not in p)
-TRANSPOSE_GOLDEN = sorted(glob.glob(os.path.join(DATA, "conv_transpose3d_*.npz")))
-
-
-def load(path):
-    z = np.load(path)
-    return z, json.loads(str(z["meta"]))
+CONV_GOLDEN = sorted(p for p in glob.glob(os.path.join(GOLDEN_DATA, "conv3d_*.npz")) if "_f16_" not in p)
+TRANSPOSE_GOLDEN = sorted(glob.glob(os.path.join(GOLDEN_DATA, "conv_transpose3d_*.npz")))
 
 
 def close(actual, expected, rtol=2e-5):
@@ -34,7 +26,7 @@ def close(actual, expected, rtol=2e-5):
 # ---- MegEngine's gradients -----------------------------------------------------------
 @pytest.mark.parametrize("path", CONV_GOLDEN, ids=[os.path.basename(p)[:-4] for p in CONV_GOLDEN])
 def test_megengine_golden_gradients(path):
-    z, meta = load(path)
+    z, meta = load_golden(path)
     args = dict(stride=meta["stride"], padding=meta["padding"], dilation=meta["dilation"],
                 groups=meta["groups"])
     grad_input, grad_weight, grad_bias = nc.conv3d_backward(z["grad_out"], z["inp"], z["weight"], **args)
@@ -49,7 +41,7 @@ def test_megengine_golden_gradients(path):
 
 @pytest.mark.parametrize("path", TRANSPOSE_GOLDEN, ids=[os.path.basename(p)[:-4] for p in TRANSPOSE_GOLDEN])
 def test_megengine_golden_transposed(path):
-    z, meta = load(path)
+    z, meta = load_golden(path)
     args = dict(stride=meta["stride"], padding=meta["padding"], output_padding=meta["output_padding"],
                 dilation=meta["dilation"], groups=meta["groups"])
     bias = z["bias"] if "bias" in z.files else None
@@ -242,16 +234,7 @@ np.savez(sys.argv[1], *outs)
 
 
 def test_backward_bitwise_identical_across_thread_counts(tmp_path):
-    results = []
-    for i, threads in enumerate(("1", "2", "2")):
-        path = tmp_path / f"b{i}.npz"
-        subprocess.run([sys.executable, "-c", _SCRIPT, str(path)], check=True, capture_output=True,
-                       env=dict(os.environ, NUMBA_NUM_THREADS=threads))
-        z = np.load(path)
-        results.append([z[k] for k in sorted(z.files)])
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            assert a.tobytes() == b.tobytes()
+    assert_runs_bitwise_equal(outputs_per_thread_count(tmp_path, _SCRIPT, (1, 2, 2)))
 
 
 # ---- PyTorch autograd ----------------------------------------------------------------

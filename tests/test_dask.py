@@ -13,8 +13,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck  # noqa: E
 
 import numbaconv as nc  # noqa: E402
 from numbaconv import dask as ncd  # noqa: E402
-
-NUMPY_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+from numbaconv.reference import NUMPY_PAD_MODES, explicit_padding  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +48,8 @@ def expected_result(x, weight, bias=None, stride=1, padding=0, dilation=1, group
                     conv_mode="cross_correlation", padding_mode="zeros"):
     if padding_mode == "zeros":
         return nc.conv3d(x, weight, bias, stride, padding, dilation, groups, conv_mode)
-    p = padding if isinstance(padding, tuple) else (padding,) * 3
-    xp = np.pad(x, ((0, 0), (0, 0)) + tuple((q, q) for q in p), mode=NUMPY_MODE[padding_mode])
+    widths = [(0, 0), (0, 0)] + explicit_padding(padding, np.shape(weight)[-3:])
+    xp = np.pad(x, widths, mode=NUMPY_PAD_MODES[padding_mode])  # in x's own dtype
     return nc.conv3d(xp, weight, bias, stride, 0, dilation, groups, conv_mode)
 
 

@@ -1,24 +1,16 @@
 """conv3d forward against the float64 reference, MegEngine's outputs and PyTorch."""
 import glob
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 import numbaconv as nc
-from conftest import assert_matches_reference
+from helpers import (CASES, GOLDEN_DATA, assert_matches_reference, assert_runs_bitwise_equal,
+                     configurations, load_golden, make_case, outputs_per_thread_count)
 
-GOLDEN = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "golden", "data", "conv3d_*.npz")))
-
-
-def load_golden(path):
-    z = np.load(path)
-    meta = json.loads(str(z["meta"]))
-    return z, meta
+GOLDEN = sorted(glob.glob(os.path.join(GOLDEN_DATA, "conv3d_*.npz")))
 
 
 # ---- MegEngine's own outputs --------------------------------------------------------
@@ -51,40 +43,6 @@ def test_golden_files_present():
 
 
 # ---- Configurations against the reference ------------------------------------------
-CASES = {
-    # name: (N, Cin, size, Cout, kernel, stride, padding, dilation, groups)
-    "seed": (2, 3, (4, 4, 4), 1, 3, 1, 0, 1, 1),
-    "k1": (2, 4, (3, 5, 6), 5, 1, 1, 0, 1, 1),
-    "k2": (1, 3, (6, 5, 7), 4, 2, 1, 1, 1, 1),
-    "k4_stride3": (1, 2, (9, 10, 11), 3, 4, 3, 1, 1, 1),
-    "k5": (1, 2, (7, 8, 9), 2, 5, 1, 2, 1, 1),
-    "k6": (1, 1, (8, 8, 8), 2, 6, 1, 0, 1, 1),
-    "k7": (1, 2, (9, 9, 9), 2, 7, 1, 3, 1, 1),
-    "groups3": (2, 6, (5, 6, 7), 9, 3, 1, 1, 1, 3),
-    "depthwise": (2, 4, (5, 6, 7), 4, 3, 1, 1, 1, 4),
-    "depthwise_k3": (1, 4, (5, 6, 7), 12, 3, 2, 1, 1, 4),
-    "aniso": (2, 4, (7, 9, 11), 6, (1, 2, 3), (1, 2, 3), (0, 1, 2), (3, 2, 1), 2),
-    "stride_gt_kernel": (1, 3, (9, 10, 11), 2, 2, (3, 4, 5), 0, 1, 1),
-    "pad_gt_kernel": (1, 2, (3, 4, 5), 3, 2, (3, 4, 5), (4, 5, 6), 1, 1),
-    "dilated": (1, 3, (9, 9, 9), 4, 3, 1, 2, 2, 1),
-    "spatial1": (2, 3, (1, 1, 5), 4, (1, 1, 3), 1, 0, 1, 1),
-    "spatial1_padded": (1, 2, (1, 1, 1), 3, 3, 1, 1, 1, 1),
-    "batch0": (0, 3, (4, 5, 6), 2, 3, 1, 1, 1, 1),
-    "many_channels": (1, 20, (4, 5, 6), 19, 3, 1, 1, 1, 1),
-    "wide": (1, 2, (3, 4, 700), 3, 3, 1, 1, 1, 1),
-}
-
-
-def make_case(rng, n, cin, size, cout, kernel, stride, padding, dilation, groups, dtype, bias=True):
-    k = kernel if isinstance(kernel, tuple) else (kernel,) * 3
-    x = rng.standard_normal((n, cin) + size).astype(dtype)
-    w = rng.standard_normal((groups, cout // groups, cin // groups) + k).astype(dtype)
-    if groups == 1:
-        w = w[0]
-    b = rng.standard_normal((1, cout, 1, 1, 1)).astype(dtype) if bias else None
-    return x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", list(CASES))
 def test_configuration_matches_reference(name, dtype, rng):
@@ -182,22 +140,6 @@ def test_mixed_dtypes(x_dtype, w_dtype, expected, rng):
 
 
 # ---- Property tests ------------------------------------------------------------------
-@st.composite
-def configurations(draw):
-    groups = draw(st.integers(1, 3))
-    cin = groups * draw(st.integers(1, 3))
-    cout = groups * draw(st.integers(1, 3))
-    kernel = tuple(draw(st.integers(1, 4)) for _ in range(3))
-    stride = tuple(draw(st.integers(1, 3)) for _ in range(3))
-    dilation = tuple(draw(st.integers(1, 3)) for _ in range(3))
-    padding = tuple(draw(st.integers(0, 4)) for _ in range(3))
-    size = tuple(
-        draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), max(1, d * (k - 1) + 1 - 2 * p) + 8))
-        for k, d, p in zip(kernel, dilation, padding))
-    batch = draw(st.integers(0, 2))
-    return batch, cin, size, cout, kernel, stride, padding, dilation, groups
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=configurations(), dtype=st.sampled_from([np.float32, np.float64]),
        bias=st.booleans(), mode=st.sampled_from(["cross_correlation", "convolution"]),
@@ -216,20 +158,12 @@ rng = np.random.default_rng(7)
 x = rng.standard_normal((2, 16, 9, 10, 11)).astype(np.float32)
 w = rng.standard_normal((24, 16, 3, 3, 3)).astype(np.float32)
 out = nc.conv3d(x, w, padding=1)
-np.save(sys.argv[1], out)
+np.savez(sys.argv[1], out=out)
 """
 
 
 def test_bitwise_identical_across_thread_counts_and_runs(tmp_path):
-    outputs = []
-    for threads in ("1", "2", "2"):
-        path = tmp_path / f"out_{len(outputs)}.npy"
-        env = dict(os.environ, NUMBA_NUM_THREADS=threads)
-        subprocess.run([sys.executable, "-c", _DETERMINISM_SCRIPT, str(path)], env=env,
-                       check=True, capture_output=True)
-        outputs.append(np.load(path))
-    for other in outputs[1:]:
-        assert other.tobytes() == outputs[0].tobytes()
+    assert_runs_bitwise_equal(outputs_per_thread_count(tmp_path, _DETERMINISM_SCRIPT, (1, 2, 2)))
 
 
 # ---- PyTorch cross-check -------------------------------------------------------------

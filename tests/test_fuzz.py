@@ -21,9 +21,8 @@ from hypothesis import HealthCheck, Phase, assume, given, settings, strategies a
 
 import numbaconv as nc
 from numbaconv import _dispatch
-from conftest import assert_matches_reference
-from numbaconv.reference import conv3d_reference
-from test_trust import describe, python_env, reference_operands, run_script, triple
+from numbaconv.reference import conv3d_reference, explicit_padding, triple
+from helpers import assert_matches_reference, describe, python_env, reference_args, run_script
 
 #: Examples per fuzz test (6 tests: 1,800 by default).
 FUZZ_EXAMPLES = int(os.environ.get("NUMBACONV_FUZZ_EXAMPLES", "300"))
@@ -84,12 +83,7 @@ def geometry(r, padding_strings=True, padding_modes=True, huge_strides=False):
     if huge_strides and padding != "same" and r.int(0, 7) == 0:
         axis = r.int(0, 2)
         stride = stride[:axis] + (r.pick([2**31 - 1, 10**6, 1000]),) + stride[axis + 1:]
-    widths = [(0, 0), (0, 0)]
-    if isinstance(padding, str):
-        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
-        widths = [(t // 2, t - t // 2) for t in totals] if padding == "same" else [(0, 0)] * 3
-    else:
-        widths = [(p, p) for p in triple(padding)]
+    widths = explicit_padding(padding, kernel, dilation)
     size = []
     for k, d, (lo, hi) in zip(kernel, dilation, widths):
         smallest = max(1, d * (k - 1) + 1 - lo - hi)
@@ -182,20 +176,9 @@ def conv_case(r):
     return x, w, b, kwargs, given_x, given_w, given_kwargs, np.dtype(result)
 
 
-def reference(x, w, b, kwargs):
-    """The float64 reference for any padding and padding mode: (padded x, kwargs with
-    padding=0) for assert_matches_reference, and the reference output."""
-    kwargs = dict(kwargs)
-    kwargs.pop("algorithm", None)
-    mode = kwargs.pop("padding_mode", "zeros")
-    padding = kwargs.pop("padding", 0)
-    xp = reference_operands(x, w, padding, kwargs.get("dilation", 1), mode)
-    return xp, dict(kwargs, padding=0)
-
-
 def reference_conv(x, w, kwargs):
-    xp, args = reference(x, w, None, kwargs)
-    return conv3d_reference(xp, w, None, **args)
+    """The float64 reference of a call (any padding and padding mode), without bias."""
+    return conv3d_reference(x, w, None, **reference_args(kwargs))
 
 
 # ---- Valid calls against the oracles -------------------------------------------------
@@ -205,8 +188,7 @@ def test_fuzz_conv3d_matches_reference(seed):
     x, w, b, kwargs, given_x, given_w, given_kwargs, result = conv_case(Picker(seed))
     out = nc.conv3d(given_x, given_w, b, **given_kwargs)
     assert out.dtype == result
-    xp, args = reference(x, w, b, kwargs)
-    assert_matches_reference(out, xp, w, b, **args)
+    assert_matches_reference(out, x, w, b, **reference_args(kwargs))
 
 
 def reduction_length(w, groups):
@@ -375,8 +357,7 @@ def test_fuzz_modules(seed):
         out = m(x)
         kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                       conv_mode=conv_mode, padding_mode=mode)
-        xp, args = reference(x, m.weight, m.bias, kwargs)
-        assert_matches_reference(out, xp, m.weight, m.bias, **args)
+        assert_matches_reference(out, x, m.weight, m.bias, **reference_args(kwargs))
         grad = rng.standard_normal(out.shape).astype(np.float32)
         expected = nc.conv3d_backward(grad, x, m.weight, stride, padding, dilation, groups,
                                       conv_mode, padding_mode=mode)

@@ -10,19 +10,14 @@ import numpy as np
 import pytest
 
 import numbaconv
-
-try:
-    from numbaconv.reference import conv3d_reference
-except ImportError:  # tests/ put on sys.path by pytest's rootdir insertion
-    from numbaconv.reference import conv3d_reference
-
-GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "data")
+from numbaconv.reference import conv3d_reference
+from helpers import GOLDEN_DATA
 
 
 def _golden_conv3d_files():
     """conv3d_*.npz module files (not the f16 functional ones, not conv_transpose3d)."""
     files = []
-    for path in sorted(glob.glob(os.path.join(GOLDEN_DIR, "conv3d_*.npz"))):
+    for path in sorted(glob.glob(os.path.join(GOLDEN_DATA, "conv3d_*.npz"))):
         name = os.path.basename(path)
         if name.startswith("conv3d_f16_"):
             continue

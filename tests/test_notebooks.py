@@ -13,11 +13,12 @@ Time on a 2-CPU machine, for 01 and 02: about 30 s with numba's disk cache fille
 80 s in a new checkout, where the kernels are compiled first (03 adds 40 s or so). Each
 cell may take at most CELL_TIMEOUT seconds.
 """
-import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+from helpers import python_env
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -55,9 +56,8 @@ def test_notebook_runs(notebook, tmp_path):
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     nb = nbformat.read(workdir / notebook.name, as_version=4)
 
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # never a GUI backend
+    # The repository first on PYTHONPATH; never a GUI backend.
+    env = python_env(str(REPO), MPLBACKEND="module://matplotlib_inline.backend_inline")
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # quiets a debugger warning
 
     client = nbclient.NotebookClient(

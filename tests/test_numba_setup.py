@@ -1,20 +1,17 @@
 """numbaconv's changes to numba's process-wide settings: documented, switchable, and
 the results are right either way."""
-import json
 import os
-import subprocess
-import sys
 
 import numba
 
 import numbaconv  # noqa: F401  (applies the settings)
 from numbaconv import _numba_setup
+from helpers import describe, last_json, python_env, run_script
 
 _SCRIPT = r"""
-import json, sys
+import json
 import numpy as np
 import numba
-sys.path.insert(0, sys.argv[1])
 import numbaconv as nc
 from numbaconv.reference import conv3d_reference
 rng = np.random.default_rng(0)
@@ -39,13 +36,12 @@ def test_settings_are_reported():
         assert numba.config.SLP_VECTORIZE == 1 and applied["SLP_VECTORIZE"] == 1
 
 
-def test_switched_off_leaves_numba_alone_and_is_still_correct():
-    env = dict(os.environ, NUMBACONV_TUNE_NUMBA="0", NUMBACONV_BACKGROUND_COMPILE="0")
-    for key in ("NUMBA_SLP_VECTORIZE", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
-        env.pop(key, None)
-    done = subprocess.run([sys.executable, "-c", _SCRIPT, os.path.dirname(__file__)], env=env,
-                          check=True, capture_output=True, text=True)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+def test_switched_off_leaves_numba_alone_and_is_still_correct(tmp_path):
+    env = python_env(NUMBACONV_TUNE_NUMBA="0", NUMBACONV_BACKGROUND_COMPILE="0",
+                     NUMBA_SLP_VECTORIZE=None, NUMBA_CPU_NAME=None, NUMBA_CPU_FEATURES=None)
+    done = run_script(tmp_path, _SCRIPT, env=env)
+    assert done.returncode == 0, describe(done)
+    result = last_json(done)
     assert result["applied"] == {}
     assert result["slp"] == 0 and result["cpu_name"] is None  # numba's own defaults
     assert result["worst"] < 1e-5

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 import numbaconv as nc
-from conftest import assert_matches_reference
+from numbaconv.reference import explicit_padding, pad_reference
+from helpers import assert_matches_reference
 
 MODES = ["zeros", "reflect", "replicate", "circular"]
-NUMPY_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
 def padded_reference_case(rng, mode, padding, kernel=(2, 3, 4), dilation=(1, 2, 1), size=(5, 6, 7)):
@@ -16,28 +16,13 @@ def padded_reference_case(rng, mode, padding, kernel=(2, 3, 4), dilation=(1, 2, 
     return x, w, b, dict(padding=padding, dilation=dilation, groups=2)
 
 
-def explicit_padding(padding, kernel, dilation):
-    """(before, after) per axis, from PyTorch's documented rule for "same"."""
-    if padding == "valid":
-        return [(0, 0)] * 3
-    if padding == "same":
-        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
-        return [(t // 2, t - t // 2) for t in totals]
-    p = padding if isinstance(padding, tuple) else (padding,) * 3
-    return [(v, v) for v in p]
-
-
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("padding", [1, (2, 1, 0), "same", "valid"])
 def test_modes_against_numpy_pad_and_reference(mode, padding, rng):
     """Padding mode m equals np.pad(mode m) followed by an unpadded convolution."""
     x, w, b, args = padded_reference_case(rng, mode, padding)
     out = nc.conv3d(x, w, b, padding_mode=mode, **args)
-    widths = explicit_padding(padding, w.shape[2:], args["dilation"])
-    if mode == "zeros":
-        xp = np.pad(x, [(0, 0), (0, 0)] + widths)
-    else:
-        xp = np.pad(x, [(0, 0), (0, 0)] + widths, mode=NUMPY_MODE[mode])
+    xp = pad_reference(x, w.shape[2:], padding, args["dilation"], mode)  # np.pad, mode m
     assert_matches_reference(out, xp, w, b, dilation=args["dilation"], groups=2)
     if padding == "same":
         assert out.shape[2:] == x.shape[2:]

@@ -2,10 +2,12 @@
 TypeError whose message names the argument, what was expected and what was given,
 raised before any kernel is compiled.
 
-The rules are in ``shared/spec/SEMANTICS.md`` ("Where MegEngine is poor and numbaconv
-must do better"). Valid-but-unusual inputs (numpy integer hyper-parameters, batch 0,
-exactly fitting inputs, integer inputs, case-insensitive conv_mode) are checked
-against the float64 reference in ``tests/reference.py``.
+The rules are in the project's ``shared/spec/SEMANTICS.md`` (outside this repository;
+section "Where MegEngine is poor and numbaconv must do better"). Valid-but-unusual
+inputs (numpy integer hyper-parameters, batch 0, exactly fitting inputs, integer
+inputs, case-insensitive conv_mode) are checked against the float64 reference in
+``numbaconv/reference.py``, within a relative tolerance (this module's own
+``assert_matches_reference``, looser than helpers.py's rounding bound).
 """
 import re
 
@@ -13,11 +15,7 @@ import numpy as np
 import pytest
 
 import numbaconv
-
-try:
-    from numbaconv.reference import conv3d_reference
-except ImportError:  # tests/ put on sys.path by pytest's rootdir insertion
-    from numbaconv.reference import conv3d_reference
+from numbaconv.reference import conv3d_reference
 
 
 # ---------------------------------------------------------------------------

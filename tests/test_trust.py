@@ -6,12 +6,10 @@ cache, huge allocations) run in subprocesses, so that an abort shows as a failed
 with its output instead of taking pytest down. Measured figures are printed in a
 "numbaconv trust figures" section at the end of the pytest run.
 """
-import json
 import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
@@ -22,10 +20,10 @@ import pytest
 import numbaconv as nc
 from numbaconv import _dispatch, functional
 from numbaconv._spec import ConvSpec
-from conftest import assert_matches_reference, error_bound
-from numbaconv.reference import conv3d_reference
+from numbaconv.reference import conv3d_reference, triple
+from helpers import (FORCED, REPO, check_against_reference, describe, error_bound, last_json,
+                     outputs_per_thread_count, python_env, run_script, write_script)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GiB = 1 << 30
 MiB = 1 << 20
 
@@ -57,89 +55,6 @@ def figure(request):
         plugin.lines.append(f"{request.node.name}: {text}")
         print(text)
     return add
-
-
-def python_env(pythonpath=REPO, **overrides):
-    """os.environ with ``pythonpath`` first on PYTHONPATH and the given overrides
-    (a value of None removes the variable)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH")) if p)
-    for key, value in overrides.items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = str(value)
-    return env
-
-
-_script_counter = iter(range(10**6))
-
-
-def write_script(directory, source) -> str:
-    path = os.path.join(str(directory), f"script_{next(_script_counter)}.py")
-    with open(path, "w") as f:
-        f.write(textwrap.dedent(source))
-    return path
-
-
-def run_script(directory, source, *args, env=None, timeout=300, preexec_fn=None):
-    """Run ``source`` as a script in a new interpreter; return the CompletedProcess."""
-    path = write_script(directory, source)
-    return subprocess.run([sys.executable, path, *map(str, args)], env=env or python_env(),
-                          capture_output=True, text=True, timeout=timeout, cwd=str(directory),
-                          preexec_fn=preexec_fn)
-
-
-def describe(proc) -> str:
-    return (f"exit code {proc.returncode}\n--- stdout (tail) ---\n{proc.stdout[-3000:]}"
-            f"\n--- stderr (tail) ---\n{proc.stderr[-3000:]}")
-
-
-def last_json(proc):
-    """The last line of stdout that is a JSON object."""
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    raise AssertionError("no JSON line in the output\n" + describe(proc))
-
-
-NUMPY_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-
-
-def triple(v):
-    return tuple(int(i) for i in v) if isinstance(v, (tuple, list, np.ndarray)) else (int(v),) * 3
-
-
-def explicit_padding(padding, kernel, dilation):
-    """(before, after) per axis for an int, 3 ints, "valid" or "same" (PyTorch's rule:
-    an odd total puts the extra element after)."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return [(0, 0)] * 3
-        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
-        return [(t // 2, t - t // 2) for t in totals]
-    return [(p, p) for p in triple(padding)]
-
-
-def reference_operands(x, w, padding=0, dilation=1, padding_mode="zeros"):
-    """The input padded as ``padding_mode`` says (float64), so that the reference then
-    convolves it with ``padding=0``."""
-    kernel = np.asarray(w).shape[-3:]
-    widths = [(0, 0), (0, 0)] + explicit_padding(padding, kernel, triple(dilation))
-    x = np.asarray(x, np.float64)
-    if padding_mode == "zeros":
-        return np.pad(x, widths)
-    return np.pad(x, widths, mode=NUMPY_PAD_MODES[padding_mode])
-
-
-def check_against_reference(out, x, w, b, kwargs):
-    """assert_matches_reference for any padding / padding mode in ``kwargs``."""
-    kwargs = dict(kwargs)
-    kwargs.pop("algorithm", None)
-    mode = kwargs.pop("padding_mode", "zeros")
-    padding = kwargs.pop("padding", 0)
-    xp = reference_operands(x, w, padding, kwargs.get("dilation", 1), mode)
-    assert_matches_reference(out, xp, w, b, padding=0, **kwargs)
 
 
 # ---- 1. Concurrency ------------------------------------------------------------------
@@ -881,8 +796,6 @@ def test_tensors_past_2_31_elements(tmp_path, figure):
 
 
 # ---- 5. Numerics ---------------------------------------------------------------------
-FORCED = ["direct", "direct_serial", "tiny", "blocked", "gemm"]
-
 #: name: (N, Cin, size, Cout, kernel, stride, padding, dilation, groups)
 NONFINITE_CASES = {
     "padded": (1, 3, (5, 6, 7), 4, 3, 1, 1, 1, 1),
@@ -1006,13 +919,7 @@ np.savez(sys.argv[1], **arrays)
 def test_bitwise_identical_across_runs_and_thread_counts(tmp_path):
     """Forward and backward (every job of the concurrency workload, transposed
     convolutions too) give the same bits with 1 and 2 threads and from run to run."""
-    results = []
-    for i, threads in enumerate((1, 2, 2)):
-        path = tmp_path / f"r{i}.npz"
-        proc = run_script(tmp_path, _THREADS_SCRIPT, path, env=python_env(NUMBA_NUM_THREADS=threads))
-        assert proc.returncode == 0, describe(proc)
-        z = np.load(path)
-        results.append({k: z[k] for k in z.files})
+    results = outputs_per_thread_count(tmp_path, _THREADS_SCRIPT, (1, 2, 2))
     for other, what in ((results[1], "1 vs 2 threads"), (results[2], "run to run")):
         for key, value in results[0].items():
             assert value.tobytes() == other[key].tobytes(), f"{what}: {key}"
