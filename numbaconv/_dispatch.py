@@ -38,12 +38,13 @@ _numba_setup.apply()  # before the first kernel module is compiled
 
 # Importing the kernel modules declares their kernels.
 from .kernels import backward, blocked, direct, gemm  # noqa: E402,F401
-from .kernels.registry import FORWARD, REGISTRY, WEIGHT_GRAD, names  # noqa: E402
+from .kernels.registry import FORWARD, REGISTRY, WEIGHT_GRAD, algorithm_names  # noqa: E402
 
-#: The names ``algorithm=`` takes: the kernels, and "blocked"/"wgrad_blocked" for the
-#: register-blocked variant that fits the target CPU (:func:`blocked_variant`).
-ALGORITHMS = ("auto", "blocked") + names(FORWARD)
-WEIGHT_GRAD_ALGORITHMS = ("auto", "wgrad_blocked") + names(WEIGHT_GRAD)
+#: The names ``algorithm=`` takes: the kernels, a register-blocked family ("blocked",
+#: "wgrad_blocked") standing for its variant that fits the target CPU
+#: (:func:`blocked_variant`). Internally any registered kernel name works too.
+ALGORITHMS = ("auto",) + algorithm_names(FORWARD)
+WEIGHT_GRAD_ALGORITHMS = ("auto",) + algorithm_names(WEIGHT_GRAD)
 
 #: Below this many FLOPs the thread pool costs more than it saves.
 SERIAL_FLOPS = 2_000_000
@@ -338,7 +339,7 @@ def warmup(dtypes=("float32", "float64"), algorithms=("direct", "direct_serial",
     register-blocked kernels (dense and depthwise)."""
     from ._spec import check_choice
 
-    choices = ("blocked", "wgrad_blocked") + tuple(REGISTRY)
+    choices = ALGORITHMS[1:] + WEIGHT_GRAD_ALGORITHMS[1:] + tuple(REGISTRY)
     algorithms = [check_choice("algorithms[]", name, choices) for name in algorithms]
     for dtype in dtypes:
         dtype = np.dtype(check_choice("dtypes[]", np.dtype(dtype).name, ("float32", "float64")))

@@ -114,13 +114,14 @@ PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
                  "circular": "wrap"}
 
 
-def check_choice(name: str, value, choices) -> str:
-    """``value``, a str that is one of ``choices`` (compared lower-cased)."""
+def check_choice(name: str, value, choices, case_sensitive=True) -> str:
+    """``value``, a str that is one of ``choices`` (returned as spelled there)."""
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, one of {tuple(choices)}, got {_describe(value)}")
-    key = value.lower()
+    key = value if case_sensitive else value.lower()
     if key not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)} (case-insensitive), got {value!r}")
+        case = "" if case_sensitive else " (case-insensitive)"
+        raise ValueError(f"{name} must be one of {tuple(choices)}{case}, got {value!r}")
     return key
 
 
@@ -213,7 +214,9 @@ class ConvParams:
                 )
         dilation = as_triple("dilation", dilation, 1)
         groups = as_positive_int("groups", groups)
-        flip = check_choice("conv_mode", conv_mode, _CONV_MODES) == "convolution"
+        # MegEngine compares conv_mode case-insensitively; padding_mode is PyTorch's and
+        # case-sensitive there.
+        flip = check_choice("conv_mode", conv_mode, _CONV_MODES, case_sensitive=False) == "convolution"
         padding_mode = check_choice("padding_mode", padding_mode, PADDING_MODES)
         return cls(stride, padding, dilation, groups, flip, padding_mode,
                    output_padding or (0, 0, 0))
@@ -321,21 +324,37 @@ class ConvSpec:
         """Multiply-adds times two over the whole output."""
         return 2 * int(np.prod(self.out_shape, dtype=np.int64)) * self.reduction
 
+    @property
+    def kernel_stride(self) -> tuple[int, int, int]:
+        """The stride, 1 on an axis with one output position (it never applies there,
+        and a huge one would otherwise size the kernels' buffers)."""
+        return tuple(1 if o == 1 else s for s, o in zip(self.stride, self.out_size))
+
+    @property
+    def plane_layout(self) -> tuple[int, int, int]:
+        """(phase_w, row_pitch, plane_size) of one zero-bordered input plane split by
+        W-stride phase: padded columns per phase, a padded row, a plane."""
+        stride_w = self.kernel_stride[2]
+        padded_h, padded_w = self.padded_size[1:]
+        phase_w = -(-padded_w // stride_w)
+        return phase_w, stride_w * phase_w, padded_h * stride_w * phase_w
+
     @cached_property
     def geometry(self) -> Geometry:
-        """What the kernels read besides the arrays' shapes (see :class:`Geometry`)."""
-        stride = tuple(1 if o == 1 else s for s, o in zip(self.stride, self.out_size))
-        padded_h, padded_w = self.padded_size[1:]
-        phase_w = -(-padded_w // stride[2])
-        row_pitch = stride[2] * phase_w
-        return Geometry(*stride, *self.padding, *self.padding_hi, *self.dilation, *self.kernel,
-                        phase_w, row_pitch, padded_h * row_pitch)
+        """What the kernels read besides the arrays' shapes (see :class:`Geometry`).
+
+        The plane layout is capped at 2**62 so that every value is an int64: only the
+        GEMM kernels run where it would be larger (huge padding; see ``plane_bytes``),
+        and they do not read it."""
+        layout = (min(v, MAX_ELEMENTS) for v in self.plane_layout)
+        return Geometry(*self.kernel_stride, *self.padding, *self.padding_hi, *self.dilation,
+                        *self.kernel, *layout)
 
     @property
     def plane_bytes(self) -> int:
         """Bytes of the zero-bordered input planes one direct-kernel work item holds
         (one plane per input channel of a group and depth tap)."""
-        return (self.in_per_group * self.kernel[0] * self.geometry.plane_size
+        return (self.in_per_group * self.kernel[0] * self.plane_layout[2]
                 * self.compute_dtype.itemsize)
 
     # ---- Related convolutions ----------------------------------------------------------

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 import numbaconv as nc
-from numbaconv import _dispatch
+from numbaconv import _cpu, _dispatch
 from numbaconv._spec import ConvSpec
+from numbaconv.kernels import blocked
 from numbaconv.reference import conv3d_reference
 from helpers import (CASES, FORCED, assert_matches_reference, assert_runs_bitwise_equal, make_case,
                      outputs_per_thread_count)
@@ -33,11 +34,12 @@ def test_direct_tiers_agree_bitwise(name, dtype, rng):
 
 
 def test_blocked_variants_cover_many_and_few_channels(rng):
-    for cout, expected in ((16, "blocked8x16"), (2, "blocked1x64"), (1, "blocked1x64")):
+    dense, depthwise = _cpu.FORWARD_BLOCKS[_cpu.target().isa, 4]
+    for cout, (cob, vw) in ((16, dense), (2, depthwise), (1, depthwise)):
         x = rng.standard_normal((1, 4, 6, 7, 8)).astype(np.float32)
         w = rng.standard_normal((cout, 4, 3, 3, 3)).astype(np.float32)
         spec = ConvSpec.from_args(x, w)[0]
-        assert _dispatch.blocked_variant(spec) == expected
+        assert _dispatch.blocked_variant(spec) == f"blocked{cob}x{vw}"
         assert_matches_reference(nc.conv3d(x, w, algorithm="blocked"), x, w)
 
 
@@ -45,7 +47,7 @@ def test_depth_chunks_do_not_change_results(rng, monkeypatch):
     x, w, b, args = make_case(rng, 2, 4, (11, 6, 7), 9, 3, (2, 1, 1), 2, (2, 1, 1), 1, np.float64)
     expected = nc.conv3d(x, w, b, algorithm="direct", **args)
     for chunk in (1, 2, 3, 100):
-        monkeypatch.setattr(_dispatch, "depth_chunk", lambda spec, c=chunk: c)
+        monkeypatch.setattr(blocked, "depth_chunk", lambda spec, c=chunk: c)
         out = nc.conv3d(x, w, b, algorithm="blocked", **args)
         assert out.tobytes() == expected.tobytes()
 
@@ -55,12 +57,14 @@ def test_auto_choices():
         x = np.zeros((n, cin) + size, np.float32)
         w = np.zeros((cout, cin // groups, k, k, k), np.float32)
         return ConvSpec.from_args(x, w, None, 1, padding, 1, groups)[0]
-    assert _dispatch.choose_algorithm(spec(2, 3, (4, 4, 4), 1, 3, padding=0)) == "tiny"
-    assert _dispatch.choose_algorithm(spec(1, 32, (32, 32, 32), 32, 3)) == "blocked8x16"
-    assert _dispatch.choose_algorithm(spec(4, 96, (16, 28, 28), 96, 3, groups=96)) == "blocked1x64"
+    dense, depthwise = ("blocked{}x{}".format(*b) for b in _cpu.FORWARD_BLOCKS[_cpu.target().isa, 4])
+    assert _dispatch.choose(spec(2, 3, (4, 4, 4), 1, 3, padding=0)) == "tiny"
+    assert _dispatch.choose(spec(1, 32, (32, 32, 32), 32, 3)) == dense
+    assert _dispatch.choose(spec(4, 96, (16, 28, 28), 96, 3, groups=96)) == depthwise
     # huge padding: the GEMM path, whose buffers do not grow with the padding
     huge = spec(1, 1, (4, 4, 4), 1, 3, padding=(0, 20000, 20000))
-    assert _dispatch.choose_algorithm(huge) == "gemm"
+    assert _dispatch.choose(huge) == "gemm"
+    assert _dispatch.choose(huge, "weight_grad") == "wgrad_gemm"
 
 
 def test_huge_padding_and_stride_stay_small(rng):

@@ -216,20 +216,19 @@ def test_plan_tier_switch_is_atomic_for_concurrent_callers(monkeypatch):
     x = rng.standard_normal((1, 8, 12, 12, 12)).astype(np.float32)
     w = rng.standard_normal((16, 8, 3, 3, 3)).astype(np.float32)
     spec = ConvSpec.from_args(x, w, None, 1, 1)[0]
-    assert _dispatch.choose_algorithm(spec) == "blocked8x16"
+    assert _dispatch.choose(spec) == _dispatch.blocked_variant(spec)
 
     gate = threading.Event()
-    builder = _dispatch._builder
+    compile_kernel = _dispatch.compile_kernel
 
-    def held_builder(name, dtype):
-        build = builder(name, dtype)
-        if name.startswith("blocked"):
-            return lambda: (gate.wait(60), build())[1]
-        return build
+    def held_compile(kernel, dtype):
+        if kernel.name.startswith("blocked"):
+            gate.wait(60)
+        return compile_kernel(kernel, dtype)
 
     cache = _dispatch.KernelCache()
     monkeypatch.setattr(_dispatch, "CACHE", cache)
-    monkeypatch.setattr(_dispatch, "_builder", held_builder)
+    monkeypatch.setattr(_dispatch, "compile_kernel", held_compile)
     try:
         _check_tier_switch(spec, x, w, gate, monkeypatch)
     finally:
@@ -239,7 +238,7 @@ def test_plan_tier_switch_is_atomic_for_concurrent_callers(monkeypatch):
 
 def _check_tier_switch(spec, x, w, gate, monkeypatch):
     plan = _dispatch.Plan(spec, "auto")
-    assert len(plan.tiers) > 1, plan.tiers  # started below the blocked tier
+    assert len(plan.state[0]) > 1, plan.state[0]  # started below the blocked tier
     w6 = w.reshape(spec.group_weight_shape)
     bias = np.zeros(16, np.float32)
     first = np.empty(spec.out_shape, np.float32)
@@ -272,7 +271,8 @@ def _check_tier_switch(spec, x, w, gate, monkeypatch):
 
     monkeypatch.setattr(_dispatch.Plan, "__setattr__", storing)
     out = np.empty(spec.out_shape, np.float32)
-    assert plan.run(x, w6, bias, out) == "blocked8x16"
+    plan.run(x, w6, bias, out)
+    assert plan.kernel_name == _dispatch.blocked_variant(spec)
     switching = None  # no more probes
     for t in others:
         t.join(60)
@@ -372,16 +372,18 @@ import numba
 import numpy as np
 import numbaconv as nc
 from numbaconv import _dispatch
+from numbaconv._cpu import forward_block
 from numbaconv.kernels import _blocked_generated, direct, gemm
 
 rng = np.random.default_rng(5)
 x = rng.standard_normal((1, 4, 6, 7, 8)).astype(np.float32)
-w = rng.standard_normal((2, 4, 3, 3, 3)).astype(np.float32)  # 2 output channels: blocked1x64
+w = rng.standard_normal((2, 4, 3, 3, 3)).astype(np.float32)  # 2 output channels: depthwise block
 b = rng.standard_normal(2).astype(np.float32)
 outs = {a: nc.conv3d(x, w, b, padding=1, algorithm=a) for a in ("tiny", "direct", "blocked", "gemm")}
 np.savez(sys.argv[1], **outs)
+cob, vw = forward_block(np.float32, 2)
 dispatchers = {"tiny": direct.forward_tiny, "direct": direct.forward_direct,
-               "blocked1x64": _blocked_generated.forward_c1_v64, "gemm": gemm.forward_gemm}
+               "blocked": getattr(_blocked_generated, f"forward_c{cob}_v{vw}"), "gemm": gemm.forward_gemm}
 stats = {name: {"hits": sum(d.stats.cache_hits.values()), "misses": sum(d.stats.cache_misses.values())}
          for name, d in dispatchers.items()}
 print(json.dumps({"threads": numba.get_num_threads(), "stats": stats, "file": nc.__file__,

@@ -132,6 +132,6 @@ for _cob, _vw in VARIANTS:  # all are declared; the dispatcher picks the target 
     register(name=f"blocked{_cob}x{_vw}", computes=FORWARD,
              function=f"numbaconv.kernels._blocked_generated:forward_c{_cob}_v{_vw}",
              examples=_examples, launch=_launcher(_cob), plane_memory=True,
-             serial="direct_serial", fallbacks=("direct", "direct_serial"),
+             serial="direct_serial", fallbacks=("direct", "direct_serial"), variant_of="blocked",
              description=f"register-blocked direct kernel: {_cob} output channels x {_vw} "
                          f"positions in registers (generated)")

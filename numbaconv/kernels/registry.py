@@ -56,6 +56,9 @@ class Kernel:
     fallbacks: tuple = ()
     #: Calls BLAS inside its parallel loop: BLAS must run single-threaded meanwhile.
     blas: bool = False
+    #: The family this kernel is one shape of (e.g. "blocked"): users name the family,
+    #: and the dispatcher picks the shape that fits the target CPU.
+    variant_of: str | None = None
 
     def dispatcher(self):
         """The numba dispatcher (imported now if it was declared by name)."""
@@ -77,8 +80,10 @@ def register(**fields) -> Kernel:
     return kernel
 
 
-def names(computes: str) -> tuple[str, ...]:
-    return tuple(name for name, k in REGISTRY.items() if k.computes == computes)
+def algorithm_names(computes: str) -> tuple[str, ...]:
+    """What ``algorithm=`` takes for ``computes``: each kernel, or its family's name."""
+    found = [k.variant_of or k.name for k in REGISTRY.values() if k.computes == computes]
+    return tuple(dict.fromkeys(found))
 
 
 # ---- Shared pieces of declarations -----------------------------------------------------
