@@ -22,10 +22,18 @@ def numba_settings() -> dict:
     return dict(_numba_setup.applied)
 
 
+def cpu_info() -> dict:
+    """The CPU numba compiles for (``NUMBA_CPU_NAME`` when set, else the host): its ISA,
+    vector width and registers, caches, and the register-block shapes numbaconv picked
+    for it per dtype, with the reason."""
+    from . import _cpu
+    return _cpu.info()
+
+
 def clear_kernel_cache() -> None:
     """Forget every compiled kernel and call plan, and reset the counts."""
     _functional.clear_plans()
     _CACHE.clear()
 
 
-__all__ = ["conv3d", "conv3d_backward", "conv_transpose3d", "conv_transpose3d_backward", "Conv3d", "ConvTranspose3d", "warmup", "numba_settings", "kernel_cache_info", "clear_kernel_cache", "__version__"]
+__all__ = ["conv3d", "conv3d_backward", "conv_transpose3d", "conv_transpose3d_backward", "Conv3d", "ConvTranspose3d", "warmup", "numba_settings", "kernel_cache_info", "cpu_info", "clear_kernel_cache", "__version__"]

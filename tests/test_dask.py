@@ -227,15 +227,15 @@ def test_random_geometries(geometry):
 
 @settings(max_examples=300, deadline=None)
 @given(size=st.integers(1, 60), k=st.integers(1, 7), s=st.integers(1, 6), p=st.integers(0, 6),
-       d=st.integers(1, 4), cuts=st.lists(st.integers(1, 60), max_size=12))
-def test_axis_plan_invariants(size, k, s, p, d, cuts):
+       q=st.integers(0, 6), d=st.integers(1, 4), cuts=st.lists(st.integers(1, 60), max_size=12))
+def test_axis_plan_invariants(size, k, s, p, q, d, cuts):
     span = d * (k - 1) + 1
-    if size + 2 * p < span:
+    if size + p + q < span:
         return
     chunks = _cuts_to_chunks(size, cuts)
-    plan = ncd._axis_plan(chunks, size, k, s, p, d)
-    n_out = (size + 2 * p - span) // s + 1
-    assert sum(plan.padded_chunks) == size + 2 * p and sum(plan.out_chunks) == n_out
+    plan = ncd._axis_plan(chunks, size, p, q, span, s)
+    n_out = (size + p + q - span) // s + 1
+    assert sum(plan.padded_chunks) == size + p + q and sum(plan.out_chunks) == n_out
     assert plan.left + plan.right == max(span - s, 0)
     assert min(plan.padded_chunks) >= max(plan.left, plan.right)  # no rechunk by dask
     start = out_start = 0
@@ -245,6 +245,26 @@ def test_axis_plan_invariants(size, k, s, p, d, cuts):
         assert out >= 1 and (block - span) // s + 1 == out
         start += chunk
         out_start += out
+
+
+#: Chunks along (D, H, W) of a 13 x 11 x 12 volume, smaller than most halos, so that
+#: every block's halo crosses one or more chunk boundaries.
+HALO_CUTTING_CHUNKS = ((3, 1, 4, 2, 3), (2, 2, 5, 2), (1, 3, 3, 5))
+
+
+@pytest.mark.parametrize("padding", ["same", "valid", 2, (0, 1, 3)])
+@pytest.mark.parametrize("kernel", [1, 2, 3, 4])
+def test_every_padding_kernel_dilation_stride_matches_in_memory(padding, kernel, rng):
+    """The lazy result equals the in-memory conv3d, shapes and bits, for kernels 1-4,
+    dilations 1-3, strides 1-3 ("same": stride 1, as in PyTorch) and every kind of
+    padding; "same" with an even kernel pads one more voxel after than before."""
+    x = rng.standard_normal((1, 2, 13, 11, 12)).astype(np.float32)
+    w = rng.standard_normal((3, 2, kernel, kernel, kernel)).astype(np.float32)
+    for dilation in (1, 2, 3):
+        for stride in ((1,) if padding == "same" else (1, 2, 3)):
+            args = dict(padding=padding, dilation=dilation, stride=stride)
+            result = check(x, (1, 2) + HALO_CUTTING_CHUNKS, w, None, **args)
+            assert result.shape == nc.conv3d(x, w, **args).shape, args
 
 
 # ---- Arguments ----------------------------------------------------------------------------

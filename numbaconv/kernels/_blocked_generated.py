@@ -2,7 +2,7 @@
 
 Every kernel has the contract described in ``blocked.py``.
 """
-# The helpers these kernels inline come from backward.py, blocked.py, direct.py (sha256 ac116603b9e45e5d).
+# The helpers these kernels inline come from backward.py, blocked.py, direct.py (sha256 84e99e80cd22430f).
 # numba's disk cache checks only this file's own time stamp, so this line changes,
 # and the cache is invalidated, whenever they change.
 from numba import njit, prange
