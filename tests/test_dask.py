@@ -1,4 +1,5 @@
 """numbaconv.dask.conv3d against the in-memory conv3d, over chunkings and schedulers."""
+import re
 import threading
 
 import numpy as np
@@ -166,9 +167,10 @@ def test_padding_mode_at_the_limits(rng):
     check(x, 2, w, b, padding=(4, 3, 5), padding_mode="circular")  # padding = size
     check(x, 2, w, b, padding=(9, 8, 1), padding_mode="replicate")  # any padding
     xd = da.from_array(x, chunks=2)
-    with pytest.raises(ValueError, match="padding_mode='reflect'.*padding 3 for size 3 on axis H"):
+    # the in-memory function's messages (one ConvSpec checks both)
+    with pytest.raises(ValueError, match="padding_mode='reflect'.*axis H: padding 3, input size 3"):
         ncd.conv3d(xd, w, b, padding=3, padding_mode="reflect")
-    with pytest.raises(ValueError, match="padding_mode='circular'.*padding 5 for size 4 on axis D"):
+    with pytest.raises(ValueError, match="padding_mode='circular'.*axis D: padding 5, input size 4"):
         ncd.conv3d(xd, w, b, padding=5, padding_mode="circular")
 
 
@@ -179,7 +181,11 @@ def test_padding_mode_errors(rng):
         ncd.conv3d(xd, w, padding=1, padding_mode="mirror")
     with pytest.raises(TypeError, match="padding_mode must be a str"):
         ncd.conv3d(xd, w, padding=1, padding_mode=None)
-    ncd.conv3d(xd, w, padding=1, padding_mode="Reflect")  # case-insensitive
+    for mode in ("mirror", None, "Reflect"):  # case-sensitive, as conv3d and PyTorch
+        with pytest.raises((ValueError, TypeError)) as memory:
+            nc.conv3d(x, w, padding=1, padding_mode=mode)
+        with pytest.raises(memory.type, match=re.escape(str(memory.value))):
+            ncd.conv3d(xd, w, padding=1, padding_mode=mode)
 
 
 # ---- Hypothesis: random geometry and chunking -----------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import numbaconv as nc
-from numbaconv import _dispatch, functional
+from numbaconv import _config, _dispatch, functional
 from numbaconv._spec import ConvSpec
 from numbaconv.reference import conv3d_reference, triple
 from helpers import (FORCED, REPO, check_against_reference, describe, error_bound, last_json,
@@ -642,9 +642,9 @@ def test_memory_bounded_over_10000_calls(figure):
            f"(growth {rss_end - rss_warm:+.1f} MiB); {len(keys)} distinct forward plan keys, "
            f"plan cache at most {largest_plans} (emptied {plan_drops} times); "
            f"{len(info['entries'])} kernels; {elapsed:.1f} s")
-    assert len(keys) > functional.MAX_PLANS  # the plan cache really overflowed
-    assert largest_plans <= functional.MAX_PLANS
-    assert len(functional._PLANS) <= functional.MAX_PLANS
+    assert len(keys) > _config.CALL_PLANS  # the plan cache really overflowed
+    assert largest_plans <= _config.CALL_PLANS
+    assert len(functional._PLANS) <= _config.CALL_PLANS
     assert len(info["entries"]) <= info["max_entries"]
     assert info["hits"] > hits_warm
     assert rss_end - rss_warm < 50, f"RSS grew by {rss_end - rss_warm:.1f} MiB"
