@@ -21,15 +21,19 @@ and each call moves up to the best tier ready by then.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import queue
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+import warnings
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin before 3.11
 
 import numba
 import numpy as np
 from numba import typeof
+from numba.core.compiler_lock import global_compiler_lock
 
 from . import _config, _cpu, _numba_setup
 from ._lru import LRU
@@ -102,6 +106,35 @@ def background_enabled() -> bool:
     return _config.env_flag("NUMBACONV_BACKGROUND_COMPILE")
 
 
+class _Interrupted(Exception):
+    """A build stopped by KeyboardInterrupt or SystemExit in the thread that ran it:
+    the interrupt is that thread's; other threads waiting for the kernel build it again."""
+
+
+class _Background:
+    """One daemon thread that compiles queued kernels. A daemon, so that a script exits
+    as soon as it is done instead of waiting for compiles it never asked for (kernels
+    that finished are already in numba's disk cache; numba writes each file whole)."""
+
+    def __init__(self):
+        self._queue = queue.SimpleQueue()
+        self._thread = None
+        self._lock = threading.Lock()
+
+    def submit(self, job, *args) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="numbaconv-compile",
+                                                daemon=True)
+                self._thread.start()
+        self._queue.put((job, args))
+
+    def _work(self):
+        while True:
+            job, args = self._queue.get()
+            job(*args)
+
+
 class KernelCache:
     """Compiled kernels keyed on (name, dtype), with hit/miss counts and the time spent
     compiling (or loading from numba's disk cache). Thread-safe: a kernel is built
@@ -110,7 +143,7 @@ class KernelCache:
     def __init__(self, max_entries: int = _config.KERNELS):
         self._entries = LRU(max_entries)  # key -> Future
         self._seconds: dict[tuple, float] = {}
-        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="numbaconv-compile")
+        self._background = _Background()
         self.hits = 0
         self.misses = 0
 
@@ -139,23 +172,31 @@ class KernelCache:
         start = time.perf_counter()
         try:
             kernel = compile_kernel(REGISTRY[key[0]], np.dtype(key[1]))
-        except BaseException as exc:  # the waiting callers see it
+        except Exception as exc:  # the waiting callers see it
             self._entries.pop(key)
             future.set_exception(exc)
             return
+        except BaseException:  # an interrupt: this thread's alone
+            self._entries.pop(key)
+            future.set_exception(_Interrupted())
+            raise
         self._seconds[key] = time.perf_counter() - start
         future.set_result(kernel)
 
     def get(self, name: str, dtype):
         """The kernel, compiled now (in this thread) if needed."""
-        return self._future(name, dtype, background=False).result()
+        while True:
+            try:
+                return self._future(name, dtype, background=False).result()
+            except _Interrupted:  # another thread's build was interrupted: build it here
+                continue
 
     def get_soon(self, name: str, dtype, wait: float):
         """The kernel if it is ready within ``wait`` seconds, else None (it keeps
         compiling in the background)."""
         try:
             return self._future(name, dtype, background=True).result(timeout=wait)
-        except FutureTimeout:
+        except (FutureTimeout, _Interrupted):
             return None
 
     def info(self) -> dict:
@@ -170,13 +211,63 @@ class KernelCache:
         self._seconds.clear()
         self.hits = self.misses = 0
 
+    def after_fork(self) -> None:
+        """In a forked child: builds pending in the parent never finish here (their
+        thread did not fork), so forget them, and compile with a thread of our own."""
+        self._entries.keep_only(lambda future: future.done())
+        self._background = _Background()
+
 
 def compile_kernel(kernel, dtype):
     """Compile ``kernel``'s dispatcher for its example arguments in ``dtype`` (or load it
-    from numba's disk cache)."""
+    from numba's disk cache). A damaged cache entry is recompiled, and a cache that
+    cannot be written is left alone, each with a warning; under ``NUMBA_DISABLE_JIT=1``
+    the kernel runs as plain Python (slowly)."""
     dispatcher = kernel.dispatcher()
-    dispatcher.compile(tuple(typeof(a) for a in kernel.examples(dtype)))
+    if not hasattr(dispatcher, "compile"):  # NUMBA_DISABLE_JIT=1: a Python function
+        return dispatcher
+    signature = tuple(typeof(a) for a in kernel.examples(dtype))
+    try:
+        dispatcher.compile(signature)
+    except OSError as exc:
+        if not _raised_in_numba_cache(exc) or signature not in _compiled_signatures(dispatcher):
+            raise
+        _warn_cache(dispatcher, f"could not be written ({exc}); the kernel compiled and runs, "
+                                f"but later processes will compile it again")
+    except Exception as exc:
+        if not _raised_in_numba_cache(exc):
+            raise
+        _warn_cache(dispatcher, f"held a damaged entry for {kernel.name} ({type(exc).__name__}: "
+                                f"{exc}); it is compiled again and rewritten")
+        dispatcher._cache.flush()  # drop the damaged index; the compile below rewrites it
+        dispatcher.compile(signature)
     return dispatcher
+
+
+def _raised_in_numba_cache(exc) -> bool:
+    """Whether ``exc`` came from numba's disk cache (loading or saving), not the compiler."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(os.path.join("core", "caching.py")):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _compiled_signatures(dispatcher):
+    return [tuple(sig) for sig in dispatcher.overloads]
+
+
+_warned_cache_dirs: set = set()
+
+
+def _warn_cache(dispatcher, what: str) -> None:
+    """Warn once per cache folder."""
+    folder = getattr(getattr(dispatcher, "_cache", None), "_cache_path", "numba's cache folder")
+    if folder in _warned_cache_dirs:
+        return
+    _warned_cache_dirs.add(folder)
+    warnings.warn(f"numbaconv: numba's disk cache in {folder} {what}", RuntimeWarning, stacklevel=4)
 
 
 CACHE = KernelCache()
@@ -192,14 +283,6 @@ def _kernel(name, dtype, wait=None):
 
 # ---- Launching ---------------------------------------------------------------------------
 _forked_after_omp = False
-
-
-def _after_fork_in_child():
-    global _forked_after_omp
-    _forked_after_omp = _threading_layer == "omp"
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def in_forked_child() -> bool:
@@ -237,6 +320,9 @@ class _BlasLimit:
     never restore a stale limit."""
 
     def __init__(self):
+        self.after_fork()
+
+    def after_fork(self):
         self._lock = threading.Lock()
         self._users = 0
         self._limiter = None
@@ -297,22 +383,20 @@ class Plan:
             compiled = _kernel(name, self.dtype, wait=None if last else 0)
             if compiled is not None:
                 break
-        self.state = (tiers[:i + 1], REGISTRY[name], compiled)
+        self.state = (tiers[:i + 1], REGISTRY[name], functools.partial(launch, compiled))
 
     def run(self, *operands):
-        tiers, kernel, compiled = self.state
+        tiers, kernel, run = self.state
         if len(tiers) > 1:
             self._use_best_ready()
-            tiers, kernel, compiled = self.state
-        if kernel.parallel and in_forked_child():
+            tiers, kernel, run = self.state
+        if kernel.parallel and _forked_after_omp:
             kernel = REGISTRY[kernel.serial]
-            compiled = _kernel(kernel.name, self.dtype)
-
-        def run(*args):
-            return launch(compiled, *args)
-
-        with single_threaded_blas() if kernel.blas else contextlib.nullcontext():
-            return kernel.launch(run, self.spec, *operands)
+            run = functools.partial(launch, _kernel(kernel.name, self.dtype))
+        if kernel.blas:
+            with single_threaded_blas():
+                return kernel.launch(run, self.spec, *operands)
+        return kernel.launch(run, self.spec, *operands)
 
     @property
     def kernel_name(self) -> str:
@@ -352,3 +436,35 @@ def warmup(dtypes=("float32", "float64"), algorithms=("direct", "direct_serial",
                 kernels = {name}
             for kernel in sorted(kernels):
                 _kernel(kernel, dtype)
+
+
+# ---- Forks ---------------------------------------------------------------------------------
+def _before_fork():
+    # A compile running in another thread would leave numba's and LLVM's state half
+    # done in the child, which has no such thread: wait for it to finish first.
+    global_compiler_lock.acquire()
+
+
+def _after_fork_in_parent():
+    global_compiler_lock.release()
+
+
+def _after_fork_in_child():
+    """Only the forking thread exists here: locks that other threads held stay held, and
+    their pending compiles never finish. Start afresh with what is ready."""
+    global _forked_after_omp, _launch_lock
+    try:  # started by any parallel launch, and by compiling or loading a parallel kernel
+        _forked_after_omp = numba.threading_layer() == "omp"
+    except ValueError:  # no threading layer started in the parent
+        _forked_after_omp = False
+    try:
+        global_compiler_lock.release()
+    except RuntimeError:  # not owned by this thread after all: a new one
+        global_compiler_lock._lock = threading.RLock()
+    _launch_lock = threading.Lock()
+    single_threaded_blas.after_fork()
+    CACHE.after_fork()  # the caches' own locks are renewed by _lru
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)

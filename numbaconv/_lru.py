@@ -1,7 +1,9 @@
 """The one cache policy: a bounded, thread-safe least-recently-used mapping."""
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections import OrderedDict
 
 
@@ -13,6 +15,7 @@ class LRU:
         self.size = size
         self._entries: OrderedDict = OrderedDict()
         self.lock = threading.RLock()
+        _ALL.add(self)
 
     def get(self, key, default=None):
         with self.lock:
@@ -54,8 +57,23 @@ class LRU:
             else:
                 self._entries = OrderedDict((k, v) for k, v in self._entries.items() if keep(v))
 
+    def keep_only(self, keep) -> None:
+        """Drop the entries for which ``keep(value)`` is false, without the lock (for a
+        forked child, where only one thread runs)."""
+        self._entries = OrderedDict((k, v) for k, v in self._entries.items() if keep(v))
+
     def __len__(self) -> int:
         return len(self._entries)
 
 
 _MISSING = object()
+_ALL: "weakref.WeakSet[LRU]" = weakref.WeakSet()
+
+
+def _new_locks_in_child():
+    # A thread of the parent may have held a lock; it did not fork, so it never lets go.
+    for cache in list(_ALL):
+        cache.lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_locks_in_child)

@@ -92,6 +92,11 @@ def check_array(name: str, value) -> np.ndarray:
     """``value`` as an ndarray of a real numeric dtype (float, int or bool); else TypeError."""
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
+    if isinstance(value, np.ma.MaskedArray):  # np.asarray would drop the mask silently
+        raise TypeError(
+            f"{name} is a masked array; numbaconv does not honour masks: pass "
+            f"{name}.filled(value) or {name}.data explicitly"
+        )
     if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
         value = value.numpy()  # a MegEngine or torch tensor
     try:

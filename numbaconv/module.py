@@ -30,8 +30,8 @@ class _ConvNd:
             raise TypeError(f"bias must be a bool (whether to add a bias), got {bias!r} "
                             f"({type(bias).__name__})")
         self.training = True
-        self.weight = np.zeros(self._weight_shape(), np.float32)
-        self.bias = np.zeros((1, self.out_channels, 1, 1, 1), np.float32) if bias else None
+        self._weight = np.zeros(self._weight_shape(), np.float32)
+        self._bias = np.zeros((1, self.out_channels, 1, 1, 1), np.float32) if bias else None
         self._saved_input = None
         self.grads = {}
         self.zero_grad()
@@ -126,22 +126,65 @@ class _ConvNd:
                 f"state_dict does not match {type(self).__name__}: missing keys {missing}, "
                 f"unexpected keys {unexpected}"
             )
-        arrays = {}
-        for name, target in own.items():
-            if name not in state_dict:
-                continue
-            value = check_array(f"state_dict[{name!r}]", state_dict[name])
-            if name == "bias" and value.shape == (self.out_channels,):
-                value = value.reshape(target.shape)
-            if target.ndim == 6 and value.shape == (target.shape[0] * target.shape[1],) + target.shape[2:]:
-                value = value.reshape(target.shape)  # PyTorch's grouped layout
-            if value.shape != target.shape:
+        arrays = {name: self._as_parameter(name, state_dict[name], f"state_dict[{name!r}]")
+                  for name in own if name in state_dict}
+        for name in arrays:
+            if not own[name].flags.writeable:
                 raise ValueError(
-                    f"state_dict[{name!r}] has shape {value.shape}, expected {target.shape}"
+                    f"{type(self).__name__}.{name} is read-only (a memory map or a view?), so "
+                    f"state_dict cannot be copied into it; assign a writeable array to "
+                    f"{name} first"
                 )
-            arrays[name] = value
         for name, value in arrays.items():  # all checked before anything changes
             own[name][...] = value
+
+    # ---- Parameters: assignment is checked like load_state_dict -------------------------
+    @property
+    def weight(self) -> np.ndarray:
+        return self._weight
+
+    @weight.setter
+    def weight(self, value) -> None:
+        self._weight = self._as_parameter("weight", value, "weight")
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        return self._bias
+
+    @bias.setter
+    def bias(self, value) -> None:
+        """None removes the bias; an array adds or replaces it."""
+        self._bias = None if value is None else self._as_parameter("bias", value, "bias")
+        grads = getattr(self, "grads", None)
+        if grads is not None:
+            if self._bias is None:
+                grads.pop("bias", None)
+            elif grads.get("bias") is None:
+                grads["bias"] = np.zeros_like(self._bias)
+
+    def _as_parameter(self, name: str, value, label: str) -> np.ndarray:
+        """``value`` as parameter ``name``: a float32 array of its shape (a (Cout,) bias
+        and PyTorch's 5-D grouped weight are reshaped; a float32 array of the right shape
+        is kept as it is, others are cast). Raises, naming ``label``, on another shape, a
+        non-real dtype, or values that overflow float32."""
+        value = check_array(label, value)
+        shape = self._weight_shape() if name == "weight" else (1, self.out_channels, 1, 1, 1)
+        if name == "bias" and value.shape == (self.out_channels,):
+            value = value.reshape(shape)
+        if len(shape) == 6 and value.shape == (shape[0] * shape[1],) + shape[2:]:
+            value = value.reshape(shape)  # PyTorch's grouped layout
+        if value.shape != shape:
+            raise ValueError(f"{label} has shape {value.shape}, expected {shape}")
+        if value.dtype != np.float32:
+            with np.errstate(over="ignore", invalid="ignore"):
+                cast = value.astype(np.float32)
+            if value.dtype.kind == "f" and np.count_nonzero(np.isinf(cast)) > np.count_nonzero(np.isinf(value)):
+                raise ValueError(
+                    f"{label} has values too large for float32 (magnitude up to "
+                    f"{np.nanmax(np.abs(value[np.isfinite(value)])):.4g}); parameters are float32"
+                )
+            value = cast
+        return value
 
     def _module_info_string(self) -> str:
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"

@@ -1,0 +1,285 @@
+"""Faults a user meets around the arithmetic: forked workers, damaged or unwritable
+caches, interrupts, failed loads, shared BLAS state, replaced parameters and arguments
+numbaconv must refuse. Each test reproduces a failure first seen in a probe (issue 16);
+the ones that need a fresh process or a cold cache run in a subprocess with a time
+limit, so that a hang fails the test instead of hanging the suite."""
+import glob
+import os
+import resource
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+import numbaconv as nc
+from numbaconv import _dispatch
+from numbaconv.reference import conv3d_reference
+from helpers import describe, last_json, python_env, run_script
+
+
+# ---- Forked workers ------------------------------------------------------------------------
+_FORK_SCRIPT = r'''
+import json, multiprocessing as mp, sys
+import numpy as np
+import numbaconv as nc
+from numbaconv.reference import conv3d_reference
+
+
+def child(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, 3, 6, 6, 6))
+    w = rng.standard_normal((4, 3, 3, 3, 3))
+    errors = [np.abs(nc.conv3d(x, w, padding=1, algorithm=a) - conv3d_reference(x, w, padding=1)).max()
+              for a in ("auto", "direct")]
+    nc.warmup(dtypes=("float64",), algorithms=("direct",))
+    return float(max(errors))
+
+
+if __name__ == "__main__":
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 8, 12, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3, 3)).astype(np.float32)
+    nc.conv3d(x, w, padding=1)  # auto: the faster tiers start compiling in the background
+    with mp.get_context("fork").Pool(2) as pool:
+        errors = pool.map_async(child, range(4)).get(timeout=float(sys.argv[1]))
+    print(json.dumps({"max_error": max(errors)}))
+'''
+
+
+def test_forked_pool_after_a_cold_first_call_computes_and_returns(tmp_path):
+    """The parent's background compiles and pending kernels must not block children:
+    each child computes float64 convolutions (auto and forced direct) and warms up."""
+    env = python_env(NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    proc = run_script(tmp_path, _FORK_SCRIPT, "240", env=env, timeout=300)
+    assert proc.returncode == 0, describe(proc)
+    assert last_json(proc)["max_error"] < 1e-10
+
+
+# ---- Caches on disk --------------------------------------------------------------------------
+_SMALL_CALL = r'''
+import json, warnings
+import numpy as np
+import numbaconv as nc
+from numbaconv.reference import conv3d_reference
+x = np.arange(2 * 3 * 4 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4, 4) / 100
+w = np.ones((2, 3, 3, 3, 3), np.float32)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    out = nc.conv3d(x, w, algorithm="tiny")
+print(json.dumps({"error": float(np.abs(out - conv3d_reference(x, w)).max()),
+                  "warnings": [str(c.message) for c in caught]}))
+'''
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+def test_damaged_disk_cache_is_recompiled_once_with_a_warning(tmp_path, damage):
+    cache = tmp_path / "cache"
+    env = python_env(NUMBA_CACHE_DIR=str(cache), NUMBACONV_BACKGROUND_COMPILE="0")
+    first = run_script(tmp_path, _SMALL_CALL, env=env, timeout=300)
+    assert first.returncode == 0 and not last_json(first)["warnings"], describe(first)
+    files = glob.glob(str(cache / "**" / "*forward_tiny*.nb*"), recursive=True)
+    assert files, "the first run wrote no cache files"
+    for path in files:
+        data = open(path, "rb").read()
+        with open(path, "wb") as f:  # a killed writer, a full disk, a bad copy
+            f.write(data[:len(data) // 3] if damage == "truncated" else os.urandom(len(data)))
+    second = run_script(tmp_path, _SMALL_CALL, env=env, timeout=300)
+    assert second.returncode == 0, describe(second)
+    report = last_json(second)
+    assert report["error"] < 1e-3
+    assert len(report["warnings"]) == 1 and str(cache) in report["warnings"][0], report
+    third = run_script(tmp_path, _SMALL_CALL, env=env, timeout=300)  # rewritten: quiet again
+    assert third.returncode == 0 and not last_json(third)["warnings"], describe(third)
+
+
+def _small_file_limit():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (512, 512))  # like a full disk
+
+
+def test_unwritable_cache_warns_and_computes(tmp_path):
+    env = python_env(NUMBA_CACHE_DIR=str(tmp_path / "cache"), NUMBACONV_BACKGROUND_COMPILE="0")
+    proc = run_script(tmp_path, _SMALL_CALL, env=env, timeout=300, preexec_fn=_small_file_limit)
+    assert proc.returncode == 0, describe(proc)
+    report = last_json(proc)
+    assert report["error"] < 1e-3
+    assert any("could not be written" in w for w in report["warnings"]), report
+
+
+# ---- Exit and interrupts ---------------------------------------------------------------------
+_EXIT_SCRIPT = r'''
+import sys, time
+import numpy as np
+import numbaconv as nc
+x = np.ones((1, 16, 12, 12, 12), np.float32)
+w = np.ones((16, 16, 3, 3, 3), np.float32)
+nc.conv3d(x, w, padding=1)  # a lower tier serves; the blocked kernel compiles in the background
+assert not all(e["ready"] for e in nc.kernel_cache_info()["entries"]), "nothing left compiling"
+print(time.time(), flush=True)
+'''
+
+
+def test_script_exits_without_waiting_for_background_compiles(tmp_path):
+    import time
+
+    env = python_env(NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    proc = run_script(tmp_path, _EXIT_SCRIPT, env=env, timeout=300)
+    ended = time.time()
+    assert proc.returncode == 0, describe(proc)
+    last_call = float(proc.stdout.split()[-1])
+    assert ended - last_call < 5, f"exited {ended - last_call:.1f} s after its last call"
+
+
+def test_interrupt_reaches_only_the_interrupted_thread(monkeypatch):
+    """A KeyboardInterrupt while the main thread compiles a kernel stays in the main
+    thread; another thread waiting for the same kernel builds it itself."""
+    cache = _dispatch.KernelCache()
+    compile_kernel = _dispatch.compile_kernel
+    started, waiting = threading.Event(), threading.Event()
+    calls = []
+
+    def interrupted_once(kernel, dtype):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            started.set()
+            waiting.wait(10)
+            raise KeyboardInterrupt
+        return compile_kernel(kernel, dtype)
+
+    monkeypatch.setattr(_dispatch, "compile_kernel", interrupted_once)
+    results = []
+
+    def other():
+        started.wait(10)
+        waiting.set()
+        results.append(cache.get("tiny", np.float64))
+
+    t = threading.Thread(target=other, name="other")
+    t.start()
+    with pytest.raises(KeyboardInterrupt):
+        cache.get("tiny", np.float64)
+    t.join(60)
+    assert results and callable(results[0]), results
+    assert calls == ["MainThread", "other"]
+
+
+# ---- BLAS threads ----------------------------------------------------------------------------
+def test_concurrent_gemm_calls_restore_blas_threads():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return sorted(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+    before = blas_threads()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 64, 6, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 1, 1, 1)).astype(np.float32)
+    expected = nc.conv3d(x, w, algorithm="gemm")
+    errors = []
+
+    def worker():
+        try:
+            for _ in range(20):
+                assert nc.conv3d(x, w, algorithm="gemm").tobytes() == expected.tobytes()
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    assert blas_threads() == before, "a call changed BLAS's thread count for the process"
+
+
+# ---- NUMBA_DISABLE_JIT ------------------------------------------------------------------------
+_NO_JIT_SCRIPT = r'''
+import json
+import numpy as np
+import numbaconv as nc
+from numbaconv.reference import conv3d_reference
+rng = np.random.default_rng(1)
+x = rng.standard_normal((1, 2, 4, 4, 4))
+w = rng.standard_normal((3, 2, 3, 3, 3))
+errors = [float(np.abs(nc.conv3d(x, w, padding=1, algorithm=a) - conv3d_reference(x, w, padding=1)).max())
+          for a in ("auto", "direct", "blocked", "gemm")]
+gi, gw, gb = nc.conv3d_backward(np.ones((1, 3, 4, 4, 4)), x, w, padding=1)
+print(json.dumps({"error": max(errors), "grad_shape": list(gw.shape)}))
+'''
+
+
+def test_numba_disable_jit_works_as_plain_python(tmp_path):
+    env = python_env(NUMBA_DISABLE_JIT="1")
+    proc = run_script(tmp_path, _NO_JIT_SCRIPT, env=env, timeout=300)
+    assert proc.returncode == 0, describe(proc)
+    report = last_json(proc)
+    assert report["error"] < 1e-12 and report["grad_shape"] == [3, 2, 3, 3, 3]
+
+
+# ---- Module parameters -------------------------------------------------------------------------
+def test_load_state_dict_with_a_read_only_weight_changes_nothing(tmp_path):
+    m = nc.Conv3d(2, 3, 3, rng=0)
+    np.save(tmp_path / "w.npy", m.weight)
+    m.weight = np.load(tmp_path / "w.npy", mmap_mode="r")
+    before = {k: v.copy() for k, v in m.state_dict().items()}
+    with pytest.raises(ValueError, match="Conv3d.weight is read-only"):
+        m.load_state_dict({"weight": np.zeros((3, 2, 3, 3, 3)), "bias": np.ones(3)})
+    for name, value in m.state_dict().items():
+        assert np.array_equal(value, before[name]), f"{name} changed although the load failed"
+
+
+def test_load_state_dict_refuses_float32_overflow_before_writing():
+    m = nc.Conv3d(2, 3, 3, rng=0)
+    before = {k: v.copy() for k, v in m.state_dict().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow warning either
+        with pytest.raises(ValueError, match=r"state_dict\['weight'\] has values too large for float32"):
+            m.load_state_dict({"weight": np.full((3, 2, 3, 3, 3), 1e300), "bias": np.ones(3)})
+    for name, value in m.state_dict().items():
+        assert np.array_equal(value, before[name])
+
+
+def test_assigned_weight_is_checked():
+    m = nc.Conv3d(1, 1, 3, rng=0)
+    with pytest.raises(ValueError, match=r"weight has shape \(1, 1, 1, 1, 1\), expected \(1, 1, 3, 3, 3\)"):
+        m.weight = np.ones((1, 1, 1, 1, 1), np.float32)
+    with pytest.raises(TypeError, match="weight must have a real float or integer dtype"):
+        m.weight = np.ones((1, 1, 3, 3, 3), np.complex64)
+    assert m.weight.shape == (1, 1, 3, 3, 3) and repr(m) == "Conv3d(1, 1, kernel_size=(3, 3, 3))"
+    # a float64 weight of the right shape is taken as float32, and gradients follow it
+    m.weight = np.ones((1, 1, 3, 3, 3))
+    x = np.ones((1, 1, 4, 4, 4), np.float32)
+    y = m(x)
+    m.backward(np.ones_like(y))
+    assert m.weight.dtype == np.float32 and m.grads["weight"].shape == (1, 1, 3, 3, 3)
+    np.testing.assert_allclose(m.grads["weight"], np.full((1, 1, 3, 3, 3), 8.0))
+
+
+def test_assigned_bias_none_and_back():
+    m = nc.Conv3d(1, 2, 1, rng=0)
+    m.bias = None
+    assert "bias" not in m.grads and "bias=False" in repr(m)
+    m.bias = np.array([1.0, 2.0])
+    assert m.bias.shape == (1, 2, 1, 1, 1) and m.grads["bias"].shape == (1, 2, 1, 1, 1)
+    y = m(np.zeros((1, 1, 2, 2, 2), np.float32))
+    np.testing.assert_array_equal(y[0, :, 0, 0, 0], [1.0, 2.0])
+
+
+# ---- Arguments refused ------------------------------------------------------------------------
+def test_masked_arrays_are_refused():
+    x = np.ma.masked_array(np.ones((1, 1, 3, 3, 3)), mask=False)
+    with pytest.raises(TypeError, match="inp is a masked array"):
+        nc.conv3d(x, np.ones((1, 1, 3, 3, 3)))
+    with pytest.raises(TypeError, match="weight is a masked array"):
+        nc.conv3d(np.ones((1, 1, 3, 3, 3)), np.ma.masked_array(np.ones((1, 1, 3, 3, 3))))
+
+
+def test_warmup_takes_documented_names_and_refuses_others():
+    nc.warmup(dtypes=("float64",), algorithms=("blocked", "tiny", "wgrad_blocked"))
+    with pytest.raises(ValueError, match=r"dtypes\[\] must be one of \('float32', 'float64'\)"):
+        nc.warmup(dtypes=("complex64",))
+    with pytest.raises(ValueError, match=r"algorithms\[\] must be one of .* got 'fft'"):
+        nc.warmup(algorithms=("fft",))
+    with pytest.raises(TypeError, match=r"algorithms\[\] must be a str"):
+        nc.warmup(algorithms=(None,))
