@@ -21,7 +21,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .kernels.geometry import Geometry
+from .kernels.geometry import Geometry, pack
 
 __all__ = ["ConvSpec", "ConvParams", "as_triple", "as_positive_int", "check_array", "check_flag",
            "check_choice", "PADDING_MODES"]
@@ -354,6 +354,11 @@ class ConvSpec:
         layout = (min(v, MAX_ELEMENTS) for v in self.plane_layout)
         return Geometry(*self.kernel_stride, *self.padding, *self.padding_hi, *self.dilation,
                         *self.kernel, *layout)
+
+    @cached_property
+    def kernel_geometry(self) -> np.ndarray:
+        """:attr:`geometry` as kernels are called with it (see ``kernels.geometry.pack``)."""
+        return pack(self.geometry)
 
     @property
     def plane_bytes(self) -> int:

@@ -2,7 +2,7 @@
 
 Every kernel has the contract described in ``blocked.py``.
 """
-# The helpers these kernels inline come from backward.py, blocked.py, direct.py (sha256 84e99e80cd22430f).
+# The helpers these kernels inline come from backward.py, blocked.py, direct.py, geometry.py (sha256 152ef4983bff5a29).
 # numba's disk cache checks only this file's own time stamp, so this line changes,
 # and the cache is invalidated, whenever they change.
 from numba import njit, prange
@@ -12,10 +12,12 @@ from .backward import (LANES, POSITION_CHUNK, sum_lanes, weight_grad_direct_item
                        wgrad_prepare)
 from .blocked import chunk_planes, reduction_terms
 from .direct import plane_layout, split_item, store_tile
+from .geometry import unpack
 
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def forward_c8_v16(x, wpack, bias, out, geo, depth_chunk):
+def forward_c8_v16(x, wpack, bias, out, geometry, depth_chunk):
+    geo = unpack(geometry)
     groups, blocks = wpack.shape[0], wpack.shape[1]
     cout_g = out.shape[1] // groups
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
@@ -452,7 +454,8 @@ def forward_c8_v16(x, wpack, bias, out, geo, depth_chunk):
                                    run * acc_pitch + q0, min(16, run_length - q0), acc_pitch)
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def forward_c4_v16(x, wpack, bias, out, geo, depth_chunk):
+def forward_c4_v16(x, wpack, bias, out, geometry, depth_chunk):
+    geo = unpack(geometry)
     groups, blocks = wpack.shape[0], wpack.shape[1]
     cout_g = out.shape[1] // groups
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
@@ -693,7 +696,8 @@ def forward_c4_v16(x, wpack, bias, out, geo, depth_chunk):
                                    run * acc_pitch + q0, min(16, run_length - q0), acc_pitch)
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def forward_c4_v8(x, wpack, bias, out, geo, depth_chunk):
+def forward_c4_v8(x, wpack, bias, out, geometry, depth_chunk):
+    geo = unpack(geometry)
     groups, blocks = wpack.shape[0], wpack.shape[1]
     cout_g = out.shape[1] // groups
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
@@ -830,7 +834,8 @@ def forward_c4_v8(x, wpack, bias, out, geo, depth_chunk):
                                    run * acc_pitch + q0, min(8, run_length - q0), acc_pitch)
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def forward_c2_v8(x, wpack, bias, out, geo, depth_chunk):
+def forward_c2_v8(x, wpack, bias, out, geometry, depth_chunk):
+    geo = unpack(geometry)
     groups, blocks = wpack.shape[0], wpack.shape[1]
     cout_g = out.shape[1] // groups
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
@@ -917,7 +922,8 @@ def forward_c2_v8(x, wpack, bias, out, geo, depth_chunk):
                                    run * acc_pitch + q0, min(8, run_length - q0), acc_pitch)
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def forward_c1_v64(x, wpack, bias, out, geo, depth_chunk):
+def forward_c1_v64(x, wpack, bias, out, geometry, depth_chunk):
+    geo = unpack(geometry)
     groups, blocks = wpack.shape[0], wpack.shape[1]
     cout_g = out.shape[1] // groups
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
@@ -1203,7 +1209,8 @@ def forward_c1_v64(x, wpack, bias, out, geo, depth_chunk):
                                    run * acc_pitch + q0, min(64, run_length - q0), acc_pitch)
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def forward_c1_v32(x, wpack, bias, out, geo, depth_chunk):
+def forward_c1_v32(x, wpack, bias, out, geometry, depth_chunk):
+    geo = unpack(geometry)
     groups, blocks = wpack.shape[0], wpack.shape[1]
     cout_g = out.shape[1] // groups
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
@@ -1361,7 +1368,8 @@ def forward_c1_v32(x, wpack, bias, out, geo, depth_chunk):
                                    run * acc_pitch + q0, min(32, run_length - q0), acc_pitch)
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def forward_c1_v16(x, wpack, bias, out, geo, depth_chunk):
+def forward_c1_v16(x, wpack, bias, out, geometry, depth_chunk):
+    geo = unpack(geometry)
     groups, blocks = wpack.shape[0], wpack.shape[1]
     cout_g = out.shape[1] // groups
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
@@ -1455,7 +1463,8 @@ def forward_c1_v16(x, wpack, bias, out, geo, depth_chunk):
                                    run * acc_pitch + q0, min(16, run_length - q0), acc_pitch)
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def weight_grad_c4_t4(x, grad_out, gw, geo):
+def weight_grad_c4_t4(x, grad_out, gw, geometry):
+    geo = unpack(geometry)
     groups, cout_g, cin_g, kd_, kh_, kw_ = gw.shape
     runs, run_span = wgrad_layout(grad_out, geo)
     sh, row_pitch, plane_size = geo.stride_h, geo.row_pitch, geo.plane_size
@@ -2392,7 +2401,8 @@ def weight_grad_c4_t4(x, grad_out, gw, geo):
         sum_lanes(lanes, gw, g, block * 4, ci)
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def weight_grad_c2_t4(x, grad_out, gw, geo):
+def weight_grad_c2_t4(x, grad_out, gw, geometry):
+    geo = unpack(geometry)
     groups, cout_g, cin_g, kd_, kh_, kw_ = gw.shape
     runs, run_span = wgrad_layout(grad_out, geo)
     sh, row_pitch, plane_size = geo.stride_h, geo.row_pitch, geo.plane_size
@@ -2913,7 +2923,8 @@ def weight_grad_c2_t4(x, grad_out, gw, geo):
         sum_lanes(lanes, gw, g, block * 2, ci)
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def weight_grad_c2_t2(x, grad_out, gw, geo):
+def weight_grad_c2_t2(x, grad_out, gw, geometry):
+    geo = unpack(geometry)
     groups, cout_g, cin_g, kd_, kh_, kw_ = gw.shape
     runs, run_span = wgrad_layout(grad_out, geo)
     sh, row_pitch, plane_size = geo.stride_h, geo.row_pitch, geo.plane_size
@@ -3206,7 +3217,8 @@ def weight_grad_c2_t2(x, grad_out, gw, geo):
         sum_lanes(lanes, gw, g, block * 2, ci)
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def weight_grad_c1_t2(x, grad_out, gw, geo):
+def weight_grad_c1_t2(x, grad_out, gw, geometry):
+    geo = unpack(geometry)
     groups, cout_g, cin_g, kd_, kh_, kw_ = gw.shape
     runs, run_span = wgrad_layout(grad_out, geo)
     sh, row_pitch, plane_size = geo.stride_h, geo.row_pitch, geo.plane_size
@@ -3387,7 +3399,8 @@ def weight_grad_c1_t2(x, grad_out, gw, geo):
         sum_lanes(lanes, gw, g, block * 1, ci)
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def weight_grad_c1_t1(x, grad_out, gw, geo):
+def weight_grad_c1_t1(x, grad_out, gw, geometry):
+    geo = unpack(geometry)
     groups, cout_g, cin_g, kd_, kh_, kw_ = gw.shape
     runs, run_span = wgrad_layout(grad_out, geo)
     sh, row_pitch, plane_size = geo.stride_h, geo.row_pitch, geo.plane_size
@@ -3502,12 +3515,14 @@ def weight_grad_c1_t1(x, grad_out, gw, geo):
         sum_lanes(lanes, gw, g, block * 1, ci)
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def weight_grad_direct(x, grad_out, gw, geo):
+def weight_grad_direct(x, grad_out, gw, geometry):
+    geo = unpack(geometry)
     for item in prange(gw.shape[0] * gw.shape[2]):
         weight_grad_direct_item(x, grad_out, gw, geo, item)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def weight_grad_direct_serial(x, grad_out, gw, geo):
+def weight_grad_direct_serial(x, grad_out, gw, geometry):
+    geo = unpack(geometry)
     for item in range(gw.shape[0] * gw.shape[2]):
         weight_grad_direct_item(x, grad_out, gw, geo, item)

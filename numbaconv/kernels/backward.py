@@ -124,7 +124,7 @@ def weight_grad_direct_item(x, grad_out, gw, geo, item):
 # ---- Declarations -----------------------------------------------------------------------
 def launch_weight_grad(run, spec, x, grad_out):
     gw = np.empty(spec.group_weight_shape, spec.compute_dtype)
-    run(readonly(x), readonly(grad_out), gw, spec.geometry)
+    run(readonly(x), readonly(grad_out), gw, spec.kernel_geometry)
     return gw
 
 

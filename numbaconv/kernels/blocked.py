@@ -3,11 +3,11 @@
 The kernels themselves are generated (``blocked_codegen.py`` writes
 ``_blocked_generated.py``). Their contract, for every ``forward_c{cob}_v{vw}``:
 
-    forward(x, wpack, bias, out, geo, depth_chunk)
+    forward(x, wpack, bias, out, geometry, depth_chunk)
 
 x: (N, Cin, D, H, W); wpack: (G, blocks, Cin/G*kD*kH*kW, cob) from :func:`pack_weights`;
-bias: (Cout,); out: (N, Cout, Do, Ho, Wo), written in full; geo: the convolution's
-``Geometry``; depth_chunk: output depths per work item.
+bias: (Cout,); out: (N, Cout, Do, Ho, Wo), written in full; geometry: the convolution's
+packed ``Geometry``; depth_chunk: output depths per work item.
 
 One ``prange`` iteration owns ``out[n, group, :, od0:od0 + depth_chunk]`` and copies
 the input planes those depths read once.
@@ -119,7 +119,7 @@ def depth_chunk(spec) -> int:
 
 def _launcher(cob):
     def launch_blocked(run, spec, x, w6, bias, out):
-        run(readonly(x), readonly(pack_weights(w6, cob)), readonly(bias), out, spec.geometry,
+        run(readonly(x), readonly(pack_weights(w6, cob)), readonly(bias), out, spec.kernel_geometry,
             depth_chunk(spec))
     return launch_blocked
 

@@ -36,12 +36,14 @@ from .backward import (LANES, POSITION_CHUNK, sum_lanes, weight_grad_direct_item
                        wgrad_prepare)
 from .blocked import chunk_planes, reduction_terms
 from .direct import plane_layout, split_item, store_tile
+from .geometry import unpack
 
 '''
 
 TEMPLATE = '''
 @njit(parallel=True, cache=True, nogil=True, fastmath={{"contract"}})
-def forward_c{cob}_v{vw}(x, wpack, bias, out, geo, depth_chunk):
+def forward_c{cob}_v{vw}(x, wpack, bias, out, geometry, depth_chunk):
+    geo = unpack(geometry)
     groups, blocks = wpack.shape[0], wpack.shape[1]
     cout_g = out.shape[1] // groups
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
@@ -77,7 +79,8 @@ def forward_c{cob}_v{vw}(x, wpack, bias, out, geo, depth_chunk):
 
 WGRAD_TEMPLATE = '''
 @njit(parallel=True, cache=True, nogil=True, fastmath={{"contract"}})
-def weight_grad_c{cob}_t{tb}(x, grad_out, gw, geo):
+def weight_grad_c{cob}_t{tb}(x, grad_out, gw, geometry):
+    geo = unpack(geometry)
     groups, cout_g, cin_g, kd_, kh_, kw_ = gw.shape
     runs, run_span = wgrad_layout(grad_out, geo)
     sh, row_pitch, plane_size = geo.stride_h, geo.row_pitch, geo.plane_size
@@ -118,13 +121,15 @@ def weight_grad_c{cob}_t{tb}(x, grad_out, gw, geo):
 
 WGRAD_DIRECT_SOURCE = '''
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def weight_grad_direct(x, grad_out, gw, geo):
+def weight_grad_direct(x, grad_out, gw, geometry):
+    geo = unpack(geometry)
     for item in prange(gw.shape[0] * gw.shape[2]):
         weight_grad_direct_item(x, grad_out, gw, geo, item)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def weight_grad_direct_serial(x, grad_out, gw, geo):
+def weight_grad_direct_serial(x, grad_out, gw, geometry):
+    geo = unpack(geometry)
     for item in range(gw.shape[0] * gw.shape[2]):
         weight_grad_direct_item(x, grad_out, gw, geo, item)
 '''
@@ -163,7 +168,7 @@ def kernel_source(cob: int, vw: int) -> str:
 
 
 #: Modules whose inlined helpers the generated kernels compile in.
-DEPENDENCIES = ("backward.py", "blocked.py", "direct.py")
+DEPENDENCIES = ("backward.py", "blocked.py", "direct.py", "geometry.py")
 
 
 def dependency_digest() -> str:

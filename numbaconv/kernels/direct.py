@@ -16,6 +16,7 @@ which LLVM vectorises.
 import numpy as np
 from numba import njit, prange
 
+from .geometry import unpack
 from .registry import FORWARD, example_arrays, readonly, register
 
 #: Output channels that share one pass over an input slice.
@@ -192,34 +193,37 @@ def forward_direct_item(x, w, bias, out, geo, item, planes, acc_space):
 # One loop nest, two drivers: the serial one avoids waking the thread pool for tiny
 # convolutions, where that costs more than the work.
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract"})
-def forward_direct(x, w, bias, out, geo):
+def forward_direct(x, w, bias, out, geometry):
     """out = conv3d(x, w) + bias, cross-correlation, in parallel over work items.
 
     x: (N, Cin, D, H, W); w: (G, Cout/G, Cin/G, kD, kH, kW); bias: (Cout,);
     out: (N, Cout, Do, Ho, Wo), written in full. All C-contiguous, one float dtype.
-    geo: the convolution's :class:`~numbaconv.kernels.geometry.Geometry`.
+    geometry: the convolution's :class:`~numbaconv.kernels.geometry.Geometry`, packed.
     """
+    geo = unpack(geometry)
     for item in prange(item_count(x, w, out)):
         planes, acc = item_buffers(x, w, geo)
         forward_direct_item(x, w, bias, out, geo, item, planes, acc)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def forward_direct_serial(x, w, bias, out, geo):
+def forward_direct_serial(x, w, bias, out, geometry):
     """:func:`forward_direct` on the calling thread."""
+    geo = unpack(geometry)
     planes, acc = item_buffers(x, w, geo)
     for item in range(item_count(x, w, out)):
         forward_direct_item(x, w, bias, out, geo, item, planes, acc)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def forward_tiny(x, w, bias, out, geo):
+def forward_tiny(x, w, bias, out, geometry):
     """:func:`forward_direct` for tiny convolutions, one output element at a time, with
     no scratch buffers (which cost more than the arithmetic at this size).
 
     Each element gets the same fused multiply-adds in the same order as in the direct
     kernel, padded positions included as zeros, so the two agree bitwise.
     """
+    geo = unpack(geometry)
     n_batch, _, depth, height, width = x.shape
     groups, cout_g, cin_g, kd_, kh_, kw_ = w.shape
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
@@ -254,7 +258,7 @@ def forward_tiny(x, w, bias, out, geo):
 # ---- Declarations -----------------------------------------------------------------------
 def launch_direct(run, spec, x, w6, bias, out):
     """The direct kernels take the operands as they are."""
-    run(readonly(x), readonly(w6), readonly(bias), out, spec.geometry)
+    run(readonly(x), readonly(w6), readonly(bias), out, spec.kernel_geometry)
 
 
 def direct_examples(dtype):

@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from .direct import split_item
+from .geometry import unpack
 from .registry import FORWARD, WEIGHT_GRAD, example_arrays, readonly, register
 
 #: Upper bound on one im2col slab, in bytes.
@@ -71,13 +72,14 @@ def slab_col(x, out_shape, geo, groups, slabs, slab_positions, item):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def forward_gemm(x, wmat, bias, out, geo, slab_positions):
+def forward_gemm(x, wmat, bias, out, geometry, slab_positions):
     """out = conv3d(x, w) + bias via im2col slabs and BLAS.
 
     x: (N, Cin, D, H, W); wmat: (G, Cout/G, Cin/G*kD*kH*kW); bias: (Cout,);
     out: (N, Cout, Do, Ho, Wo), written in full; geo as in the direct kernels;
     slab_positions: output positions per slab.
     """
+    geo = unpack(geometry)
     n_batch = x.shape[0]
     groups, cout_g, _ = wmat.shape
     positions = out.shape[2] * out.shape[3] * out.shape[4]
@@ -94,7 +96,7 @@ def forward_gemm(x, wmat, bias, out, geo, slab_positions):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def weight_grad_gemm(x, grad_out, partial, geo, slab_positions):
+def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions):
     """Weight gradient via im2col slabs and BLAS, summed in a fixed order.
 
     x: (N, Cin, D, H, W); grad_out: (N, Cout, Do, Ho, Wo); partial: (chunks, G, Cout/G,
@@ -102,6 +104,7 @@ def weight_grad_gemm(x, grad_out, partial, geo, slab_positions):
     items are split into ``chunks`` fixed, contiguous ranges (independent of the thread
     count); the caller adds the chunks up in order.
     """
+    geo = unpack(geometry)
     n_batch = x.shape[0]
     chunks, groups, cout_g, _ = partial.shape
     positions = grad_out.shape[2] * grad_out.shape[3] * grad_out.shape[4]
@@ -126,13 +129,13 @@ def slab_positions(spec) -> int:
 
 def launch_forward(run, spec, x, w6, bias, out):
     wmat = w6.reshape(w6.shape[0], w6.shape[1], -1)
-    run(readonly(x), readonly(wmat), readonly(bias), out, spec.geometry, slab_positions(spec))
+    run(readonly(x), readonly(wmat), readonly(bias), out, spec.kernel_geometry, slab_positions(spec))
 
 
 def launch_weight_grad(run, spec, x, grad_out):
     groups, cout_g = spec.groups, spec.out_per_group
     partial = np.zeros((WEIGHT_GRAD_CHUNKS, groups, cout_g, spec.reduction), spec.compute_dtype)
-    run(readonly(x), readonly(grad_out), partial, spec.geometry, slab_positions(spec))
+    run(readonly(x), readonly(grad_out), partial, spec.kernel_geometry, slab_positions(spec))
     total = partial[0]
     for chunk in partial[1:]:  # a fixed order: the same sum at every thread count
         total += chunk
