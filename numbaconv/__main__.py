@@ -1,12 +1,17 @@
 """``python -m numbaconv``: the seed example, a check against the float64 reference, a timing.
 
-``python -m numbaconv.bench`` is the full benchmark against PyTorch.
+``python -m numbaconv warmup``: compile (or load) every kernel this machine will use,
+once, for a Docker image or a cluster node. ``python -m numbaconv.bench`` is the full
+benchmark against PyTorch.
 """
+import sys
 import time
 
 import numpy as np
 
 import numbaconv as nc
+from numbaconv import _dispatch
+from numbaconv._spec import ConvSpec
 from numbaconv.reference import conv3d_reference
 
 
@@ -33,11 +38,31 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     median = float(np.median(times))
     gflop = 2 * 32 * 32 * 27 * 64 ** 3 / 1e9
+    plan = _dispatch.plan_for(ConvSpec.from_args(x, layer.weight, None, 1, 1)[0])
+    served, best = plan.kernel_name, plan.state[0][0]
     print(f"U-Net layer 32->32, 64^3, k3 p1, float32: {median * 1e3:.1f} ms "
-          f"({gflop / median:.0f} GFLOP/s)")
+          f"({gflop / median:.0f} GFLOP/s, {served} kernel)")
+    if served != best:
+        print(f"  (a lower tier: the {best} kernel that later calls use was still compiling "
+              f"in the background; run this again, or `python -m numbaconv warmup` once)")
     if error > 1e-3 * max(1.0, float(np.abs(oup).max())):
         raise SystemExit("check against the reference FAILED")
 
 
+def warmup() -> None:
+    cpu = nc.cpu_info()
+    print(f"numbaconv {nc.__version__}: compiling or loading the kernels for {cpu['cpu']} "
+          f"({cpu['isa']}), float32 and float64", flush=True)
+    start = time.perf_counter()
+    pairs = nc.warmup(progress=lambda text: print("  " + text, flush=True))
+    print(f"{len(pairs)} kernels ready in {time.perf_counter() - start:.1f} s; later processes "
+          f"load them from numba's disk cache")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["warmup"]:
+        warmup()
+    elif sys.argv[1:]:
+        raise SystemExit("usage: python -m numbaconv [warmup]")
+    else:
+        main()

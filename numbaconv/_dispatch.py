@@ -20,6 +20,7 @@ and each call moves up to the best tier ready by then.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
@@ -60,8 +61,9 @@ PLANE_BYTES_LIMIT = 32 << 20
 #: Above this, even a forced plane-copying kernel is refused (huge padding would
 #: otherwise ask for tens of GB, or overflow).
 FORCED_PLANE_BYTES_LIMIT = 2 << 30
-#: Seconds ``auto`` waits for a kernel being compiled or loaded before using a lower tier.
-TIER_WAIT_SECONDS = 0.25
+#: Below this many FLOPs the tiny kernel (1.5 s to compile, not 5 s) is the lowest
+#: tier: at about 1 GFLOP/s it still answers a first call within a fraction of a second.
+TINY_FLOOR_FLOPS = 200_000_000
 
 
 # ---- Choosing --------------------------------------------------------------------------
@@ -112,9 +114,10 @@ class _Interrupted(Exception):
 
 
 class _Background:
-    """One daemon thread that compiles queued kernels. A daemon, so that a script exits
-    as soon as it is done instead of waiting for compiles it never asked for (kernels
-    that finished are already in numba's disk cache; numba writes each file whole)."""
+    """One daemon thread that builds queued kernels, each compiled by a child process
+    (:func:`_compile_in_child`). A daemon, so that a script exits as soon as it is done
+    instead of waiting for compiles it never asked for (kernels that finished are
+    already in numba's disk cache; numba writes each file whole)."""
 
     def __init__(self):
         self._queue = queue.SimpleQueue()
@@ -163,15 +166,22 @@ class KernelCache:
             future = Future()
             self._entries.put(key, future)
         if background:
-            self._background.submit(self._build, key, future)
+            self._background.submit(self._build, key, future, True)
         else:
             self._build(key, future)
         return future
 
-    def _build(self, key, future):
+    def _build(self, key, future, background=False):
         start = time.perf_counter()
         try:
-            kernel = compile_kernel(REGISTRY[key[0]], np.dtype(key[1]))
+            kernel, dtype = REGISTRY[key[0]], np.dtype(key[1])
+            if background and not _on_disk(kernel, dtype):
+                # numba holds the GIL while it compiles: in this process, a background
+                # compile would stall every other thread, the caller's included.
+                _compile_in_child(kernel.name, dtype)
+                if _exiting:
+                    return
+            kernel = compile_kernel(kernel, dtype)  # a disk-cache load, if the child did it
         except Exception as exc:  # the waiting callers see it
             self._entries.pop(key)
             future.set_exception(exc)
@@ -216,6 +226,77 @@ class KernelCache:
         thread did not fork), so forget them, and compile with a thread of our own."""
         self._entries.keep_only(lambda future: future.done())
         self._background = _Background()
+
+
+def _kernel_ready(kernel, dtype) -> bool:
+    """Whether ``kernel`` is compiled here or loadable from the disk cache (then it is
+    loaded now: milliseconds)."""
+    future = CACHE._entries.get((kernel.name, np.dtype(dtype).name))
+    if future is not None:
+        return future.done()
+    if _on_disk(kernel, dtype):
+        _kernel(kernel.name, dtype)
+        return True
+    return False
+
+
+def _on_disk(kernel, dtype) -> bool:
+    """Whether numba's disk cache holds ``kernel`` for ``dtype`` (loadable in ms)."""
+    dispatcher = kernel.dispatcher()
+    cache = getattr(dispatcher, "_cache", None)
+    if cache is None or numba.config.DISABLE_JIT:
+        return True  # nothing to compile in a child
+    signature = tuple(typeof(a) for a in kernel.examples(dtype))
+    try:
+        return signature in _compiled_signatures(dispatcher) or \
+            cache.load_overload(signature, dispatcher.targetctx) is not None
+    except Exception:  # damaged: the child recompiles and rewrites it
+        return False
+
+
+_children: set = set()
+_exiting = False
+
+
+def _compile_in_child(name: str, dtype) -> None:
+    """Compile kernel ``name`` for ``dtype`` in a child interpreter with this process's
+    numba target, which writes it to numba's disk cache. Best effort: if it fails, the
+    caller compiles in this process."""
+    import subprocess
+    import sys
+
+    if _exiting:
+        return
+    env = dict(os.environ)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    for variable, value in (("NUMBA_CPU_NAME", numba.config.CPU_NAME),
+                            ("NUMBA_CPU_FEATURES", numba.config.CPU_FEATURES),
+                            ("NUMBA_SLP_VECTORIZE", int(numba.config.SLP_VECTORIZE))):
+        if value:  # the same target and settings as here, however they were set
+            env[variable] = str(value)
+    try:
+        child = subprocess.Popen([sys.executable, "-m", "numbaconv._compile", name,
+                                  np.dtype(dtype).name], env=env, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return
+    _children.add(child)
+    try:
+        child.wait()
+    finally:
+        _children.discard(child)
+
+
+def _stop_children() -> None:
+    """At exit: no compile process is left behind (the next process compiles again)."""
+    global _exiting
+    _exiting = True
+    for child in list(_children):
+        child.kill()
+
+
+atexit.register(_stop_children)
 
 
 def compile_kernel(kernel, dtype):
@@ -363,14 +444,15 @@ class Plan:
                 f"algorithm='auto' or a GEMM algorithm"
             )
         tiers = [kernel.name]
-        if algorithm == "auto" and kernel.fallbacks and background_enabled():
+        if (algorithm == "auto" and kernel.fallbacks and background_enabled()
+                and not _kernel_ready(kernel, self.dtype)):
             tiers += kernel.fallbacks
-            # The floor now; the others in the background, quickest compile first
-            # (numba compiles one function at a time, process-wide).
+            if spec.flops < TINY_FLOOR_FLOPS:
+                tiers.append("tiny")  # compiles in a third of the time, same bits
+            # The floor now, in this thread; the others in the background.
             _kernel(tiers[-1], self.dtype)
-            for name in reversed(tiers[1:-1]):
+            for name in tiers[-2::-1]:  # the quickest compile first
                 _kernel(name, self.dtype, wait=0)
-            _kernel(kernel.name, self.dtype, wait=TIER_WAIT_SECONDS)  # a disk load is quick
         self.state = (tiers, kernel, None)
         self._use_best_ready()
 
@@ -417,25 +499,52 @@ def clear_plans() -> None:
     _PLANS.clear()
 
 
-def warmup(dtypes=("float32", "float64"), algorithms=("direct", "direct_serial", "blocked")):
-    """Compile (or load from disk) the kernels now, so that no later call waits.
-    ``algorithms``: kernel names; "blocked" and "wgrad_blocked" mean the target CPU's
-    register-blocked kernels (dense and depthwise)."""
+def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> list:
+    """Compile (or load from disk) kernels now, so that no later call waits; returns
+    the (kernel, dtype) pairs loaded.
+
+    ``algorithms``: names as ``algorithm=`` takes them (``"blocked"`` and
+    ``"wgrad_blocked"`` mean the target CPU's register-blocked kernels, dense and
+    depthwise); by default every kernel ``auto`` may use, forward and weight gradient.
+    Kernels not yet in numba's disk cache compile in child processes, one per core at a
+    time, then load here. ``progress``: a callable given one line of text per kernel.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from ._spec import check_choice
 
+    if algorithms is None:
+        algorithms = tuple(a for a in ALGORITHMS[1:] + WEIGHT_GRAD_ALGORITHMS[1:]
+                           if a != "wgrad_direct_serial")
     choices = ALGORITHMS[1:] + WEIGHT_GRAD_ALGORITHMS[1:] + tuple(REGISTRY)
     algorithms = [check_choice("algorithms[]", name, choices) for name in algorithms]
+    pairs = []
     for dtype in dtypes:
         dtype = np.dtype(check_choice("dtypes[]", np.dtype(dtype).name, ("float32", "float64")))
         for name in algorithms:
             if name == "blocked":
-                kernels = {"blocked{}x{}".format(*_cpu.forward_block(dtype, c)) for c in (1, 3)}
+                names = ["blocked{}x{}".format(*_cpu.forward_block(dtype, c)) for c in (3, 1)]
             elif name == "wgrad_blocked":
-                kernels = {"wgrad_blocked{}x{}".format(*_cpu.weight_grad_block(dtype))}
+                names = ["wgrad_blocked{}x{}".format(*_cpu.weight_grad_block(dtype))]
             else:
-                kernels = {name}
-            for kernel in sorted(kernels):
-                _kernel(kernel, dtype)
+                names = [name]
+            pairs += [(n, dtype) for n in names if (n, dtype) not in pairs]
+    say = progress or (lambda text: None)
+    missing = [(n, d) for n, d in pairs if not _on_disk(REGISTRY[n], d)]
+
+    def compile_one(pair):
+        start = time.perf_counter()
+        _compile_in_child(*pair)
+        return time.perf_counter() - start
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(missing), os.cpu_count() or 1))) as pool:
+        for i, ((name, dtype), seconds) in enumerate(zip(missing, pool.map(compile_one, missing))):
+            say(f"[{i + 1}/{len(missing)}] compiled {name} {dtype.name} in {seconds:.1f} s")
+    for name, dtype in pairs:
+        start = time.perf_counter()
+        _kernel(name, dtype)
+        say(f"ready: {name} {dtype.name} ({time.perf_counter() - start:.2f} s to load)")
+    return pairs
 
 
 # ---- Forks ---------------------------------------------------------------------------------

@@ -283,3 +283,64 @@ def test_warmup_takes_documented_names_and_refuses_others():
         nc.warmup(algorithms=("fft",))
     with pytest.raises(TypeError, match=r"algorithms\[\] must be a str"):
         nc.warmup(algorithms=(None,))
+
+
+# ---- Cold start --------------------------------------------------------------------------------
+_COLD_THREADS_SCRIPT = r'''
+import json, threading, time
+import numpy as np
+import numbaconv as nc
+from numbaconv.reference import conv3d_reference
+
+CALLS = [  # (dtype, N, Cin, size, Cout, kwargs): first calls of different kernels at once
+    ("float32", 1, 4, (8, 8, 8), 8, dict(padding=1)),
+    ("float64", 1, 4, (8, 8, 8), 8, dict(padding=1)),
+    ("float32", 2, 6, (9, 7, 8), 6, dict(stride=2, groups=6)),
+    ("float64", 1, 3, (6, 6, 6), 2, dict(dilation=2, padding=2)),
+    ("float32", 1, 16, (12, 12, 12), 16, dict(padding=1)),
+    ("float64", 2, 2, (5, 6, 7), 3, dict(padding="same", padding_mode="reflect")),
+    ("float32", 1, 64, (4, 4, 4), 64, {}),
+    ("float64", 1, 8, (10, 10, 10), 8, dict(stride=(1, 2, 2), padding=1)),
+]
+errors, worst, seconds = [], [0.0], []
+
+
+def first_call(i):
+    dtype, n, cin, size, cout, kwargs = CALLS[i]
+    rng = np.random.default_rng(i)
+    groups = kwargs.get("groups", 1)
+    x = rng.standard_normal((n, cin) + size).astype(dtype)
+    w = rng.standard_normal((cout, cin // groups, 3, 3, 3)).astype(dtype)
+    try:
+        start = time.perf_counter()
+        out = nc.conv3d(x, w, **kwargs)
+        seconds.append(time.perf_counter() - start)
+        ref = conv3d_reference(x, w, **kwargs)
+        worst[0] = max(worst[0], float(np.abs(out - ref).max() / np.abs(ref).max()))
+    except Exception as exc:
+        errors.append(repr(exc))
+
+
+threads = [threading.Thread(target=first_call, args=(i,)) for i in range(len(CALLS))]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps({"errors": errors, "worst": worst[0], "slowest": max(seconds)}))
+'''
+
+
+def test_eight_threads_make_cold_first_calls_at_once(tmp_path):
+    env = python_env(NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    proc = run_script(tmp_path, _COLD_THREADS_SCRIPT, env=env, timeout=600)
+    assert proc.returncode == 0, describe(proc)
+    report = last_json(proc)
+    assert not report["errors"], report
+    assert report["worst"] < 1e-5, report
+
+
+def test_warmup_reports_progress():
+    lines = []
+    pairs = nc.warmup(dtypes=("float32",), algorithms=("tiny",), progress=lines.append)
+    assert [(name, dtype.name) for name, dtype in pairs] == [("tiny", "float32")]
+    assert lines and lines[-1].startswith("ready: tiny float32")

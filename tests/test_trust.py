@@ -229,6 +229,11 @@ def test_plan_tier_switch_is_atomic_for_concurrent_callers(monkeypatch):
     cache = _dispatch.KernelCache()
     monkeypatch.setattr(_dispatch, "CACHE", cache)
     monkeypatch.setattr(_dispatch, "compile_kernel", held_compile)
+    # as on a cold cache: the blocked kernel is not on disk, and compiles in this process
+    on_disk = _dispatch._on_disk
+    monkeypatch.setattr(_dispatch, "_on_disk",
+                        lambda kernel, dtype: not kernel.name.startswith("blocked") and on_disk(kernel, dtype))
+    monkeypatch.setattr(_dispatch, "_compile_in_child", lambda name, dtype: None)
     try:
         _check_tier_switch(spec, x, w, gate, monkeypatch)
     finally:
