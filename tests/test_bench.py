@@ -102,8 +102,9 @@ def test_bad_arguments():
 
 def test_suite_definition():
     assert [s.id for s in bench.SHAPES] == ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j",
-                                           "k1", "k2"]
-    assert set(bench.QUICK_SHAPES) == {"a", "d", "g", "i", "j"}
+                                           "k1", "k2", "l1", "l2", "l3", "m"]
+    # the quick subset includes dense layers (c, l1), not only the wins
+    assert set(bench.QUICK_SHAPES) == {"a", "c", "d", "g", "i", "j", "l1"}
     from numbaconv._spec import ConvSpec
 
     c = {s.id: s for s in bench.SHAPES}["c"]

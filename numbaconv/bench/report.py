@@ -80,6 +80,15 @@ def _summary_lines(result: dict) -> list:
                  f"BLAS threads: {blas}; numba threading layer: {result['threading_layer']}")
     machine = " / ".join(str(v) for v in (m["model"], m["processor"], m["cpu_name"]) if v)
     lines.append(f"dtype: {result['dtype']}; machine: {machine}; date: {result['date']}")
+    t = m.get("target")
+    if t:
+        caches = ", ".join(f"{name} {t[key] // 1024} KiB" for name, key in
+                           (("L1d", "l1d_bytes"), ("L2", "l2_bytes")) if t.get(key))
+        blocks = t["blocks"].get(result["dtype"], {})
+        lines.append(f"compiled for: {t['cpu']} ({t['isa']}, {t['vector_registers']} x "
+                     f"{t['vector_bits']}-bit registers, from {t['source']}); {caches}; blocks "
+                     f"{blocks.get('forward')} (dense), {blocks.get('depthwise')} (depthwise), "
+                     f"{blocks.get('weight_grad')} (weight gradient)")
     lines.append(f"versions: numbaconv {result['numbaconv_version']}, numba "
                  f"{result['numba_version']}, numpy {result['numpy_version']}, torch "
                  f"{result['torch_version']}")

@@ -86,8 +86,15 @@ SHAPES = (
     Shape("j", "pointwise", 2, 128, (16, 28, 28), 256, **_s(1)),
     Shape("k1", "(1,3,3)", 2, 64, (8, 56, 56), 64, **_s((1, 3, 3), p=(0, 1, 1))),
     Shape("k2", "(3,1,1)", 2, 64, (8, 56, 56), 64, **_s((3, 1, 1), p=(1, 0, 0))),
+    # deep layers: many channels on small planes (where the reduction outgrows L2)
+    Shape("l1", "deep 128", 2, 128, (8, 28, 28), 128, **_s(3, p=1)),
+    Shape("l2", "deep 256", 1, 256, (4, 14, 14), 256, **_s(3, p=1)),
+    Shape("l3", "deep 512", 1, 512, (2, 7, 7), 512, **_s(3, p=1)),
+    # a video stem: RGB frames, (3,7,7) kernel, stride (1,2,2)
+    Shape("m", "video stem", 1, 3, (16, 112, 112), 64, **_s((3, 7, 7), s=(1, 2, 2), p=(1, 3, 3))),
 )
-QUICK_SHAPES = ("a", "d", "g", "i", "j")
+#: A quick subset that shows dense layers (c, l1) beside the wins, so it is representative.
+QUICK_SHAPES = ("a", "c", "d", "g", "i", "j", "l1")
 BY_ID = {s.id: s for s in SHAPES}
 
 

@@ -70,8 +70,11 @@ def machine() -> dict:
         with open("/proc/cpuinfo") as f:
             model = next((line.partition(":")[2].strip() for line in f
                           if line.startswith("model name")), None)
+    import numbaconv
+
     return {"processor": platform.processor() or None, "cpu_name": cpu_name, "model": model,
-            "platform": platform.platform(), "python": platform.python_version()}
+            "platform": platform.platform(), "python": platform.python_version(),
+            "target": numbaconv.cpu_info()}
 
 
 # ---- Time ---------------------------------------------------------------------------------
