@@ -65,6 +65,9 @@ def test_auto_choices():
     huge = spec(1, 1, (4, 4, 4), 1, 3, padding=(0, 20000, 20000))
     assert _dispatch.choose(huge) == "gemm"
     assert _dispatch.choose(huge, "weight_grad") == "wgrad_gemm"
+    # deep layers on small volumes (fewer output positions than reduction terms): GEMM
+    assert _dispatch.choose(spec(1, 256, (4, 14, 14), 256, 3)) == "gemm"
+    assert _dispatch.choose(spec(2, 128, (8, 28, 28), 128, 3)) == dense
 
 
 def test_huge_padding_and_stride_stay_small(rng):
