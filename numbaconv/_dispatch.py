@@ -370,14 +370,10 @@ def _kernel(name, dtype, wait=None):
 
 
 # ---- Launching ---------------------------------------------------------------------------
+#: True in a process forked after numba's OpenMP layer started: GNU OpenMP terminates
+#: such a child when it enters a parallel region, so kernels run serially there (with
+#: the same bits where the kernel declares a serial twin).
 _forked_after_omp = False
-
-
-def in_forked_child() -> bool:
-    """True in a process forked after numba's OpenMP layer started: GNU OpenMP
-    terminates such a child when it enters a parallel region, so kernels run serially
-    there (with the same bits where the kernel declares a serial twin)."""
-    return _forked_after_omp
 
 
 _launch_lock = threading.Lock()
