@@ -13,6 +13,8 @@ import os
 import platform
 from dataclasses import dataclass
 
+import numpy as np
+
 #: LLVM CPU names (x86) whose features include AVX-512F / AVX2+FMA; any other x86 name
 #: is taken as SSE only (conservative: smaller blocks never spill).
 _AVX512_CPUS = ("skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client",
@@ -152,8 +154,6 @@ def weight_grad_block(dtype) -> tuple[int, int]:
 
 
 def _itemsize(dtype) -> int:
-    import numpy as np
-
     return np.dtype(dtype).itemsize
 
 

@@ -72,9 +72,13 @@ def blocked_variant(spec, computes=FORWARD) -> str:
     """The register-blocked kernel whose block fits the target CPU's vector registers
     (``numbaconv._cpu``'s tables): dense, or 1 x positions for layers with 1-2 output
     channels per group."""
+    return _blocked_name(spec.compute_dtype, spec.out_per_group, computes)
+
+
+def _blocked_name(dtype, out_per_group, computes=FORWARD) -> str:
     if computes == WEIGHT_GRAD:
-        return "wgrad_blocked{}x{}".format(*_cpu.weight_grad_block(spec.compute_dtype))
-    return "blocked{}x{}".format(*_cpu.forward_block(spec.compute_dtype, spec.out_per_group))
+        return "wgrad_blocked{}x{}".format(*_cpu.weight_grad_block(dtype))
+    return "blocked{}x{}".format(*_cpu.forward_block(dtype, out_per_group))
 
 
 def choose(spec, computes=FORWARD) -> str:
@@ -216,6 +220,11 @@ class KernelCache:
         except (FutureTimeout, _Interrupted):
             return None
 
+    def ready(self, name: str, dtype):
+        """True if the kernel is built, False if it is being built, None if unknown."""
+        future = self._entries.get((name, np.dtype(dtype).name))
+        return None if future is None else future.done()
+
     def info(self) -> dict:
         entries = [{"algorithm": k[0], "dtype": k[1], "ready": f.done(),
                     "compile_seconds": self._seconds.get(k)} for k, f in self._entries.items()]
@@ -238,9 +247,9 @@ class KernelCache:
 def _kernel_ready(kernel, dtype) -> bool:
     """Whether ``kernel`` is compiled here or loadable from the disk cache (then it is
     loaded now: milliseconds)."""
-    future = CACHE._entries.get((kernel.name, np.dtype(dtype).name))
-    if future is not None:
-        return future.done()
+    known = CACHE.ready(kernel.name, dtype)
+    if known is not None:
+        return known
     if _on_disk(kernel, dtype):
         _kernel(kernel.name, dtype)
         return True
@@ -525,10 +534,10 @@ def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> lis
     for dtype in dtypes:
         dtype = np.dtype(check_choice("dtypes[]", np.dtype(dtype).name, ("float32", "float64")))
         for name in algorithms:
-            if name == "blocked":
-                names = ["blocked{}x{}".format(*_cpu.forward_block(dtype, c)) for c in (3, 1)]
+            if name == "blocked":  # dense and depthwise
+                names = [_blocked_name(dtype, out_per_group) for out_per_group in (3, 1)]
             elif name == "wgrad_blocked":
-                names = ["wgrad_blocked{}x{}".format(*_cpu.weight_grad_block(dtype))]
+                names = [_blocked_name(dtype, 3, WEIGHT_GRAD)]
             else:
                 names = [name]
             pairs += [(n, dtype) for n in names if (n, dtype) not in pairs]

@@ -169,6 +169,11 @@ def result_dtype(inp: np.ndarray, weight: np.ndarray) -> np.dtype:
     )
 
 
+def dilated_span(kernel, dilation) -> tuple[int, ...]:
+    """The extent of a dilated kernel per axis: ``d * (k - 1) + 1``."""
+    return tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+
+
 def output_length(size: int, before: int, after: int, span: int, stride: int) -> int:
     """Output positions along one axis: windows of ``span`` padded voxels, ``stride``
     apart, that fit in ``size + before + after``."""
@@ -236,7 +241,7 @@ class ConvParams:
         if self.padding == "valid":
             return (0, 0, 0), (0, 0, 0)
         if self.padding == "same":
-            total = tuple(d * (k - 1) for k, d in zip(kernel, self.dilation))
+            total = tuple(span - 1 for span in dilated_span(kernel, self.dilation))
             before = tuple(t // 2 for t in total)
             return before, tuple(t - b for t, b in zip(total, before))
         return self.padding, self.padding
@@ -295,7 +300,7 @@ class ConvSpec:
     @property
     def span(self) -> tuple[int, int, int]:
         """The dilated kernel's extent per axis."""
-        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
+        return dilated_span(self.kernel, self.dilation)
 
     @property
     def padded_size(self) -> tuple[int, int, int]:
@@ -374,17 +379,6 @@ class ConvSpec:
         return replace(self, in_size=self.padded_size, padding=(0, 0, 0), padding_hi=(0, 0, 0),
                        padding_mode="zeros")
 
-    def with_input(self, inp) -> "ConvSpec":
-        """This convolution of another input (checked) with the same weight."""
-        batch, in_channels, in_size = _check_input(check_array("inp", inp))
-        if in_channels != self.in_channels:
-            raise ValueError(
-                f"channel mismatch: inp has {in_channels} channels, the weight expects "
-                f"{self.in_channels}")
-        spec = replace(self, batch=batch, in_size=in_size)
-        spec._check_sizes(np.shape(inp))
-        return spec
-
     # ---- Construction from user arguments ----------------------------------------------
     @classmethod
     def from_args(cls, inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
@@ -448,8 +442,8 @@ class ConvSpec:
         batch, in_channels, in_size = _check_input(inp)
         # The weight is the forward convolution's: (Cin, Cout/G, k) there is (Cout, Cin/G, k) here.
         out_channels, kernel = _check_weight(weight, in_channels, params.groups, transposed=True)
-        span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, params.dilation))
-        out_size = tuple(map(transposed_length, in_size, params.stride, params.padding, span,
+        out_size = tuple(map(transposed_length, in_size, params.stride, params.padding,
+                             dilated_span(kernel, params.dilation),
                              params.output_padding))
         if min(out_size) < 1:
             raise ValueError(
