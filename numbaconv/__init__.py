@@ -1,7 +1,7 @@
 """numbaconv: MegEngine's Conv3d on parallel Numba kernels, for the CPU."""
 from ._dispatch import CACHE as _CACHE, warmup
 from . import functional as _functional
-from .functional import conv3d, conv3d_backward, conv_transpose3d, conv_transpose3d_backward
+from .functional import autotune, conv3d, conv3d_backward, conv_transpose3d, conv_transpose3d_backward
 from .module import Conv3d, ConvTranspose3d
 
 __version__ = "0.1.0"
@@ -30,10 +30,26 @@ def cpu_info() -> dict:
     return _cpu.info()
 
 
+def autotune_info() -> dict:
+    """The autotuner's file for the target CPU (``path``), whether it tunes, uses or
+    ignores stored choices (``mode``, from ``NUMBACONV_AUTOTUNE``), and the choices
+    stored: layer class -> kernel and the seconds measured."""
+    from . import _autotune
+    return _autotune.info()
+
+
+def clear_autotune() -> None:
+    """Remove the target CPU's stored autotuner choices; ``auto`` follows its rules
+    again (call plans made from the choices are dropped too)."""
+    from . import _autotune
+    _autotune.clear()
+    _functional.clear_plans()
+
+
 def clear_kernel_cache() -> None:
     """Forget every compiled kernel and call plan, and reset the counts."""
     _functional.clear_plans()
     _CACHE.clear()
 
 
-__all__ = ["conv3d", "conv3d_backward", "conv_transpose3d", "conv_transpose3d_backward", "Conv3d", "ConvTranspose3d", "warmup", "numba_settings", "kernel_cache_info", "cpu_info", "clear_kernel_cache", "__version__"]
+__all__ = ["conv3d", "autotune", "autotune_info", "clear_autotune", "conv3d_backward", "conv_transpose3d", "conv_transpose3d_backward", "Conv3d", "ConvTranspose3d", "warmup", "numba_settings", "kernel_cache_info", "cpu_info", "clear_kernel_cache", "__version__"]

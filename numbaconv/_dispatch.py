@@ -37,7 +37,7 @@ import numpy as np
 from numba import typeof
 from numba.core.compiler_lock import global_compiler_lock
 
-from . import _config, _cpu, _numba_setup
+from . import _autotune, _config, _cpu, _numba_setup
 from ._lru import LRU
 
 _numba_setup.apply()  # before the first kernel module is compiled
@@ -62,6 +62,13 @@ PLANE_BYTES_LIMIT = 32 << 20
 #: Above this, even a forced plane-copying kernel is refused (huge padding would
 #: otherwise ask for tens of GB, or overflow).
 FORCED_PLANE_BYTES_LIMIT = 2 << 30
+#: The weight gradient is a matrix product with (Cout/G) x (Cin/G * taps) outputs and a
+#: reduction over every output position. From this many outputs per group BLAS's
+#: blocking beats the register-blocked kernel (autotuner on the suite, Ice Lake,
+#: 2026-12-01, ms: b 158 vs 288, e 106 vs 258, j 17 vs 273, k2 15 vs 68, m 42 vs 57;
+#: below it the blocked kernel wins: f 64 vs 96, i 18 vs 31, d 10 vs 26, depthwise g 40
+#: vs 152, and c, 27648 outputs, is a tie at 406 vs 416).
+WEIGHT_GRAD_GEMM_TERMS = 10_000
 #: Below this many FLOPs the tiny kernel (1.5 s to compile, not 5 s) is the lowest
 #: tier: at about 1 GFLOP/s it still answers a first call within a fraction of a second.
 TINY_FLOOR_FLOPS = 200_000_000
@@ -87,15 +94,19 @@ def choose(spec, computes=FORWARD) -> str:
     if computes == WEIGHT_GRAD:
         if spec.plane_bytes > PLANE_BYTES_LIMIT:
             return "wgrad_gemm"  # its buffers do not grow with the padding
-        return "wgrad_direct" if spec.out_per_group <= 2 else blocked_variant(spec, computes)
+        if spec.out_per_group * spec.in_per_group * math.prod(spec.kernel) >= WEIGHT_GRAD_GEMM_TERMS:
+            return "wgrad_gemm"
+        return blocked_variant(spec, computes)
     if spec.plane_bytes > PLANE_BYTES_LIMIT:
         return "gemm"
     if spec.flops < TINY_FLOPS:
         return "tiny"
     if spec.flops < SERIAL_FLOPS:
         return "direct_serial"
-    if spec.kernel == (1, 1, 1) and spec.in_per_group >= 64:
-        return "gemm"  # a plain matrix product: BLAS does it best
+    if math.prod(spec.kernel) <= 3 and spec.in_per_group >= 64:
+        # A plain matrix product (pointwise), or nearly: too few taps per input channel
+        # for a register tile to reuse its loads (k2, (3,1,1) 64 ch: 14.5 vs 19.3 ms).
+        return "gemm"
     if math.prod(spec.out_size) < spec.reduction and spec.out_per_group >= 32:
         # Deep layers on small volumes: a register tile then streams the whole reduction
         # for few positions, and BLAS's blocking wins (Ice Lake, 2026-12-01: 256 ch on
@@ -106,9 +117,10 @@ def choose(spec, computes=FORWARD) -> str:
 
 
 def resolve(spec, algorithm, computes=FORWARD) -> str:
-    """The kernel name for ``algorithm`` (checked by the caller)."""
+    """The kernel name for ``algorithm`` (checked by the caller); for ``auto``, the
+    autotuner's choice where one is stored (``numbaconv._autotune``), else the rules'."""
     if algorithm == "auto":
-        return choose(spec, computes)
+        return _autotune.choice(spec, computes) or choose(spec, computes)
     if algorithm in ("blocked", "wgrad_blocked"):
         return blocked_variant(spec, computes)
     return algorithm

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _backward, _config, _dispatch
+from . import _autotune, _backward, _config, _dispatch
 from ._lru import LRU
 from ._spec import PADDING_MODES, ConvSpec, check_choice, check_flag
+from .kernels.registry import FORWARD, WEIGHT_GRAD
 
 __all__ = ["conv3d", "conv3d_backward", "conv_transpose3d", "conv_transpose3d_backward"]
 
@@ -199,6 +200,34 @@ def conv3d_backward(grad_output, inp, weight, stride=1, padding=0, dilation=1, g
         x = pad_input(spec, _operand(inp, dtype))
         grad_weight = _weight_grad(kernel_spec, x, grad_out, weight)
     return grad_input, grad_weight, _bias_grad(spec, grad_out)
+
+
+def autotune(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+             conv_mode="cross_correlation", *, padding_mode="zeros", backward=False,
+             force=False) -> dict:
+    """Time the kernels ``algorithm="auto"`` may run for ``conv3d(inp, weight, ...)``
+    (same arguments) on this CPU, and store the fastest for the layer's class, so that
+    ``auto`` runs it from now on, in this process and later ones.
+
+    ``backward``: tune the input and weight gradients too. ``force``: time again a class
+    that has a stored choice. Returns ``{"forward": record, ...}``, each record with the
+    kernel chosen and each candidate's median seconds. The choices are kept in
+    ``autotune_info()["path"]``; ``clear_autotune()`` removes them (see the README).
+    """
+    force = check_flag("force", force)
+    backward = check_flag("backward", backward)
+    spec = ConvSpec.from_args(inp, weight, bias, stride, padding, dilation, groups, conv_mode,
+                              padding_mode)[0]
+    if spec.padding_mode != "zeros":
+        spec = spec.zero_padded()
+    if 0 in spec.out_shape:
+        return {}
+    records = {"forward": _autotune.tune(spec, FORWARD, force)}
+    if backward:
+        records["input_grad"] = _autotune.tune(_backward.transposed_spec(spec), FORWARD, force)
+        records["weight_grad"] = _autotune.tune(spec, WEIGHT_GRAD, force)
+    clear_plans()  # plans made before this may hold another kernel
+    return records
 
 
 def conv_transpose3d(inp, weight, bias=None, stride=1, padding=0, output_padding=0,
