@@ -107,11 +107,11 @@ def choose(spec, computes=FORWARD) -> str:
         # A plain matrix product (pointwise), or nearly: too few taps per input channel
         # for a register tile to reuse its loads (k2, (3,1,1) 64 ch: 14.5 vs 19.3 ms).
         return "gemm"
-    if math.prod(spec.out_size) < spec.reduction and spec.out_per_group >= 32:
-        # Deep layers on small volumes: a register tile then streams the whole reduction
-        # for few positions, and BLAS's blocking wins (Ice Lake, 2026-12-01: 256 ch on
-        # 4x14x14 26 ms vs 35 ms; 512 ch on 2x7x7 19 vs 54; 128 ch on 8x28x28 stays
-        # blocked, 99 vs 112).
+    if 16 * math.prod(spec.out_size) < spec.reduction and spec.out_per_group >= 32:
+        # Deep layers on tiny volumes: too few positions to fill the register tiles, and
+        # BLAS's blocking wins (Ice Lake, 2026-12-01, with the blocked kernel's L2-sized
+        # passes over input channels: 512 ch on 2x7x7 18 vs 48 ms; 256 ch on 4x14x14
+        # stays blocked, 25 vs 28; 128 ch on 8x28x28 75 vs 105).
         return "gemm"
     return blocked_variant(spec)
 

@@ -43,6 +43,31 @@ def test_blocked_variants_cover_many_and_few_channels(rng):
         assert_matches_reference(nc.conv3d(x, w, algorithm="blocked"), x, w)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_passes_over_input_channels_do_not_change_results(rng, monkeypatch, dtype):
+    """The blocked kernel's L2-sized passes keep partial sums in memory between passes;
+    every sum still adds its terms in the direct kernel's order (grouped, strided, and a
+    pass size that does not divide the channels)."""
+    x, w, b, args = make_case(rng, 2, 10, (5, 9, 8), 12, (2, 3, 2), (1, 2, 1), 1, 1, 2, dtype)
+    expected = nc.conv3d(x, w, b, algorithm="direct", **args)
+    taps = 2 * 3 * 2
+    for channels in (1, 2, 3, 5, 100):
+        monkeypatch.setattr(blocked, "pass_terms", lambda spec, cob, c=channels: min(c, 5) * taps)
+        out = nc.conv3d(x, w, b, algorithm="blocked", **args)
+        assert out.tobytes() == expected.tobytes(), channels
+
+
+def test_pass_size_follows_l2(monkeypatch):
+    x = np.zeros((1, 256, 4, 14, 14), np.float32)
+    w = np.zeros((256, 256, 3, 3, 3), np.float32)
+    spec = ConvSpec.from_args(x, w, None, 1, 1)[0]
+    monkeypatch.setattr(_cpu, "target", lambda: _cpu.Target("x", "avx2", 32, 16, True, "host",
+                                                             32 << 10, 1 << 20))
+    assert blocked.pass_terms(spec, 8) == (512 << 10) // (27 * 256 * 4) * 27  # 18 channels
+    small = ConvSpec.from_args(x[:, :8], w[:16, :8], None, 1, 1)[0]
+    assert blocked.pass_terms(small, 8) == 8 * 27  # the whole reduction in one pass
+
+
 def test_depth_chunks_do_not_change_results(rng, monkeypatch):
     x, w, b, args = make_case(rng, 2, 4, (11, 6, 7), 9, 3, (2, 1, 1), 2, (2, 1, 1), 1, np.float64)
     expected = nc.conv3d(x, w, b, algorithm="direct", **args)
@@ -65,8 +90,9 @@ def test_auto_choices():
     huge = spec(1, 1, (4, 4, 4), 1, 3, padding=(0, 20000, 20000))
     assert _dispatch.choose(huge) == "gemm"
     assert _dispatch.choose(huge, "weight_grad") == "wgrad_gemm"
-    # deep layers on small volumes (fewer output positions than reduction terms): GEMM
-    assert _dispatch.choose(spec(1, 256, (4, 14, 14), 256, 3)) == "gemm"
+    # deep layers on tiny volumes (positions < reduction terms / 16): GEMM
+    assert _dispatch.choose(spec(1, 512, (2, 7, 7), 512, 3)) == "gemm"
+    assert _dispatch.choose(spec(1, 256, (4, 14, 14), 256, 3)) == dense
     assert _dispatch.choose(spec(2, 128, (8, 28, 28), 128, 3)) == dense
     # few taps per input channel on many channels: GEMM
     assert _dispatch.choose(spec(1, 64, (8, 16, 16), 64, 1, padding=0)) == "gemm"

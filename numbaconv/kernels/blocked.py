@@ -3,11 +3,12 @@
 The kernels themselves are generated (``blocked_codegen.py`` writes
 ``_blocked_generated.py``). Their contract, for every ``forward_c{cob}_v{vw}``:
 
-    forward(x, wpack, bias, out, geometry, depth_chunk)
+    forward(x, wpack, bias, out, geometry, depth_chunk, pass_terms)
 
 x: (N, Cin, D, H, W); wpack: (G, blocks, Cin/G*kD*kH*kW, cob) from :func:`pack_weights`;
 bias: (Cout,); out: (N, Cout, Do, Ho, Wo), written in full; geometry: the convolution's
-packed ``Geometry``; depth_chunk: output depths per work item.
+packed ``Geometry``; depth_chunk: output depths per work item; pass_terms: reduction
+terms per pass (a multiple of kD*kH*kW, see :func:`pass_terms`).
 
 One ``prange`` iteration owns ``out[n, group, :, od0:od0 + depth_chunk]`` and copies
 the input planes those depths read once.
@@ -16,10 +17,13 @@ channel, kd, kh, kw; depth taps outside the input read a zero plane, as the dire
 kernel's zero-filled planes; bias added last), with the same fused multiply-adds, so
 the two agree bitwise.
 """
+import math
+
 import numba
 import numpy as np
 from numba import njit
 
+from .. import _cpu
 from .blocked_codegen import VARIANTS
 from .direct import depth_taps, fill_padded_planes, tap_offset
 from .registry import FORWARD, example_arrays, readonly, register
@@ -117,15 +121,34 @@ def depth_chunk(spec) -> int:
     return chunk
 
 
+#: Share of the L2 cache (per core) that one reduction pass's weights may fill; the rest
+#: holds the input lines and partial sums the pass touches.
+PASS_L2_SHARE = 0.5
+L2_FALLBACK_BYTES = 1 << 20  # where the L2 size cannot be read
+
+
+def pass_terms(spec, cob) -> int:
+    """Reduction terms per pass of the blocked kernel: as many whole input channels as
+    keep the pass's weights for every output block within ``PASS_L2_SHARE`` of L2, so
+    that deep layers reuse them from L2 across all tiles instead of streaming them from
+    memory for each tile. The order of each sum's terms does not change."""
+    taps = math.prod(spec.kernel)
+    padded_cout = -(-spec.out_per_group // cob) * cob
+    per_channel = taps * padded_cout * np.dtype(spec.compute_dtype).itemsize
+    l2 = _cpu.target().l2_bytes or L2_FALLBACK_BYTES
+    channels = max(1, int(l2 * PASS_L2_SHARE) // per_channel)
+    return min(spec.in_per_group, channels) * taps
+
+
 def _launcher(cob):
     def launch_blocked(run, spec, x, w6, bias, out):
         run(readonly(x), readonly(pack_weights(w6, cob)), readonly(bias), out, spec.kernel_geometry,
-            depth_chunk(spec))
+            depth_chunk(spec), pass_terms(spec, cob))
     return launch_blocked
 
 
 def _examples(dtype):
-    return example_arrays(dtype, 5, 4, 1, 5) + (1,)
+    return example_arrays(dtype, 5, 4, 1, 5) + (1, 1)
 
 
 for _cob, _vw in VARIANTS:  # all are declared; the dispatcher picks the target CPU's

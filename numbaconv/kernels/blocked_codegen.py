@@ -42,13 +42,14 @@ from .geometry import unpack
 
 TEMPLATE = '''
 @njit(parallel=True, cache=True, nogil=True, fastmath={{"contract"}})
-def forward_c{cob}_v{vw}(x, wpack, bias, out, geometry, depth_chunk):
+def forward_c{cob}_v{vw}(x, wpack, bias, out, geometry, depth_chunk, pass_terms):
     geo = unpack(geometry)
     groups, blocks = wpack.shape[0], wpack.shape[1]
     cout_g = out.shape[1] // groups
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
     sh, row_pitch = geo.stride_h, geo.row_pitch
     runs, run_length, acc_pitch = plane_layout(out_h, out_w, sh, geo.stride_w, row_pitch)
+    run_tiles = (run_length + {vw} - 1) // {vw}
     chunks = (out_d + depth_chunk - 1) // depth_chunk
     for item in prange(x.shape[0] * groups * chunks):
         n, g, chunk = split_item(item, groups, chunks)
@@ -57,23 +58,39 @@ def forward_c{cob}_v{vw}(x, wpack, bias, out, geometry, depth_chunk):
         planes, zmin, nz = chunk_planes(x, n, g, groups, od0, od1, geo, {vw})
         tile = np.zeros(({cob}, {vw}), x.dtype)
         zero = tile[0, 0]
+        # Partial sums [block, tile, c, j] between passes (none with a single pass).
+        passes = (wpack.shape[2] + pass_terms - 1) // pass_terms
+        sums = np.empty(blocks * runs * run_tiles * {cob} * {vw} if passes > 1 else 0, x.dtype)
         for od in range(od0, od1):
             offsets, wsel = reduction_terms(wpack, g, od, zmin, nz, x, geo)
-            # Blocks innermost: the input lines a tile reads stay in cache for every block.
-            for run in range(runs):
-                for q0 in range(0, run_length, {vw}):
-                    base = np.uint64(run * sh * row_pitch + q0)
-                    for block in range(blocks):
+            # Passes over ``pass_terms`` terms (whole input channels) whose weights stay
+            # in L2 while every tile uses them; each sum still adds its terms in order.
+            for t0 in range(0, offsets.shape[0], pass_terms):
+                t1 = min(offsets.shape[0], t0 + pass_terms)
+                pass_offsets = offsets[t0:t1]
+                # Blocks innermost: the input lines a tile reads stay in cache for every block.
+                for run in range(runs):
+                    for q0 in range(0, run_length, {vw}):
+                        base = np.uint64(run * sh * row_pitch + q0)
+                        at_tile = run * run_tiles + q0 // {vw}
+                        for block in range(blocks):
+                            at = np.uint64((block * runs * run_tiles + at_tile) * {cob} * {vw})
+                            if t0 == 0:
+{zero}
+                            else:
 {init}
-                        wblock = wsel[block]
-                        for i in range(offsets.shape[0]):
-                            o = offsets[i] + base
-                            ws = wblock[i]
+                            wblock = wsel[block, t0:t1]
+                            for i in range(pass_offsets.shape[0]):
+                                o = pass_offsets[i] + base
+                                ws = wblock[i]
 {loads}
 {fmas}
+                            if t1 < offsets.shape[0]:
+{keep}
+                            else:
 {stores}
-                        store_tile(tile, out, bias, n, g, od, block * {cob}, cout_g,
-                                   run * acc_pitch + q0, min({vw}, run_length - q0), acc_pitch)
+                                store_tile(tile, out, bias, n, g, od, block * {cob}, cout_g,
+                                           run * acc_pitch + q0, min({vw}, run_length - q0), acc_pitch)
 '''
 
 
@@ -159,12 +176,15 @@ def _lines(statements, indent):
 
 def kernel_source(cob: int, vw: int) -> str:
     acc = [[f"a{c}_{j}" for j in range(vw)] for c in range(cob)]
-    init = [f"{acc[c][j]} = zero" for c in range(cob) for j in range(vw)]
+    zero = [f"{acc[c][j]} = zero" for c in range(cob) for j in range(vw)]
+    init = [f"{acc[c][j]} = sums[at + np.uint64({c * vw + j})]" for c in range(cob) for j in range(vw)]
     loads = [f"x{j} = planes[o + np.uint64({j})]" for j in range(vw)] + [f"w{c} = ws[{c}]" for c in range(cob)]
     fmas = [f"{acc[c][j]} += w{c} * x{j}" for c in range(cob) for j in range(vw)]
+    keep = [f"sums[at + np.uint64({c * vw + j})] = {acc[c][j]}" for c in range(cob) for j in range(vw)]
     stores = [f"tile[{c}, {j}] = {acc[c][j]}" for c in range(cob) for j in range(vw)]
-    return TEMPLATE.format(cob=cob, vw=vw, init=_lines(init, 24), loads=_lines(loads, 28),
-                           fmas=_lines(fmas, 28), stores=_lines(stores, 24))
+    return TEMPLATE.format(cob=cob, vw=vw, zero=_lines(zero, 32), init=_lines(init, 32),
+                           loads=_lines(loads, 32), fmas=_lines(fmas, 32), keep=_lines(keep, 32),
+                           stores=_lines(stores, 32))
 
 
 #: Modules whose inlined helpers the generated kernels compile in.
