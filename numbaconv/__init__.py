@@ -46,10 +46,29 @@ def clear_autotune() -> None:
     _functional.clear_plans()
 
 
+def set_precision(precision: str) -> str:
+    """What ``algorithm="auto"`` may trade for speed, process-wide; returns the previous
+    setting. ``"fast"`` (the default) lets it pick Winograd for 3x3x3 stride-1 layers
+    (float32 error within 1e-5 * max|y|, see the README); ``"exact"`` keeps it to kernels
+    that sum every product directly. Forced algorithms are not affected. The environment
+    variable ``NUMBACONV_PRECISION`` sets it at import."""
+    from . import _config
+    from ._spec import check_choice
+    previous = _config.set_precision(check_choice("precision", precision, _config.PRECISIONS))
+    _functional.clear_plans()  # plans made before hold the other setting's choices
+    return previous
+
+
+def get_precision() -> str:
+    """The current precision setting ("fast" or "exact"), see :func:`set_precision`."""
+    from . import _config
+    return _config.precision()
+
+
 def clear_kernel_cache() -> None:
     """Forget every compiled kernel and call plan, and reset the counts."""
     _functional.clear_plans()
     _CACHE.clear()
 
 
-__all__ = ["conv3d", "autotune", "autotune_info", "clear_autotune", "conv3d_backward", "conv_transpose3d", "conv_transpose3d_backward", "Conv3d", "ConvTranspose3d", "warmup", "numba_settings", "kernel_cache_info", "cpu_info", "clear_kernel_cache", "__version__"]
+__all__ = ["conv3d", "autotune", "autotune_info", "clear_autotune", "set_precision", "get_precision", "conv3d_backward", "conv_transpose3d", "conv_transpose3d_backward", "Conv3d", "ConvTranspose3d", "warmup", "numba_settings", "kernel_cache_info", "cpu_info", "clear_kernel_cache", "__version__"]

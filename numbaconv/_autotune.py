@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from . import _cpu
+from . import _config, _cpu
 from .kernels.registry import FORWARD, REGISTRY, WEIGHT_GRAD
 
 #: Timing rounds; each times every candidate once, interleaved so that a noisy spell on
@@ -60,7 +60,8 @@ def path() -> str:
 
 def layer_class(spec, computes) -> str:
     """The key choices are stored under: layers that differ only within a power of two
-    of channels or output positions share it (their best kernel is the same)."""
+    of channels or output positions share it (their best kernel is the same). Each
+    precision setting keeps its own choices."""
     def bucket(n):
         return 1 << max(0, (n - 1).bit_length())
 
@@ -69,7 +70,8 @@ def layer_class(spec, computes) -> str:
     return (f"{computes} {np.dtype(spec.compute_dtype).name} groups={'1' if spec.groups == 1 else 'n'} "
             f"cin/g~{bucket(spec.in_per_group)} cout/g~{bucket(spec.out_per_group)} "
             f"kernel={triple(map(str, spec.kernel))} stride={triple(map(str, spec.stride))} "
-            f"dilation={triple(map(str, spec.dilation))} positions~{bucket(positions)}")
+            f"dilation={triple(map(str, spec.dilation))} positions~{bucket(positions)} "
+            f"precision={_config.precision()}")
 
 
 def _load() -> dict:
@@ -103,7 +105,7 @@ def _record(spec, computes) -> dict | None:
     if not isinstance(record, dict):
         return None
     kernel = REGISTRY.get(record.get("kernel"))
-    if kernel is None or kernel.computes != computes:
+    if kernel is None or kernel.computes != computes or not _permitted(kernel, spec):
         return None
     return dict(record, stored=True)
 
@@ -148,8 +150,17 @@ def candidates(spec, computes) -> list[str]:
         names = [rule, "wgrad_direct", _dispatch.blocked_variant(spec, computes), "wgrad_gemm"]
     else:
         names = [rule, _dispatch.blocked_variant(spec), "gemm", "direct"]
+        names.append("winograd")
     fits = spec.plane_bytes <= _dispatch.PLANE_BYTES_LIMIT
-    return [n for n in dict.fromkeys(names) if fits or not REGISTRY[n].plane_memory]
+    return [n for n in dict.fromkeys(names) if _permitted(REGISTRY[n], spec)
+            and (fits or not REGISTRY[n].plane_memory)]
+
+
+def _permitted(kernel, spec) -> bool:
+    """``kernel`` computes ``spec`` and the precision setting lets ``auto`` run it."""
+    if kernel.supports is not None and kernel.supports(spec) is not None:
+        return False
+    return kernel.direct_sums or _config.precision() == "fast"
 
 
 def _operands(spec, computes, rng):

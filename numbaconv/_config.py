@@ -23,3 +23,24 @@ def env_flag(name: str, default: bool = True) -> bool:
     if value is None:
         return default
     return value.strip().lower() not in _OFF
+
+
+#: What ``algorithm="auto"`` may trade for speed: "fast" lets it pick kernels that round
+#: differently from the direct sums (Winograd: a few times the direct kernels' rounding
+#: error, bounded in the README), "exact" keeps it to kernels that sum the products
+#: themselves. Set by ``NUMBACONV_PRECISION`` at import, or ``numbaconv.set_precision``.
+PRECISIONS = ("fast", "exact")
+_precision = os.environ.get("NUMBACONV_PRECISION", "fast").strip().lower() or "fast"
+if _precision not in PRECISIONS:
+    raise ValueError(f"NUMBACONV_PRECISION must be one of {PRECISIONS}, got {_precision!r}")
+
+
+def precision() -> str:
+    return _precision
+
+
+def set_precision(value: str) -> str:
+    """Set the process-wide precision (checked by the caller); returns the previous one."""
+    global _precision
+    previous, _precision = _precision, value
+    return previous

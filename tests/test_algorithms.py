@@ -84,7 +84,8 @@ def test_auto_choices():
         return ConvSpec.from_args(x, w, None, 1, padding, 1, groups)[0]
     dense, depthwise = ("blocked{}x{}".format(*b) for b in _cpu.FORWARD_BLOCKS[_cpu.target().isa, 4])
     assert _dispatch.choose(spec(2, 3, (4, 4, 4), 1, 3, padding=0)) == "tiny"
-    assert _dispatch.choose(spec(1, 32, (32, 32, 32), 32, 3)) == dense
+    assert _dispatch.choose(spec(1, 32, (32, 32, 32), 32, 3)) == "winograd"
+    assert _dispatch.choose(spec(1, 16, (32, 32, 32), 16, 3)) == dense
     assert _dispatch.choose(spec(4, 96, (16, 28, 28), 96, 3, groups=96)) == depthwise
     # huge padding: the GEMM path, whose buffers do not grow with the padding
     huge = spec(1, 1, (4, 4, 4), 1, 3, padding=(0, 20000, 20000))
@@ -93,7 +94,7 @@ def test_auto_choices():
     # deep layers on tiny volumes (positions < reduction terms / 16): GEMM
     assert _dispatch.choose(spec(1, 512, (2, 7, 7), 512, 3)) == "gemm"
     assert _dispatch.choose(spec(1, 256, (4, 14, 14), 256, 3)) == dense
-    assert _dispatch.choose(spec(2, 128, (8, 28, 28), 128, 3)) == dense
+    assert _dispatch.choose(spec(2, 128, (8, 28, 28), 128, 3)) == "winograd"
     # few taps per input channel on many channels: GEMM
     assert _dispatch.choose(spec(1, 64, (8, 16, 16), 64, 1, padding=0)) == "gemm"
     # weight gradient: GEMM from WEIGHT_GRAD_GEMM_TERMS outputs per group, else blocked

@@ -59,6 +59,12 @@ class Kernel:
     #: The family this kernel is one shape of (e.g. "blocked"): users name the family,
     #: and the dispatcher picks the shape that fits the target CPU.
     variant_of: str | None = None
+    #: ``supports(spec)``: None if the kernel computes ``spec``, else why not (kernels
+    #: for some layers only; None here means every layer).
+    supports: Callable | None = None
+    #: Sums every product itself (rounding as any order of the direct sums). False for
+    #: transform methods, which ``auto`` runs only under ``set_precision("fast")``.
+    direct_sums: bool = True
 
     def dispatcher(self):
         """The numba dispatcher (imported now if it was declared by name)."""

@@ -1,0 +1,181 @@
+"""The Winograd F(2x2x2, 3x3x3) kernel: exact to the rounding bound on every layer it
+takes (any padding, groups, odd sizes, padding modes), its error as channels grow,
+MegEngine's golden outputs, the same bits at every thread count, the precision switch
+that keeps ``auto`` from it, and clear errors where it does not apply."""
+import glob
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import numbaconv as nc
+from numbaconv import _autotune, _dispatch
+from numbaconv._spec import ConvSpec
+from numbaconv.reference import conv3d_reference
+from helpers import (GOLDEN_DATA, assert_matches_reference, assert_runs_bitwise_equal, describe,
+                     last_json, load_golden, make_case, outputs_per_thread_count, python_env,
+                     run_script)
+
+
+@st.composite
+def winograd_layers(draw):
+    """A random 3x3x3 stride-1 layer: sizes from 1, paddings 0-3 per axis, groups."""
+    groups = draw(st.integers(1, 3))
+    cin = groups * draw(st.integers(1, 4))
+    cout = groups * draw(st.integers(1, 4))
+    padding = tuple(draw(st.integers(0, 3)) for _ in range(3))
+    size = tuple(draw(st.integers(max(1, 3 - 2 * p), 10)) for p in padding)
+    batch = draw(st.integers(1, 2))
+    return batch, cin, size, cout, 3, 1, padding, 1, groups
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layer=winograd_layers(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**32 - 1))
+def test_matches_the_reference_on_random_layers(layer, dtype, seed):
+    x, w, b, args = make_case(np.random.default_rng(seed), *layer, dtype=dtype)
+    out = nc.conv3d(x, w, b, algorithm="winograd", **args)
+    assert out.dtype == dtype
+    assert_matches_reference(out, x, w, b, **args)
+
+
+@pytest.mark.parametrize("padding, padding_mode", [("same", "zeros"), ((1, 0, 2), "zeros"),
+                                                   (1, "reflect"), (2, "circular"),
+                                                   (1, "replicate")])
+def test_padding_forms(rng, padding, padding_mode):
+    x = rng.standard_normal((1, 5, 7, 6, 9))
+    w = rng.standard_normal((6, 5, 3, 3, 3))
+    args = dict(padding=padding, padding_mode=padding_mode)
+    out = nc.conv3d(x, w, algorithm="winograd", **args)
+    np.testing.assert_allclose(out, conv3d_reference(x, w, **args), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cin", [16, 128, 512])
+def test_float32_error_stays_within_the_documented_bound(rng, cin):
+    """max |error| <= 1e-5 * max |y| for unit-normal input and MegEngine's default
+    initialisation (uniform, bound 1/sqrt(fan-in)), up to 512 input channels; and within
+    a small factor of the direct kernel's own error."""
+    x = rng.standard_normal((1, cin, 6, 6, 6)).astype(np.float32)
+    bound = 1 / np.sqrt(cin * 27)
+    w = rng.uniform(-bound, bound, (16, cin, 3, 3, 3)).astype(np.float32)
+    expected = conv3d_reference(x, w, padding=1)
+    scale = np.abs(expected).max()
+    winograd = np.abs(nc.conv3d(x, w, padding=1, algorithm="winograd") - expected).max()
+    direct = np.abs(nc.conv3d(x, w, padding=1, algorithm="direct") - expected).max()
+    assert winograd <= 1e-5 * scale
+    assert winograd <= 4 * direct
+
+
+GOLDEN = [p for p in sorted(glob.glob(os.path.join(GOLDEN_DATA, "conv3d_*.npz")))
+          if "_f16_" not in p]
+
+
+def _golden_winograd_cases():
+    cases = []
+    for path in GOLDEN:
+        z, meta = load_golden(path)
+        if (meta.get("kind") == "conv3d" and z["weight"].shape[-3:] == (3, 3, 3)
+                and meta["stride"] in (1, [1, 1, 1]) and meta["dilation"] in (1, [1, 1, 1])):
+            cases.append(path)
+    return cases
+
+
+@pytest.mark.parametrize("path", _golden_winograd_cases(), ids=os.path.basename)
+def test_megengine_golden_outputs(path):
+    z, meta = load_golden(path)
+    bias = z["bias"] if "bias" in z.files else None
+    args = dict(stride=meta["stride"], padding=meta["padding"], dilation=meta["dilation"],
+                groups=meta["groups"])
+    out = nc.conv3d(z["inp"], z["weight"], bias, algorithm="winograd", **args)
+    expected = z["out"]
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5 * scale)
+    assert_matches_reference(out, z["inp"], z["weight"], bias, **args)
+
+
+def test_golden_files_include_winograd_layers():
+    assert len(_golden_winograd_cases()) >= 3
+
+
+def test_same_bits_at_every_thread_count(tmp_path):
+    runs = outputs_per_thread_count(tmp_path, """
+        import sys
+        import numpy as np, numbaconv as nc
+        rng = np.random.default_rng(3)
+        x = rng.standard_normal((2, 40, 9, 12, 11)).astype(np.float32)
+        w = rng.standard_normal((36, 40, 3, 3, 3)).astype(np.float32)
+        out = nc.conv3d(x, w, padding=1, algorithm="winograd")
+        gi, _, _ = nc.conv3d_backward(np.ones_like(out), x, w, padding=1, algorithm="winograd",
+                                      need_weight_grad=False)
+        np.savez(sys.argv[1], out=out, grad_input=gi)
+    """, thread_counts=(1, 2, 2))
+    assert_runs_bitwise_equal(runs)
+
+
+def test_input_gradient_runs_on_it(rng):
+    """The input gradient of a 3x3x3 stride-1 layer is a 3x3x3 stride-1 convolution."""
+    x = rng.standard_normal((1, 6, 5, 7, 6))
+    w = rng.standard_normal((4, 3, 3, 3, 3))
+    grad_out = rng.standard_normal((1, 4, 5, 7, 6))
+    fast = nc.conv3d_backward(grad_out, x, w, padding=1, groups=2, algorithm="winograd")[0]
+    direct = nc.conv3d_backward(grad_out, x, w, padding=1, groups=2, algorithm="direct")[0]
+    np.testing.assert_allclose(fast, direct, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("args", [dict(stride=2), dict(dilation=2, padding=2)])
+def test_other_layers_are_refused_with_the_reason(rng, args):
+    x = rng.standard_normal((1, 2, 8, 8, 8))
+    with pytest.raises(ValueError, match="3x3x3 kernels with stride 1 and dilation 1"):
+        nc.conv3d(x, rng.standard_normal((2, 2, 3, 3, 3)), algorithm="winograd", **args)
+    with pytest.raises(ValueError, match="3x3x3"):
+        nc.conv3d(x, rng.standard_normal((2, 2, 1, 3, 3)), algorithm="winograd")
+
+
+def _big_layer():
+    x = np.zeros((1, 32, 16, 16, 16), np.float32)
+    w = np.zeros((32, 32, 3, 3, 3), np.float32)
+    return ConvSpec.from_args(x, w, None, 1, 1)[0]
+
+
+def test_auto_uses_it_only_when_permitted():
+    spec = _big_layer()
+    assert nc.get_precision() == "fast"
+    assert _dispatch.choose(spec) == "winograd"
+    assert "winograd" in _autotune.candidates(spec, "forward")
+    try:
+        assert nc.set_precision("exact") == "fast"
+        assert nc.get_precision() == "exact"
+        assert _dispatch.choose(spec) == _dispatch.blocked_variant(spec)
+        assert "winograd" not in _autotune.candidates(spec, "forward")
+    finally:
+        nc.set_precision("fast")
+    small = ConvSpec.from_args(np.zeros((1, 32, 4, 4, 4), np.float32),
+                               np.zeros((32, 32, 3, 3, 3), np.float32), None, 1, 1)[0]
+    assert _dispatch.choose(small) != "winograd"  # too few tiles to pay for the transform
+
+
+def test_precision_switch_is_checked():
+    with pytest.raises(ValueError, match="precision"):
+        nc.set_precision("Exact")
+    with pytest.raises(ValueError, match="precision"):
+        nc.set_precision("highest")
+    assert nc.get_precision() == "fast"
+
+
+def test_precision_environment_variable(tmp_path):
+    source = """
+        import json
+        import numpy as np, numbaconv as nc
+        from numbaconv import _dispatch
+        from numbaconv._spec import ConvSpec
+        spec = ConvSpec.from_args(np.zeros((1, 32, 16, 16, 16), np.float32),
+                                  np.zeros((32, 32, 3, 3, 3), np.float32), None, 1, 1)[0]
+        print(json.dumps({"precision": nc.get_precision(), "choice": _dispatch.choose(spec)}))
+    """
+    proc = run_script(tmp_path, source, env=python_env(NUMBACONV_PRECISION="exact"))
+    assert proc.returncode == 0, describe(proc)
+    assert last_json(proc)["precision"] == "exact"
+    assert last_json(proc)["choice"] != "winograd"
+    proc = run_script(tmp_path, source, env=python_env(NUMBACONV_PRECISION="sloppy"))
+    assert proc.returncode != 0 and "NUMBACONV_PRECISION" in proc.stderr
