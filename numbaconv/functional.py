@@ -50,7 +50,8 @@ def conv3d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         padding_mode: "zeros" (MegEngine's only mode), or PyTorch's "reflect",
             "replicate" or "circular" (with PyTorch's limits on the padding size).
         algorithm: "auto" (default), or force one of "direct", "direct_serial", "tiny",
-            "blocked", "gemm" (for tests and benchmarks).
+            "blocked", "gemm" or "winograd" (3x3x3, stride 1, dilation 1 only). ``auto``
+            runs Winograd only while ``numbaconv.get_precision() == "fast"``.
 
     Returns:
         (N, Cout, Do, Ho, Wo) array with ``Do = (D + 2*pD - dD*(kD-1) - 1) // sD + 1``
