@@ -1,15 +1,23 @@
 """The backward passes, derived from a forward :class:`ConvSpec` and run on the
 dispatcher's kernels.
 
-- The input gradient (and so the transposed convolution) is a forward convolution of
-  grad_output, zero-stuffed by the stride and padded, with the weight flipped and its
-  channel axes swapped. It runs on the forward kernels and plans.
+- The input gradient (and so the transposed convolution) is a sum over the forward
+  convolution's output positions scattered back through the weight. With stride ``s``
+  it splits into ``s`` phases per axis (input positions ``r, r + s, r + 2s, ...``): each
+  phase receives only the taps ``t`` with ``(r + p - t*d) % s == 0``, and is a dense
+  stride-1 correlation of grad_output with that sub-kernel, flipped, with the channel
+  axes swapped (:func:`input_grad_phases`). No zero-stuffed buffer and no product with
+  a stuffed zero; stride 1 is the one-phase case. Each phase runs on the forward
+  kernels and plans.
 - The weight gradient is a correlation of the input with grad_output, on the
-  weight-gradient kernels (``_dispatch.choose(spec, WEIGHT_GRAD)``).
+  weight-gradient kernels (``_dispatch.choose(spec, WEIGHT_GRAD)``), which read the
+  strided positions directly.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+import itertools
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -18,36 +26,72 @@ from ._spec import ConvSpec
 from .kernels.registry import WEIGHT_GRAD
 
 
-def transposed_spec(spec: ConvSpec) -> ConvSpec:
-    """The forward convolution that computes ``spec``'s input gradient from the
-    zero-stuffed, padded grad_output (see :func:`stuffed_grad_output`)."""
-    size = tuple(i + s - 1 for i, s in zip(spec.in_size, spec.span))
-    return replace(spec, in_channels=spec.out_channels, out_channels=spec.in_channels,
-                   in_size=size, stride=(1, 1, 1), padding=(0, 0, 0), padding_hi=(0, 0, 0),
-                   flip=False, padding_mode="zeros")
+@dataclass(frozen=True)
+class AxisPhase:
+    """One phase of one axis: input positions ``first, first + stride, ...`` (``count``
+    of them) receive taps ``taps`` (ascending) of grad_output read from ``crop_lo`` to
+    ``length - crop_hi``, as a stride-1 correlation with the reversed taps, dilation
+    ``dilation`` and zero padding ``pad_lo``/``pad_hi``."""
+
+    first: int
+    count: int
+    taps: tuple
+    dilation: int
+    crop_lo: int
+    crop_hi: int
+    pad_lo: int
+    pad_hi: int
 
 
-def stuffed_grad_output(spec: ConvSpec, grad_out: np.ndarray) -> np.ndarray:
-    """grad_out with stride-1 zeros between its elements, placed so that a valid
-    cross-correlation with the flipped weight gives the input gradient.
+def axis_phases(in_length, out_length, kernel, stride, dilation, padding) -> list:
+    """The phases of one axis (see :class:`AxisPhase`); a phase whose positions no tap
+    reaches (or that reads only outside grad_output) has no taps: it is zero.
 
-    Output position ``o`` feeds input ``o*s + t*d - p`` through tap ``t``; with the kernel
-    flipped that is position ``o*s + d*(k-1) - p`` of the stuffed array. Elements that
-    land outside it feed no input position and are dropped.
+    Input position ``o = r + s*j`` receives grad_output ``i = j + (r + p - t*d) / s``
+    through tap ``t`` whenever that is an integer. Those taps step by ``s/g`` (g =
+    gcd(s, d)) and their ``i`` by ``d/g``, so reversed they form a correlation with
+    dilation ``d/g`` whose window starts at ``c0 - (K-1)*d/g``.
     """
-    size = transposed_spec(spec).in_size
-    stuffed = np.zeros(grad_out.shape[:2] + size, grad_out.dtype)
-    dst, src = [slice(None)] * 2, [slice(None)] * 2
-    for length, out, span, s, p in zip(size, spec.out_size, spec.span, spec.stride, spec.padding):
-        lead = span - 1 - p
-        first = max(0, -(lead // s))  # the first o with o*s + lead >= 0
-        last = min(out, (length - 1 - lead) // s + 1)  # past the last inside
-        count = max(0, last - first)
-        start = first * s + lead
-        dst.append(slice(start, start + (count - 1) * s + 1, s) if count else slice(0, 0))
-        src.append(slice(first, first + count))
-    stuffed[tuple(dst)] = grad_out[tuple(src)]
-    return stuffed
+    phases = []
+    for r in range(min(stride, in_length)):
+        count = -(-(in_length - r) // stride)
+        taps = tuple(t for t in range(kernel) if (r + padding - t * dilation) % stride == 0)
+        if not taps:
+            phases.append(AxisPhase(r, count, (), 1, 0, 0, 0, 0))
+            continue
+        step = dilation // math.gcd(stride, dilation)
+        start = (r + padding - taps[0] * dilation) // stride - (len(taps) - 1) * step
+        pad_lo = -start
+        # the correlation's output length, in + lo + hi - (K-1)*step, must be count
+        pad_hi = count - out_length - pad_lo + (len(taps) - 1) * step
+        crop_lo, crop_hi = max(0, -pad_lo), max(0, -pad_hi)
+        if out_length - crop_lo - crop_hi < 1:  # every window lies outside grad_output
+            phases.append(AxisPhase(r, count, (), 1, 0, 0, 0, 0))
+            continue
+        phases.append(AxisPhase(r, count, taps, step, crop_lo, crop_hi, max(0, pad_lo),
+                                max(0, pad_hi)))
+    return phases
+
+
+def input_grad_phases(spec: ConvSpec) -> list:
+    """[(per-axis AxisPhase triple, the phase's forward ConvSpec or None if it is zero)]
+    covering every input position once."""
+    axes = [axis_phases(*args) for args in zip(spec.in_size, spec.out_size, spec.kernel,
+                                                spec.stride, spec.dilation, spec.padding)]
+    result = []
+    for phase in itertools.product(*axes):
+        if any(not p.taps for p in phase):
+            result.append((phase, None))
+            continue
+        size = tuple(o - p.crop_lo - p.crop_hi for o, p in zip(spec.out_size, phase))
+        sub = replace(spec, in_channels=spec.out_channels, out_channels=spec.in_channels,
+                      in_size=size, kernel=tuple(len(p.taps) for p in phase), stride=(1, 1, 1),
+                      padding=tuple(p.pad_lo for p in phase),
+                      padding_hi=tuple(p.pad_hi for p in phase),
+                      dilation=tuple(p.dilation for p in phase), flip=False,
+                      padding_mode="zeros")
+        result.append((phase, sub))
+    return result
 
 
 def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="auto") -> np.ndarray:
@@ -55,13 +99,27 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
 
     grad_out: (N, Cout, Do, Ho, Wo) and w6: (G, Cout/G, Cin/G, kD, kH, kW) (already
     flipped for ``conv_mode="convolution"``), both C-contiguous in the compute dtype.
+    ``algorithm`` is forced on every phase.
     """
     dtype = spec.compute_dtype
     out = np.empty(spec.in_shape, dtype)
-    if out.size:
-        flipped = np.ascontiguousarray(w6.transpose(0, 2, 1, 3, 4, 5)[..., ::-1, ::-1, ::-1])
-        _dispatch.plan_for(transposed_spec(spec), algorithm).run(
-            stuffed_grad_output(spec, grad_out), flipped, np.zeros(spec.in_channels, dtype), out)
+    if not out.size:
+        return out
+    swapped = w6.transpose(0, 2, 1, 3, 4, 5)  # (G, Cin/G, Cout/G, k): Cin is the output here
+    zeros = np.zeros(spec.in_channels, dtype)
+    for phase, sub in input_grad_phases(spec):
+        where = (slice(None), slice(None)) + tuple(slice(p.first, None, s)
+                                                   for p, s in zip(phase, spec.stride))
+        if sub is None:
+            out[where] = 0
+            continue
+        d, h, w = (np.array(p.taps[::-1]) for p in phase)
+        weight = np.ascontiguousarray(swapped[..., d[:, None, None], h[None, :, None], w[None, None, :]])
+        source = np.ascontiguousarray(grad_out[(slice(None), slice(None)) + tuple(
+            slice(p.crop_lo, length - p.crop_hi) for p, length in zip(phase, spec.out_size))])
+        result = np.empty(sub.out_shape, dtype)
+        _dispatch.plan_for(sub, algorithm).run(source, weight, zeros, result)
+        out[where] = result
     return out
 
 

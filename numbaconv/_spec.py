@@ -215,14 +215,17 @@ class ConvParams:
                 )
         else:
             padding = as_triple("padding", padding, 0)
+        dilation = as_triple("dilation", dilation, 1)
         if output_padding is not None:
             output_padding = as_triple("output_padding", output_padding, 0)
-            if any(op >= s for op, s in zip(output_padding, stride)):
+            # PyTorch's rule: below the stride or the dilation (either picks one of the
+            # output sizes whose input gradient has inp's shape).
+            if any(op >= max(s, d) for op, s, d in zip(output_padding, stride, dilation)):
                 raise ValueError(
-                    f"output_padding must be smaller than stride on every axis, got "
-                    f"output_padding={output_padding} with stride={stride}"
+                    f"output_padding must be smaller than stride or dilation on every axis, "
+                    f"got output_padding={output_padding} with stride={stride} and "
+                    f"dilation={dilation}"
                 )
-        dilation = as_triple("dilation", dilation, 1)
         groups = as_positive_int("groups", groups)
         # MegEngine compares conv_mode case-insensitively; padding_mode is PyTorch's and
         # case-sensitive there.
@@ -278,6 +281,10 @@ class ConvSpec:
     padding_hi: tuple[int, int, int] = None
     #: How the padding is filled: a key of ``PADDING_MODES``.
     padding_mode: str = "zeros"
+    #: Transposed convolutions only: positions after ``in_size`` on each axis that no
+    #: input reaches (the part of ``output_padding`` beyond a multiple of the stride);
+    #: the transposed output has ``in_size + tail`` and they hold the bias alone.
+    tail: tuple[int, int, int] = (0, 0, 0)
 
     def __post_init__(self):
         if self.padding_hi is None:
@@ -442,17 +449,23 @@ class ConvSpec:
         batch, in_channels, in_size = _check_input(inp)
         # The weight is the forward convolution's: (Cin, Cout/G, k) there is (Cout, Cin/G, k) here.
         out_channels, kernel = _check_weight(weight, in_channels, params.groups, transposed=True)
+        # output_padding may reach past the stride (below the dilation, PyTorch's rule);
+        # whole strides of it are a tail no input reaches, and the forward convolution
+        # whose input gradient this is covers the rest.
+        tail = tuple(op - op % s for op, s in zip(params.output_padding, params.stride))
         out_size = tuple(map(transposed_length, in_size, params.stride, params.padding,
                              dilated_span(kernel, params.dilation),
-                             params.output_padding))
+                             (op % s for op, s in zip(params.output_padding, params.stride))))
         if min(out_size) < 1:
             raise ValueError(
-                f"the transposed convolution's output would have spatial size {out_size}: "
-                f"padding={params.padding} is too large for inp of shape {inp.shape}"
+                f"the transposed convolution's output would have spatial size "
+                f"{tuple(o + t for o, t in zip(out_size, tail))} with no position reached by "
+                f"the input: padding={params.padding} is too large for inp of shape {inp.shape}"
             )
         spec = cls(batch=batch, in_channels=out_channels, out_channels=in_channels,
                    groups=params.groups, in_size=out_size, kernel=kernel, stride=params.stride,
-                   padding=params.padding, dilation=params.dilation, flip=False, dtype=dtype)
+                   padding=params.padding, dilation=params.dilation, flip=False, dtype=dtype,
+                   tail=tail)
         if bias is not None:
             bias = _check_bias(bias, spec.in_channels)
         return spec, inp, weight, bias
@@ -462,11 +475,16 @@ class ConvSpec:
         output's, or for a transposed convolution (``spec`` from :meth:`for_transpose`)
         its output's, which is this spec's input shape."""
         grad_output = check_array("grad_output", grad_output)
-        shape, what = ((self.in_shape, "the transposed convolution's output") if transposed
+        shape, what = ((self.transposed_shape, "the transposed convolution's output") if transposed
                        else (self.out_shape, "the forward output's"))
         if grad_output.shape != shape:
             raise ValueError(f"grad_output must have {what} shape {shape}, got {grad_output.shape}")
         return grad_output
+
+    @property
+    def transposed_shape(self) -> tuple:
+        """A transposed convolution's output shape (``spec`` from :meth:`for_transpose`)."""
+        return (self.batch, self.in_channels) + tuple(n + t for n, t in zip(self.in_size, self.tail))
 
     def check_bias(self, bias) -> np.ndarray:
         """``bias`` of shape (1, Cout, 1, 1, 1) or (Cout,), returned as a (Cout,) array."""

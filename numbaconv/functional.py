@@ -210,7 +210,8 @@ def autotune(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     (same arguments) on this CPU, and store the fastest for the layer's class, so that
     ``auto`` runs it from now on, in this process and later ones.
 
-    ``backward``: tune the input and weight gradients too. ``force``: time again a class
+    ``backward``: tune the input and weight gradients too (the input gradient's
+    record is a list: one per stride phase, see ``numbaconv._backward``). ``force``: time again a class
     that has a stored choice. Returns ``{"forward": record, ...}``, each record with the
     kernel chosen and each candidate's median seconds. The choices are kept in
     ``autotune_info()["path"]``; ``clear_autotune()`` removes them (see the README).
@@ -225,7 +226,8 @@ def autotune(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         return {}
     records = {"forward": _autotune.tune(spec, FORWARD, force)}
     if backward:
-        records["input_grad"] = _autotune.tune(_backward.transposed_spec(spec), FORWARD, force)
+        records["input_grad"] = [_autotune.tune(sub, FORWARD, force)
+                                 for _, sub in _backward.input_grad_phases(spec) if sub is not None]
         records["weight_grad"] = _autotune.tune(spec, WEIGHT_GRAD, force)
     clear_plans()  # plans made before this may hold another kernel
     return records
@@ -251,6 +253,8 @@ def conv_transpose3d(inp, weight, bias=None, stride=1, padding=0, output_padding
                                                      output_padding, dilation, groups)
     dtype = spec.compute_dtype
     out = _backward.grad_input(spec, _operand(inp, dtype), prepare_weight(spec, weight), algorithm)
+    if any(spec.tail):
+        out = np.pad(out, ((0, 0), (0, 0)) + tuple((0, t) for t in spec.tail))
     if bias is not None:
         out += _operand(bias, dtype).reshape(1, -1, 1, 1, 1)
     return out.astype(spec.dtype, copy=False)
@@ -271,10 +275,11 @@ def conv_transpose3d_backward(grad_output, inp, weight, stride=1, padding=0, out
     # ``inp`` the output gradient.
     grad_output = spec.check_grad_output(grad_output, transposed=True)
     dtype = spec.compute_dtype
-    x = _operand(grad_output, dtype)
+    # The tail (output_padding past the stride) reaches no input: only the bias sees it.
+    x = _operand(grad_output[(Ellipsis,) + tuple(slice(0, n) for n in spec.in_size)], dtype)
     grad_input = grad_weight = None
     if need_input_grad:
         grad_input = ForwardPlan(spec, algorithm)(x, weight, None)
     if need_weight_grad:
         grad_weight = _weight_grad(spec, x, _operand(inp, dtype), weight)
-    return grad_input, grad_weight, _bias_grad(spec, x)
+    return grad_input, grad_weight, _bias_grad(spec, grad_output)

@@ -1,6 +1,7 @@
 """Gradients and the transposed convolution, against MegEngine's gradients, exact
 directional derivatives of the float64 reference, and torch autograd."""
 import glob
+import math
 import os
 
 import numpy as np
@@ -254,6 +255,85 @@ def test_matches_torch_autograd(name, rng):
     np.testing.assert_allclose(gi, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(gw.reshape(wt.shape), wt.grad.numpy(), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(gb.reshape(-1), bt.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+# ---- The input gradient by stride phases ------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(in_length=st.integers(1, 20), out_length=st.integers(1, 12), kernel=st.integers(1, 5),
+       stride=st.integers(1, 4), dilation=st.integers(1, 4), padding=st.integers(0, 6))
+def test_axis_phases_cover_each_position_once_with_exactly_its_taps(in_length, out_length, kernel,
+                                                                      stride, dilation, padding):
+    """Phase r's position first + s*j gets tap taps[K-1-m] from grad_output index
+    j - pad_lo + crop_lo + m*dilation: exactly the (i, t) with o = i*s + t*d - p."""
+    seen = {}
+    for phase in _backward.axis_phases(in_length, out_length, kernel, stride, dilation, padding):
+        for j in range(phase.count):
+            o = phase.first + stride * j
+            assert o not in seen
+            pairs = set()
+            for m, t in enumerate(phase.taps[::-1]):
+                i = j - phase.pad_lo + phase.crop_lo + m * phase.dilation
+                if 0 <= i < out_length:
+                    pairs.add((i, t))
+            seen[o] = pairs
+    assert sorted(seen) == list(range(in_length))
+    for o, pairs in seen.items():
+        expected = {(i, t) for i in range(out_length) for t in range(kernel)
+                    if i * stride + t * dilation - padding == o}
+        assert pairs == expected
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (3, 2, 1), ((3, 2, 1), (1, 2, 3), 0)])
+def test_strided_input_gradient_does_no_work_on_zeros(kernel, stride, padding):
+    """The phases' products are a 1/(sD*sH*sW) share of a zero-stuffed grad_output's
+    (every input position times every tap)."""
+    k = kernel if isinstance(kernel, tuple) else (kernel,) * 3
+    x = np.zeros((1, 8, 12, 12, 12), np.float32)
+    w = np.zeros((16, 8) + k, np.float32)
+    spec = ConvSpec.from_args(x, w, None, stride, padding)[0]
+    phases = [sub for _, sub in _backward.input_grad_phases(spec) if sub is not None]
+    stuffed = 2 * spec.batch * math.prod(spec.in_size) * spec.in_channels * spec.out_per_group * math.prod(k)
+    assert sum(sub.flops for sub in phases) <= stuffed / math.prod(spec.stride)
+    assert all(sub.stride == (1, 1, 1) for sub in phases)
+
+
+@pytest.mark.parametrize("args", [
+    dict(stride=2, padding=0, output_padding=0, dilation=1, kernel=2),           # decoder k2 s2
+    dict(stride=2, padding=1, output_padding=1, dilation=1, kernel=3),           # decoder k3 s2 op1
+    dict(stride=(3, 2, 1), padding=0, output_padding=(2, 3, 1), dilation=4, kernel=3),  # op < dilation
+    dict(stride=(1, 3, 4), padding=(2, 0, 1), output_padding=(0, 2, 3), dilation=(2, 1, 1), kernel=(3, 2, 1)),
+])
+def test_transposed_strided_and_dilated_match_torch(args, rng):
+    """PyTorch's output_padding rule (smaller than the stride or the dilation) and
+    phases with no taps (stride > kernel) included; forward and backward."""
+    torch = pytest.importorskip("torch")
+    args = dict(args)
+    k = args.pop("kernel")
+    k = k if isinstance(k, tuple) else (k,) * 3
+    x = rng.standard_normal((2, 6, 4, 5, 3))
+    w = rng.standard_normal((6, 4) + k)
+    b = rng.standard_normal(4)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    out = torch.nn.functional.conv_transpose3d(xt, wt, bt, **args)
+    np.testing.assert_allclose(nc.conv_transpose3d(x, w, b, **args), out.detach().numpy(),
+                               rtol=1e-10, atol=1e-10)
+    grad_out = rng.standard_normal(out.shape)
+    out.backward(torch.from_numpy(grad_out))
+    gi, gw, gb = nc.conv_transpose3d_backward(grad_out, x, w, **args)
+    np.testing.assert_allclose(gi, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gw, wt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gb.reshape(-1), bt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    module = nc.ConvTranspose3d(6, 4, k, **args)
+    module.weight, module.bias = w, b.reshape(1, 4, 1, 1, 1)  # float32 parameters
+    np.testing.assert_allclose(module(x), out.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_output_padding_must_be_below_stride_or_dilation(rng):
+    x = rng.standard_normal((1, 2, 3, 3, 3))
+    w = rng.standard_normal((2, 2, 3, 3, 3))
+    nc.conv_transpose3d(x, w, stride=1, dilation=3, output_padding=2)  # below the dilation
+    with pytest.raises(ValueError, match="smaller than stride or dilation"):
+        nc.conv_transpose3d(x, w, stride=2, dilation=3, output_padding=3)
 
 
 @pytest.mark.parametrize("groups", [1, 2])

@@ -13,7 +13,7 @@ import numpy as np
 
 import numbaconv
 from numbaconv import _dispatch
-from numbaconv._backward import transposed_spec
+from numbaconv._backward import input_grad_phases
 from numbaconv._spec import ConvSpec
 from numbaconv.reference import conv3d_reference
 
@@ -88,19 +88,12 @@ def bench_layer(shape, index: int, dtype: str, repeats, adaptive, torch, backwar
 
 
 def _algorithm_names(spec) -> tuple[str, str, str]:
-    """The algorithms ``auto`` picks for ``spec``: (forward, input gradient, weight gradient).
-
-    The one adapter to numbaconv's internals: ``_dispatch.choose(spec, problem)`` where it
-    exists, the older ``choose_algorithm`` / ``weight_grad_algorithm`` otherwise. The input
-    gradient is the forward convolution ``transposed_spec(spec)``."""
-    choose = getattr(_dispatch, "choose", None)
-    if choose is not None:
-        return (choose(spec, "forward"), choose(transposed_spec(spec), "forward"),
-                choose(spec, "weight_grad"))
-    from numbaconv._backward import weight_grad_algorithm
-
-    return (_dispatch.choose_algorithm(spec), _dispatch.choose_algorithm(transposed_spec(spec)),
-            weight_grad_algorithm(spec))
+    """The algorithms ``auto`` picks for ``spec``: (forward, input gradient, weight
+    gradient); the input gradient's phases (one per stride residue) joined by "+"."""
+    phases = [sub for _, sub in input_grad_phases(spec) if sub is not None]
+    input_grad = "+".join(dict.fromkeys(_dispatch.resolve(sub, "auto") for sub in phases))
+    return (_dispatch.resolve(spec, "auto"), input_grad or "zeros",
+            _dispatch.resolve(spec, "auto", "weight_grad"))
 
 
 def _forward_calls(x, w, b, args, torch):
