@@ -106,8 +106,11 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
     if not out.size:
         return out
     swapped = w6.transpose(0, 2, 1, 3, 4, 5)  # (G, Cin/G, Cout/G, k): Cin is the output here
+    phases = input_grad_phases(spec)
+    if _pointwise_phases(phases):
+        return _stacked_pointwise_phases(spec, phases, grad_out, swapped, algorithm, out)
     zeros = np.zeros(spec.in_channels, dtype)
-    for phase, sub in input_grad_phases(spec):
+    for phase, sub in phases:
         where = (slice(None), slice(None)) + tuple(slice(p.first, None, s)
                                                    for p, s in zip(phase, spec.stride))
         if sub is None:
@@ -120,6 +123,35 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
         result = np.empty(sub.out_shape, dtype)
         _dispatch.plan_for(sub, algorithm).run(source, weight, zeros, result)
         out[where] = result
+    return out
+
+
+def _pointwise_phases(phases) -> bool:
+    """Several phases, each one tap per axis reading all of grad_output unpadded (kernel
+    = stride, no padding, e.g. a k2 s2 decoder layer)."""
+    return len(phases) > 1 and all(
+        sub is not None and sub.kernel == (1, 1, 1) and sub.padding == sub.padding_hi == (0, 0, 0)
+        and all(p.crop_lo == p.crop_hi == 0 for p in phase) for phase, sub in phases)
+
+
+def _stacked_pointwise_phases(spec, phases, grad_out, swapped, algorithm, out):
+    """Pointwise phases as one pointwise convolution with every phase's output channels
+    stacked per group (one BLAS product instead of one small one per phase), then
+    scattered to the phases' positions. Each output element is the same sum as in its
+    own phase."""
+    groups, cin_g = spec.groups, spec.in_per_group
+    taps = [tuple(p.taps[0] for p in phase) for phase, _ in phases]
+    stacked = np.stack([swapped[..., d, h, w] for d, h, w in taps], axis=1)  # (G, P, Cin/G, Cout/G)
+    weight = np.ascontiguousarray(stacked.reshape(groups, len(taps) * cin_g, -1, 1, 1, 1))
+    sub = replace(phases[0][1], out_channels=groups * len(taps) * cin_g)
+    result = np.empty(sub.out_shape, out.dtype)
+    _dispatch.plan_for(sub, algorithm).run(grad_out, weight, np.zeros(sub.out_channels, out.dtype),
+                                           result)
+    result = result.reshape((spec.batch, groups, len(taps), cin_g) + sub.out_size)
+    for i, (phase, _) in enumerate(phases):
+        where = (slice(None), slice(None)) + tuple(slice(p.first, None, s)
+                                                   for p, s in zip(phase, spec.stride))
+        out[where] = result[:, :, i].reshape((spec.batch, spec.in_channels) + sub.out_size)
     return out
 
 

@@ -448,14 +448,20 @@ class _BlasLimit:
         self._lock = threading.Lock()
         self._users = 0
         self._limiter = None
+        self._controller = None
 
     @contextlib.contextmanager
     def __call__(self):
         with self._lock:
             if self._users == 0:
-                from threadpoolctl import threadpool_limits
+                if self._controller is None:
+                    # Finding the BLAS libraries reads /proc/self/maps: 1.2 ms, once per
+                    # call it was 10x the GEMM of a small layer. They are loaded by the
+                    # time a BLAS kernel runs (numba loads scipy's with the kernel).
+                    from threadpoolctl import ThreadpoolController
 
-                self._limiter = threadpool_limits(limits=1, user_api="blas")
+                    self._controller = ThreadpoolController()
+                self._limiter = self._controller.limit(limits=1, user_api="blas")
             self._users += 1
         try:
             yield

@@ -10,6 +10,8 @@ here (the dispatcher arranges it), or its threads would fight numba's.
 BLAS sums in its own order, so this path agrees with the direct kernels to rounding,
 not bitwise; its own result does not depend on the thread count.
 """
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -120,11 +122,20 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions):
 
 
 # ---- Declarations -----------------------------------------------------------------------
+#: Slabs per (sample, group) at least, where there are positions enough: small volumes
+#: (a 6^3 decoder layer is 216 positions) would otherwise be one work item on one thread.
+#: A function of the layer only, never of the thread count.
+MIN_SLABS = 8
+
+
 def slab_positions(spec) -> int:
     """Output positions per im2col slab: the slab (reduction x positions) and BLAS's
-    result (output channels x positions) each within ``SLAB_BYTES``."""
+    result (output channels x positions) each within ``SLAB_BYTES``, and at least
+    ``MIN_SLABS`` slabs per (sample, group) while each keeps >= 16 positions."""
     rows = max(spec.reduction, spec.out_per_group)
-    return max(16, SLAB_BYTES // (rows * spec.compute_dtype.itemsize))
+    by_memory = SLAB_BYTES // (rows * spec.compute_dtype.itemsize)
+    by_count = -(-math.prod(spec.out_size) // MIN_SLABS)
+    return max(16, min(by_memory, by_count))
 
 
 def launch_forward(run, spec, x, w6, bias, out):
