@@ -69,6 +69,9 @@ FORCED_PLANE_BYTES_LIMIT = 2 << 30
 #: below it the blocked kernel wins: f 64 vs 96, i 18 vs 31, d 10 vs 26, depthwise g 40
 #: vs 152, and c, 27648 outputs, is a tie at 406 vs 416).
 WEIGHT_GRAD_GEMM_TERMS = 10_000
+#: ...as long as its partial sums (one weight-sized array per chunk) stay within this:
+#: a 512 x 512 x 27 layer would otherwise add up to 16 copies of a 28 MB weight.
+WEIGHT_GRAD_GEMM_BYTES = 64 << 20
 #: Output tiles (2x2x2) from which the Winograd kernel's weight transform pays.
 WINOGRAD_TILES = 512
 #: Below this many FLOPs the tiny kernel (1.5 s to compile, not 5 s) is the lowest
@@ -96,7 +99,9 @@ def choose(spec, computes=FORWARD) -> str:
     if computes == WEIGHT_GRAD:
         if spec.plane_bytes > PLANE_BYTES_LIMIT:
             return "wgrad_gemm"  # its buffers do not grow with the padding
-        if spec.out_per_group * spec.in_per_group * math.prod(spec.kernel) >= WEIGHT_GRAD_GEMM_TERMS:
+        if (spec.out_per_group * spec.in_per_group * math.prod(spec.kernel) >= WEIGHT_GRAD_GEMM_TERMS
+                and gemm.weight_grad_chunks(spec) * spec.out_channels * spec.reduction
+                * spec.compute_dtype.itemsize <= WEIGHT_GRAD_GEMM_BYTES):
             return "wgrad_gemm"
         return blocked_variant(spec, computes)
     if spec.plane_bytes > PLANE_BYTES_LIMIT:

@@ -122,30 +122,40 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions):
 
 
 # ---- Declarations -----------------------------------------------------------------------
-#: Slabs per (sample, group) at least, where there are positions enough: small volumes
-#: (a 6^3 decoder layer is 216 positions) would otherwise be one work item on one thread.
-#: A function of the layer only, never of the thread count.
+#: Forward slabs per (sample, group) at least, where there are positions enough: small
+#: volumes (a 6^3 decoder layer is 216 positions) would otherwise be one work item on one
+#: thread. A function of the layer only, never of the thread count. (Not for the weight
+#: gradient, whose every slab adds into a whole weight-sized partial sum.)
 MIN_SLABS = 8
 
 
-def slab_positions(spec) -> int:
+def slab_positions(spec, min_slabs=1) -> int:
     """Output positions per im2col slab: the slab (reduction x positions) and BLAS's
     result (output channels x positions) each within ``SLAB_BYTES``, and at least
-    ``MIN_SLABS`` slabs per (sample, group) while each keeps >= 16 positions."""
+    ``min_slabs`` slabs per (sample, group) while each keeps >= 16 positions."""
     rows = max(spec.reduction, spec.out_per_group)
     by_memory = SLAB_BYTES // (rows * spec.compute_dtype.itemsize)
-    by_count = -(-math.prod(spec.out_size) // MIN_SLABS)
+    by_count = -(-math.prod(spec.out_size) // min_slabs)
     return max(16, min(by_memory, by_count))
+
+
+def weight_grad_chunks(spec) -> int:
+    """Partial sums of the weight gradient: ``WEIGHT_GRAD_CHUNKS``, or fewer when there
+    are fewer work items (each partial is a whole weight-sized array)."""
+    slabs = -(-math.prod(spec.out_size) // slab_positions(spec))
+    return min(WEIGHT_GRAD_CHUNKS, spec.batch * spec.groups * slabs)
 
 
 def launch_forward(run, spec, x, w6, bias, out):
     wmat = w6.reshape(w6.shape[0], w6.shape[1], -1)
-    run(readonly(x), readonly(wmat), readonly(bias), out, spec.kernel_geometry, slab_positions(spec))
+    run(readonly(x), readonly(wmat), readonly(bias), out, spec.kernel_geometry,
+        slab_positions(spec, MIN_SLABS))
 
 
 def launch_weight_grad(run, spec, x, grad_out):
     groups, cout_g = spec.groups, spec.out_per_group
-    partial = np.zeros((WEIGHT_GRAD_CHUNKS, groups, cout_g, spec.reduction), spec.compute_dtype)
+    # Big slabs (each adds into a whole weight-sized partial), as few partials as items.
+    partial = np.zeros((weight_grad_chunks(spec), groups, cout_g, spec.reduction), spec.compute_dtype)
     run(readonly(x), readonly(grad_out), partial, spec.kernel_geometry, slab_positions(spec))
     total = partial[0]
     for chunk in partial[1:]:  # a fixed order: the same sum at every thread count
