@@ -116,14 +116,21 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
         if sub is None:
             out[where] = 0
             continue
-        d, h, w = (np.array(p.taps[::-1]) for p in phase)
-        weight = np.ascontiguousarray(swapped[..., d[:, None, None], h[None, :, None], w[None, None, :]])
+        weight = np.ascontiguousarray(swapped[(Ellipsis,) + tuple(_reversed(p.taps) for p in phase)])
         source = np.ascontiguousarray(grad_out[(slice(None), slice(None)) + tuple(
             slice(p.crop_lo, length - p.crop_hi) for p, length in zip(phase, spec.out_size))])
         result = np.empty(sub.out_shape, dtype)
         _dispatch.plan_for(sub, algorithm).run(source, weight, zeros, result)
         out[where] = result
     return out
+
+
+def _reversed(taps) -> slice:
+    """A slice picking ``taps`` (an arithmetic progression) in reverse: a view, where an
+    index array would gather element by element (28 MB of weight took ~50 ms)."""
+    step = taps[1] - taps[0] if len(taps) > 1 else 1
+    stop = taps[0] - step
+    return slice(taps[-1], stop if stop >= 0 else None, -step)
 
 
 def _pointwise_phases(phases) -> bool:
