@@ -138,3 +138,18 @@ def test_cli_json():
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     check_structure(result, ["a"], 2, with_torch=result["torch_version"] is not None)
+
+
+def test_decoder_bench_runs_and_reports_each_layer(monkeypatch, capsys):
+    pytest.importorskip("torch")
+    from numbaconv.bench import decoder
+
+    monkeypatch.setattr(decoder, "REPEATS", 1)
+    monkeypatch.setattr(decoder, "TRANSPOSED", (("T 8->4 k2s2 4^3", 8, 4, 4, 2, 0, 0),
+                                                 ("T 8->4 k3s2p1op1 4^3", 8, 4, 4, 3, 1, 1)))
+    monkeypatch.setattr(decoder, "STRIDED", (("conv 4->8 k3s2p1 8^3", 4, 8, 8),))
+    assert decoder.main() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines[1:]] == ["8->4", "8->4", "4->8"]
+    for line in lines[1:3]:
+        assert float(line.split("err")[1]) < 1e-5  # numbaconv's output against torch's
