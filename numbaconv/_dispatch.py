@@ -37,11 +37,15 @@ import numpy as np
 from numba import typeof
 from numba.core.compiler_lock import global_compiler_lock
 
-from . import _autotune, _config, _cpu, _numba_setup
+from . import _config, _cpu, _numba_setup
 from ._lru import LRU
 
-_numba_setup.apply()  # before the first kernel module is compiled
+# Before anything imports numba code: numba reads its settings when it first sets up
+# its code generator, and ignores later changes (a module importing kernels.registry
+# first once cost every kernel the AVX-512 settings).
+_numba_setup.apply()
 
+from . import _autotune  # noqa: E402
 # Importing the kernel modules declares their kernels.
 from .kernels import backward, blocked, direct, gemm, winograd  # noqa: E402,F401
 from .kernels.registry import FORWARD, REGISTRY, WEIGHT_GRAD, algorithm_names  # noqa: E402

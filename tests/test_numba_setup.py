@@ -45,3 +45,24 @@ def test_switched_off_leaves_numba_alone_and_is_still_correct(tmp_path):
     assert result["applied"] == {}
     assert result["slp"] == 0 and result["cpu_name"] is None  # numba's own defaults
     assert result["worst"] < 1e-5
+
+
+def test_the_code_generator_uses_the_settings(tmp_path):
+    """numba reads its settings when it sets its code generator up, once: the settings
+    must be applied before any numbaconv module touches numba's target. The compiled
+    code's target (what the disk cache is keyed on) carries them, in a fresh process,
+    however numbaconv is imported."""
+    source = """
+        import json
+        import numbaconv.kernels.geometry  # a submodule first, as `python -m numbaconv._compile` does
+        import numbaconv as nc
+        from numba.core.registry import cpu_target
+        name, features = cpu_target.target_context.codegen().magic_tuple()[1:]
+        print(json.dumps({"applied": nc.numba_settings(), "name": name, "features": features}))
+    """
+    done = run_script(tmp_path, source, env=python_env(NUMBA_CPU_NAME=None, NUMBA_CPU_FEATURES=None))
+    assert done.returncode == 0, describe(done)
+    result = last_json(done)
+    if "CPU_FEATURES" in result["applied"]:
+        assert result["features"].endswith(result["applied"]["CPU_FEATURES"])
+        assert result["name"] == result["applied"]["CPU_NAME"]
