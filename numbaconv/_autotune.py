@@ -100,12 +100,14 @@ def choice(spec, computes) -> str | None:
 def _record(spec, computes) -> dict | None:
     """The stored record for ``spec``'s class, if there is a valid one (a file edited by
     hand, or written by another version, may name a kernel that is not there)."""
+    from . import _dispatch
+
     with _lock:
         record = _load().get(layer_class(spec, computes))
     if not isinstance(record, dict):
         return None
     kernel = REGISTRY.get(record.get("kernel"))
-    if kernel is None or kernel.computes != computes or not _permitted(kernel, spec):
+    if kernel is None or kernel.computes != computes or not _dispatch.permitted(kernel, spec):
         return None
     return dict(record, stored=True)
 
@@ -152,15 +154,8 @@ def candidates(spec, computes) -> list[str]:
         names = [rule, _dispatch.blocked_variant(spec), "gemm", "direct"]
         names.append("winograd")
     fits = spec.plane_bytes <= _dispatch.PLANE_BYTES_LIMIT
-    return [n for n in dict.fromkeys(names) if _permitted(REGISTRY[n], spec)
+    return [n for n in dict.fromkeys(names) if _dispatch.permitted(REGISTRY[n], spec)
             and (fits or not REGISTRY[n].plane_memory)]
-
-
-def _permitted(kernel, spec) -> bool:
-    """``kernel`` computes ``spec`` and the precision setting lets ``auto`` run it."""
-    if kernel.supports is not None and kernel.supports(spec) is not None:
-        return False
-    return kernel.direct_sums or _config.precision() == "fast"
 
 
 def _operands(spec, computes, rng):

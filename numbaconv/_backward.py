@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import _dispatch
+from . import _config, _dispatch
+from ._lru import LRU
 from ._spec import ConvSpec
 from .kernels.registry import WEIGHT_GRAD
 
@@ -73,9 +74,17 @@ def axis_phases(in_length, out_length, kernel, stride, dilation, padding) -> lis
     return phases
 
 
-def input_grad_phases(spec: ConvSpec) -> list:
-    """[(per-axis AxisPhase triple, the phase's forward ConvSpec or None if it is zero)]
-    covering every input position once."""
+def input_grad_phases(spec: ConvSpec) -> tuple:
+    """((per-axis AxisPhase triple, the phase's forward ConvSpec or None if it is zero),
+    ...) covering every input position once; made once per spec (a pure function of it,
+    off the per-call path)."""
+    return _PHASES.get_or_make(spec, lambda: _make_phases(spec))
+
+
+_PHASES = LRU(_config.SPEC_PLANS)
+
+
+def _make_phases(spec: ConvSpec) -> tuple:
     axes = [axis_phases(*args) for args in zip(spec.in_size, spec.out_size, spec.kernel,
                                                 spec.stride, spec.dilation, spec.padding)]
     result = []
@@ -91,7 +100,13 @@ def input_grad_phases(spec: ConvSpec) -> list:
                       dilation=tuple(p.dilation for p in phase), flip=False,
                       padding_mode="zeros")
         result.append((phase, sub))
-    return result
+    return tuple(result)
+
+
+def _positions(spec: ConvSpec, phase) -> tuple:
+    """The index of ``phase``'s positions in the input gradient (N, Cin, D, H, W)."""
+    return (slice(None), slice(None)) + tuple(slice(p.first, None, s)
+                                              for p, s in zip(phase, spec.stride))
 
 
 def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="auto") -> np.ndarray:
@@ -111,8 +126,7 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
         return _stacked_pointwise_phases(spec, phases, grad_out, swapped, algorithm, out)
     zeros = np.zeros(spec.in_channels, dtype)
     for phase, sub in phases:
-        where = (slice(None), slice(None)) + tuple(slice(p.first, None, s)
-                                                   for p, s in zip(phase, spec.stride))
+        where = _positions(spec, phase)
         if sub is None:
             out[where] = 0
             continue
@@ -156,9 +170,7 @@ def _stacked_pointwise_phases(spec, phases, grad_out, swapped, algorithm, out):
                                            result)
     result = result.reshape((spec.batch, groups, len(taps), cin_g) + sub.out_size)
     for i, (phase, _) in enumerate(phases):
-        where = (slice(None), slice(None)) + tuple(slice(p.first, None, s)
-                                                   for p, s in zip(phase, spec.stride))
-        out[where] = result[:, :, i].reshape((spec.batch, spec.in_channels) + sub.out_size)
+        out[_positions(spec, phase)] = result[:, :, i].reshape((spec.batch, spec.in_channels) + sub.out_size)
     return out
 
 

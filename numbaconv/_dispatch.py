@@ -129,6 +129,14 @@ def choose(spec, computes=FORWARD) -> str:
     return blocked_variant(spec)
 
 
+def permitted(kernel, spec) -> bool:
+    """``kernel`` computes ``spec`` and the precision setting lets ``auto`` run it (the
+    rules and the autotuner alike)."""
+    if kernel.supports is not None and kernel.supports(spec) is not None:
+        return False
+    return kernel.direct_sums or _config.precision() == "fast"
+
+
 def _winograd_pays(spec) -> bool:
     """Winograd where it is permitted and measured faster: 3x3x3 stride-1 layers with
     >= 32 channels per group on both sides (the 64 matrix products are then big enough
@@ -137,7 +145,7 @@ def _winograd_pays(spec) -> bool:
     blocked kernel, ms: b 72 vs 159, c 78 vs 104, l1 51 vs 76; losses where these
     fail: l2 (98 tiles) 35 vs 26, f (16 per group) 21 vs 16, d (1 input channel) 37 vs 31.
     float64: b 142 vs 320, c 128 vs 224."""
-    return (_config.precision() == "fast" and winograd.supports(spec) is None
+    return (permitted(REGISTRY["winograd"], spec)
             and spec.in_per_group >= 32 and spec.out_per_group >= 32
             and spec.batch * math.prod((o + 1) // 2 for o in spec.out_size) >= WINOGRAD_TILES)
 

@@ -297,22 +297,31 @@ def test_strided_input_gradient_does_no_work_on_zeros(kernel, stride, padding):
     assert all(sub.stride == (1, 1, 1) for sub in phases)
 
 
+_MIXED = dict(stride=(2, 1, 3), padding=(0, 1, 0), output_padding=(1, 0, 2), dilation=(1, 2, 1),
+              kernel=(2, 3, 1), cin=4, cout=6, size=(3, 4, 5))
+
+
 @pytest.mark.parametrize("args", [
     dict(stride=2, padding=0, output_padding=0, dilation=1, kernel=2),           # decoder k2 s2
     dict(stride=2, padding=1, output_padding=1, dilation=1, kernel=3),           # decoder k3 s2 op1
     dict(stride=(3, 2, 1), padding=0, output_padding=(2, 3, 1), dilation=4, kernel=3),  # op < dilation
     dict(stride=(1, 3, 4), padding=(2, 0, 1), output_padding=(0, 2, 3), dilation=(2, 1, 1), kernel=(3, 2, 1)),
+    dict(_MIXED, groups=1),
+    dict(_MIXED, groups=2),  # PyTorch's grouped layout (Cin, Cout/G, k...)
 ])
-def test_transposed_strided_and_dilated_match_torch(args, rng):
-    """PyTorch's output_padding rule (smaller than the stride or the dilation) and
-    phases with no taps (stride > kernel) included; forward and backward."""
+def test_transposed_matches_torch(args, rng):
+    """PyTorch's output_padding rule (smaller than the stride or the dilation), phases
+    with no taps (stride > kernel) and groups included; forward, backward and (ungrouped)
+    the module."""
     torch = pytest.importorskip("torch")
     args = dict(args)
     k = args.pop("kernel")
     k = k if isinstance(k, tuple) else (k,) * 3
-    x = rng.standard_normal((2, 6, 4, 5, 3))
-    w = rng.standard_normal((6, 4) + k)
-    b = rng.standard_normal(4)
+    cin, cout, size = args.pop("cin", 6), args.pop("cout", 4), args.pop("size", (4, 5, 3))
+    groups = args.setdefault("groups", 1)
+    x = rng.standard_normal((2, cin) + size)
+    w = rng.standard_normal((cin, cout // groups) + k)
+    b = rng.standard_normal(cout)
     xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
     out = torch.nn.functional.conv_transpose3d(xt, wt, bt, **args)
     np.testing.assert_allclose(nc.conv_transpose3d(x, w, b, **args), out.detach().numpy(),
@@ -323,9 +332,10 @@ def test_transposed_strided_and_dilated_match_torch(args, rng):
     np.testing.assert_allclose(gi, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(gw, wt.grad.numpy(), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(gb.reshape(-1), bt.grad.numpy(), rtol=1e-10, atol=1e-10)
-    module = nc.ConvTranspose3d(6, 4, k, **args)
-    module.weight, module.bias = w, b.reshape(1, 4, 1, 1, 1)  # float32 parameters
-    np.testing.assert_allclose(module(x), out.detach().numpy(), rtol=1e-5, atol=1e-5)
+    if groups == 1:
+        module = nc.ConvTranspose3d(cin, cout, k, **args)
+        module.weight, module.bias = w, b.reshape(1, cout, 1, 1, 1)  # float32 parameters
+        np.testing.assert_allclose(module(x), out.detach().numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_output_padding_must_be_below_stride_or_dilation(rng):
@@ -334,26 +344,6 @@ def test_output_padding_must_be_below_stride_or_dilation(rng):
     nc.conv_transpose3d(x, w, stride=1, dilation=3, output_padding=2)  # below the dilation
     with pytest.raises(ValueError, match="smaller than stride or dilation"):
         nc.conv_transpose3d(x, w, stride=2, dilation=3, output_padding=3)
-
-
-@pytest.mark.parametrize("groups", [1, 2])
-def test_transposed_matches_torch(groups, rng):
-    torch = pytest.importorskip("torch")
-    x = rng.standard_normal((2, 4, 3, 4, 5))
-    w = rng.standard_normal((4, 6 // groups, 2, 3, 1))  # PyTorch's layout (Cin, Cout/G, k...)
-    b = rng.standard_normal(6)
-    args = dict(stride=(2, 1, 3), padding=(0, 1, 0), output_padding=(1, 0, 2), dilation=(1, 2, 1),
-                groups=groups)
-    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
-    out = torch.nn.functional.conv_transpose3d(xt, wt, bt, **args)
-    ours = nc.conv_transpose3d(x, w, b, **args)
-    np.testing.assert_allclose(ours, out.detach().numpy(), rtol=1e-10, atol=1e-10)
-    grad_out = rng.standard_normal(out.shape)
-    out.backward(torch.from_numpy(grad_out))
-    gi, gw, gb = nc.conv_transpose3d_backward(grad_out, x, w, **args)
-    np.testing.assert_allclose(gi, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(gw, wt.grad.numpy(), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(gb.reshape(-1), bt.grad.numpy(), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
