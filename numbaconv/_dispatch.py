@@ -311,9 +311,21 @@ def _on_disk(kernel, dtype) -> bool:
     signature = tuple(typeof(a) for a in kernel.examples(dtype))
     try:
         return signature in _compiled_signatures(dispatcher) or \
-            cache.load_overload(signature, dispatcher.targetctx) is not None
+            _indexed(cache, signature, dispatcher.targetctx)
     except Exception:  # damaged: the child recompiles and rewrites it
         return False
+
+
+def _indexed(cache, signature, target_context) -> bool:
+    """Whether the cache's index lists ``signature`` for this target. Only the small
+    index file is read: loading the entry here would load it twice (the compile that
+    follows loads it again), and outside numba's compiler lock."""
+    try:
+        key = cache._index_key(signature, target_context.codegen())
+        index = cache._cache_file._load_index()
+    except AttributeError:  # another numba's internals: load the entry itself
+        return cache.load_overload(signature, target_context) is not None
+    return key in index
 
 
 _children: set = set()

@@ -145,11 +145,16 @@ def test_decoder_bench_runs_and_reports_each_layer(monkeypatch, capsys):
     from numbaconv.bench import decoder
 
     monkeypatch.setattr(decoder, "REPEATS", 1)
-    monkeypatch.setattr(decoder, "TRANSPOSED", (("T 8->4 k2s2 4^3", 8, 4, 4, 2, 0, 0),
-                                                 ("T 8->4 k3s2p1op1 4^3", 8, 4, 4, 3, 1, 1)))
-    monkeypatch.setattr(decoder, "STRIDED", (("conv 4->8 k3s2p1 8^3", 4, 8, 8),))
+    monkeypatch.setattr(decoder, "TRANSPOSED", (decoder._transposed("T 8->4 k2s2 4^3", 8, 4, 4, 2),
+                                                 decoder._transposed("T 8->4 k3s2p1op1 4^3", 8, 4, 4, 3, 1, 1)))
+    monkeypatch.setattr(decoder, "STRIDED", (decoder.Layer("conv 4->8 k3s2p1 8^3", 4, 8, 8, 3, 2, 1),))
+    monkeypatch.setattr(decoder, "BOTTLENECK", (decoder.Layer("conv 8->8 k1 4^3", 8, 8, 4, 1),))
+    monkeypatch.setattr(decoder, "UNET", decoder.unet_layers(8, (2, 4)))
     assert decoder.main() == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[1] for line in lines[1:]] == ["8->4", "8->4", "4->8"]
-    for line in lines[1:3]:
+    assert [line.split()[1] for line in lines[1:5]] == ["8->4", "8->4", "4->8", "8->8"]
+    # The U-Net: input conv, one down and its conv, one up and its conv, the head; a sum.
+    assert [line.split()[0] for line in lines[5:11]] == ["enc", "down", "enc", "up", "dec", "head"]
+    assert lines[11].startswith("U-Net 8^3") and lines[12].startswith("U-Net forward + backward")
+    for line in lines[1:11]:
         assert float(line.split("err")[1]) < 1e-5  # numbaconv's output against torch's

@@ -31,7 +31,13 @@ def main(argv=None) -> int:
                         help="time the input and weight gradients instead of the forward pass")
     parser.add_argument("--quick", action="store_true",
                         help=f"only {','.join(QUICK_SHAPES)}, fewer repeats")
+    parser.add_argument("--decoder", action="store_true",
+                        help="time a U-Net's transposed, strided and bottleneck layers and a "
+                             "whole small U-Net, forward and backward (needs torch)")
     args = parser.parse_args(argv)
+    if args.decoder:
+        from .decoder import main as decoder_main
+        return decoder_main()
     try:
         result = run(shapes=args.shapes, dtype=args.dtype, threads=args.threads,
                      repeats=args.repeats, quick=args.quick, progress=not args.json,

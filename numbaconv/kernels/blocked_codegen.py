@@ -60,7 +60,7 @@ def forward_c{cob}_v{vw}(x, wpack, bias, out, geometry, depth_chunk, pass_terms)
         zero = tile[0, 0]
         # Partial sums [block, tile, c, j] between passes (none with a single pass).
         passes = (wpack.shape[2] + pass_terms - 1) // pass_terms
-        sums = np.empty(blocks * runs * run_tiles * {cob} * {vw} if passes > 1 else 0, x.dtype)
+        sums = np.empty((blocks * runs * run_tiles if passes > 1 else 1, {cob}, {vw}), x.dtype)
         for od in range(od0, od1):
             offsets, wsel = reduction_terms(wpack, g, od, zmin, nz, x, geo)
             # Passes over ``pass_terms`` terms (whole input channels) whose weights stay
@@ -74,10 +74,15 @@ def forward_c{cob}_v{vw}(x, wpack, bias, out, geometry, depth_chunk, pass_terms)
                         base = np.uint64(run * sh * row_pitch + q0)
                         at_tile = run * run_tiles + q0 // {vw}
                         for block in range(blocks):
-                            at = np.uint64((block * runs * run_tiles + at_tile) * {cob} * {vw})
+                            # The accumulators pass through ``tile`` (zeros, or the
+                            # partial sums of the previous passes) in plain loops, so
+                            # that only the multiply-adds are written out: half the
+                            # generated statements.
+                            kept = sums[block * runs * run_tiles + at_tile if passes > 1 else 0]
                             if t0 == 0:
-{zero}
+                                tile[:, :] = zero
                             else:
+                                tile[:, :] = kept
 {init}
                             wblock = wsel[block, t0:t1]
                             for i in range(pass_offsets.shape[0]):
@@ -85,10 +90,10 @@ def forward_c{cob}_v{vw}(x, wpack, bias, out, geometry, depth_chunk, pass_terms)
                                 ws = wblock[i]
 {loads}
 {fmas}
-                            if t1 < offsets.shape[0]:
-{keep}
-                            else:
 {stores}
+                            if t1 < offsets.shape[0]:
+                                kept[:, :] = tile
+                            else:
                                 store_tile(tile, out, bias, n, g, od, block * {cob}, cout_g,
                                            run * acc_pitch + q0, min({vw}, run_length - q0), acc_pitch)
 '''
@@ -176,15 +181,12 @@ def _lines(statements, indent):
 
 def kernel_source(cob: int, vw: int) -> str:
     acc = [[f"a{c}_{j}" for j in range(vw)] for c in range(cob)]
-    zero = [f"{acc[c][j]} = zero" for c in range(cob) for j in range(vw)]
-    init = [f"{acc[c][j]} = sums[at + np.uint64({c * vw + j})]" for c in range(cob) for j in range(vw)]
+    init = [f"{acc[c][j]} = tile[{c}, {j}]" for c in range(cob) for j in range(vw)]
     loads = [f"x{j} = planes[o + np.uint64({j})]" for j in range(vw)] + [f"w{c} = ws[{c}]" for c in range(cob)]
     fmas = [f"{acc[c][j]} += w{c} * x{j}" for c in range(cob) for j in range(vw)]
-    keep = [f"sums[at + np.uint64({c * vw + j})] = {acc[c][j]}" for c in range(cob) for j in range(vw)]
     stores = [f"tile[{c}, {j}] = {acc[c][j]}" for c in range(cob) for j in range(vw)]
-    return TEMPLATE.format(cob=cob, vw=vw, zero=_lines(zero, 32), init=_lines(init, 32),
-                           loads=_lines(loads, 32), fmas=_lines(fmas, 32), keep=_lines(keep, 32),
-                           stores=_lines(stores, 32))
+    return TEMPLATE.format(cob=cob, vw=vw, init=_lines(init, 28), loads=_lines(loads, 32),
+                           fmas=_lines(fmas, 32), stores=_lines(stores, 28))
 
 
 #: Modules whose inlined helpers the generated kernels compile in.
