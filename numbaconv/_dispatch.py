@@ -47,7 +47,7 @@ _numba_setup.apply()
 
 from . import _autotune  # noqa: E402
 # Importing the kernel modules declares their kernels.
-from .kernels import backward, blocked, direct, gemm, winograd  # noqa: E402,F401
+from .kernels import backward, blocked, direct, fft, gemm, winograd  # noqa: E402,F401
 from .kernels.registry import FORWARD, REGISTRY, WEIGHT_GRAD, algorithm_names  # noqa: E402
 
 #: The names ``algorithm=`` takes: the kernels, a register-blocked family ("blocked",
@@ -76,6 +76,14 @@ WEIGHT_GRAD_GEMM_TERMS = 10_000
 #: ...as long as its partial sums (one weight-sized array per chunk) stay within this:
 #: a 512 x 512 x 27 layer would otherwise add up to 16 copies of a 28 MB weight.
 WEIGHT_GRAD_GEMM_BYTES = 64 << 20
+#: How many times fewer FLOPs (``kernels.fft.fft_flops``) the FFT path needs before
+#: ``auto`` takes it over the direct kernels, which run that many times more FLOP/s.
+#: Measured crossover (Ice Lake, 2026-12-01, one channel, float32, fft vs blocked, ms):
+#: 128^3 k9 98 vs 67 (7.4x fewer), k11 94 vs 107 (12.9x), k15 96 vs 259 (29.5x);
+#: 64^3 k11 16 vs 12 (11.5x), k15 18 vs 38 (23x).
+FFT_ADVANTAGE = 12
+#: ...and never for kernels of fewer taps (4x4x4).
+FFT_MIN_TAPS = 64
 #: Output tiles (2x2x2) from which the Winograd kernel's weight transform pays.
 WINOGRAD_TILES = 512
 #: Below this many FLOPs the tiny kernel (1.5 s to compile, not 5 s) is the lowest
@@ -108,6 +116,8 @@ def choose(spec, computes=FORWARD) -> str:
                 * spec.compute_dtype.itemsize <= WEIGHT_GRAD_GEMM_BYTES):
             return "wgrad_gemm"
         return blocked_variant(spec, computes)
+    if _fft_pays(spec):
+        return "fft"
     if spec.plane_bytes > PLANE_BYTES_LIMIT:
         return "gemm"
     if spec.flops < TINY_FLOPS:
@@ -148,6 +158,14 @@ def _winograd_pays(spec) -> bool:
     return (permitted(REGISTRY["winograd"], spec)
             and spec.in_per_group >= 32 and spec.out_per_group >= 32
             and spec.batch * math.prod((o + 1) // 2 for o in spec.out_size) >= WINOGRAD_TILES)
+
+
+def _fft_pays(spec) -> bool:
+    """The FFT path where it is permitted and its (rough) FLOPs are ``FFT_ADVANTAGE``
+    times fewer than the direct sums': large kernels on few channels."""
+    return (math.prod(spec.kernel) >= FFT_MIN_TAPS  # spares scipy.fft's import otherwise
+            and spec.flops > FFT_ADVANTAGE * fft.fft_flops(spec)
+            and permitted(REGISTRY["fft"], spec))
 
 
 def resolve(spec, algorithm, computes=FORWARD) -> str:
