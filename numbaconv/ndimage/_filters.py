@@ -69,9 +69,14 @@ def _target(output: np.ndarray, shape3, work) -> np.ndarray:
 def _run_lines(ext3: np.ndarray, axis: int, weights: np.ndarray, out3: np.ndarray) -> np.ndarray:
     """One valid pass along ``axis`` of an extended C-contiguous 3-D array into ``out3``."""
     w = readonly(np.ascontiguousarray(weights, ext3.dtype))
-    separable.correlate_lines(readonly(_lines(ext3, axis)), w, separable.tap_plan(weights),
-                              _lines(out3, axis))
+    kernel = separable.correlate_lines if _parallel(out3, w.shape[0]) else \
+        separable.correlate_lines_serial
+    kernel(readonly(_lines(ext3, axis)), w, separable.tap_plan(weights), _lines(out3, axis))
     return out3
+
+
+def _parallel(out: np.ndarray, taps: int) -> bool:
+    return out.size * taps >= separable.SERIAL_WORK
 
 
 def _halo(length: int, origin: int) -> tuple[int, int]:
@@ -91,8 +96,9 @@ def _pass1d(inp, weights, axis, output, rule, cval, origin, running_mean=False):
     ext = extend(x3, halos, [rule] * 3, cval, work)
     out3 = _target(output, x3.shape, work)
     if running_mean and work == np.float64:
-        separable.running_mean_lines(readonly(_lines(ext, axis3)), weights.shape[0],
-                                     _lines(out3, axis3))
+        kernel = separable.running_mean_lines if _parallel(out3, 2) else \
+            separable.running_mean_lines_serial
+        kernel(readonly(_lines(ext, axis3)), weights.shape[0], _lines(out3, axis3))
     else:
         _run_lines(ext, axis3, weights, out3)
     _store(out3, output)
@@ -153,8 +159,11 @@ def _dense(ext3: np.ndarray, w3: np.ndarray, out_shape3, work) -> np.ndarray:
     from ..functional import conv3d
     # scipy leaves out weights within DBL_EPSILON of zero; a zero weight adds exactly 0.
     w = np.where(np.abs(w3) > _DBL_EPSILON, w3, 0.0).astype(work)
+    # direct_serial has direct's bits without waking the thread pool for small volumes.
+    algorithm = "direct" if math.prod(out_shape3) * w.size >= separable.SERIAL_WORK \
+        else "direct_serial"
     result = conv3d(ext3.reshape((1, 1) + ext3.shape), w.reshape((1, 1) + w.shape),
-                    padding=0, algorithm="direct")
+                    padding=0, algorithm=algorithm)
     return result.reshape(out_shape3)
 
 
