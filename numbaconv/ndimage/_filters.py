@@ -1,0 +1,454 @@
+"""scipy.ndimage's linear filters, composed exactly as scipy 1.17's ``_filters.py``
+composes them, on two primitives: a 1-D pass along one axis (:func:`_pass1d`, on
+``numbaconv.kernels.separable``) and a dense correlation (:func:`_dense`, on
+numbaconv's forward conv3d kernels).
+
+Arrays of 1 to 3 dimensions are handled as 3-D with leading singleton axes.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from collections.abc import Iterable
+
+import numpy as np
+
+from ..kernels import separable
+from ..kernels.registry import readonly
+from . import _support as S
+from ._boundary import extend
+
+__all__ = ["correlate1d", "convolve1d", "gaussian_filter1d", "gaussian_filter",
+           "uniform_filter1d", "uniform_filter", "correlate", "convolve", "sobel", "prewitt",
+           "laplace", "gaussian_laplace", "gaussian_gradient_magnitude", "choose_algorithm"]
+
+_DBL_EPSILON = np.finfo(np.float64).eps
+
+
+# ---- Shapes and results ------------------------------------------------------------------
+def _as_input(inp) -> np.ndarray:
+    inp = np.asarray(inp)
+    S.reject_complex(inp)
+    if not 1 <= inp.ndim <= 3:
+        raise ValueError(f"numbaconv.ndimage filters 1-D to 3-D arrays; input has "
+                         f"ndim={inp.ndim}")
+    return inp
+
+
+def _as3d(x: np.ndarray) -> np.ndarray:
+    return x.reshape((1,) * (3 - x.ndim) + x.shape)
+
+
+def _lines(a: np.ndarray, axis: int) -> np.ndarray:
+    """A C-contiguous 3-D array viewed as (A, L, B) with ``axis`` in the middle."""
+    d, h, w = a.shape
+    return a.reshape(((1, d, h * w), (d, h, w), (d * h, w, 1))[axis])
+
+
+def _store(result: np.ndarray, output: np.ndarray) -> None:
+    """Write a work-dtype result into ``output``: a C cast, as scipy's, for integers
+    (truncation toward zero; out-of-range values wrap as on x86, which numpy's cast
+    matches for the 8/16/32-bit types, see the tests)."""
+    result = result.reshape(output.shape)
+    if result is output or np.shares_memory(result, output):
+        return
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.copyto(output, result, casting="unsafe")
+
+
+def _target(output: np.ndarray, shape3, work) -> np.ndarray:
+    """Where a kernel writes a result of ``shape3``: ``output`` itself (as 3-D) when it is
+    C-contiguous in the work dtype, else a new work-dtype array."""
+    if output.dtype == work and output.flags.c_contiguous and output.size == math.prod(shape3):
+        return output.reshape(shape3)
+    return np.empty(shape3, work)
+
+
+# ---- The 1-D primitive ---------------------------------------------------------------------
+def _run_lines(ext3: np.ndarray, axis: int, weights: np.ndarray, out3: np.ndarray) -> np.ndarray:
+    """One valid pass along ``axis`` of an extended C-contiguous 3-D array into ``out3``."""
+    w = readonly(np.ascontiguousarray(weights, ext3.dtype))
+    kernel = separable.correlate_lines if _parallel(out3, w.shape[0]) else \
+        separable.correlate_lines_serial
+    kernel(readonly(_lines(ext3, axis)), w, separable.tap_plan(weights), _lines(out3, axis))
+    return out3
+
+
+def _parallel(out: np.ndarray, taps: int) -> bool:
+    return out.size * taps >= separable.SERIAL_WORK
+
+
+def _halo(length: int, origin: int) -> tuple[int, int]:
+    return length // 2 + origin, length - 1 - length // 2 - origin
+
+
+def _pass1d(inp, weights, axis, output, rule, cval, origin, running_mean=False):
+    """scipy's correlate1d (or uniform_filter1d with ``running_mean``) once validated:
+    ``inp`` and ``output`` have the same shape; ``weights`` float64 (K,)."""
+    if inp.size == 0:
+        return output
+    work = S.work_dtype(inp.dtype, output.dtype)
+    x3 = _as3d(inp)
+    axis3 = axis + 3 - inp.ndim
+    halos = [(0, 0)] * 3
+    halos[axis3] = _halo(weights.shape[0], origin)
+    ext = extend(x3, halos, [rule] * 3, cval, work)
+    out3 = _target(output, x3.shape, work)
+    if running_mean and work == np.float64:
+        kernel = separable.running_mean_lines if _parallel(out3, 2) else \
+            separable.running_mean_lines_serial
+        kernel(readonly(_lines(ext, axis3)), weights.shape[0], _lines(out3, axis3))
+    else:
+        _run_lines(ext, axis3, weights, out3)
+    _store(out3, output)
+    return output
+
+
+# ---- The dense primitive and the algorithm choice -------------------------------------------
+def _rank1_factors(w3: np.ndarray, integral: bool):
+    """Three 1-D factors whose outer product is ``w3`` (float64, 3-D), or None.
+
+    ``integral``: the factors must be integers reproducing ``w3`` exactly (then any
+    summation order gives the same exact sums, so integer outputs truncate as scipy's).
+    Otherwise each product must be within 2 eps of its weight, so that the result stays
+    within the float rounding bound of the dense sum.
+    """
+    pivot_at = np.unravel_index(np.argmax(np.abs(w3)), w3.shape)
+    pivot = w3[pivot_at]
+    if pivot == 0 or not np.all(np.isfinite(w3)):
+        return None
+    lines = [w3[:, pivot_at[1], pivot_at[2]], w3[pivot_at[0], :, pivot_at[2]],
+             w3[pivot_at[0], pivot_at[1], :]]
+    if integral:
+        if not np.all(w3 == np.round(w3)):
+            return None
+        factors = [line / math.gcd(*map(int, line)) for line in lines]
+        scale = pivot / math.prod(f[i] for f, i in zip(factors, pivot_at))
+        if scale != np.round(scale):
+            return None
+    else:
+        factors = [line / line[i] for line, i in zip(lines, pivot_at)]
+        scale = pivot
+    # The scale goes on the longest factor, so that length-1 factors are exactly [1].
+    longest = int(np.argmax(w3.shape))
+    factors[longest] = factors[longest] * scale
+    product = factors[0][:, None, None] * factors[1][None, :, None] * factors[2][None, None, :]
+    if integral:
+        return factors if np.array_equal(product, w3) else None
+    return factors if np.all(np.abs(product - w3) <= 2 * _DBL_EPSILON * np.abs(w3)) else None
+
+
+def choose_algorithm(shape3, w3: np.ndarray, work, integer_exact: bool):
+    """How :func:`correlate` computes: ``("separable", factors)`` for a rank-1 kernel,
+    else ``("dense", None)``. The place for a large-kernel (FFT) path to plug in.
+
+    ``integer_exact``: the output is integer and the input integer, so a separable
+    path must give scipy's exact sums (integral factors only).
+    """
+    if sum(k > 1 for k in w3.shape) >= 2:
+        factors = _rank1_factors(w3, integral=integer_exact)
+        if factors is not None:
+            return "separable", factors
+    return "dense", None
+
+
+def _dense(ext3: np.ndarray, w3: np.ndarray, out_shape3, work) -> np.ndarray:
+    """Valid cross-correlation of an extended 3-D volume by numbaconv's direct forward
+    kernel, which sums the taps in raster order from zero, as scipy's NI_Correlate."""
+    from ..functional import conv3d
+    # scipy leaves out weights within DBL_EPSILON of zero; a zero weight adds exactly 0.
+    w = np.where(np.abs(w3) > _DBL_EPSILON, w3, 0.0).astype(work)
+    # direct_serial has direct's bits without waking the thread pool for small volumes.
+    algorithm = "direct" if math.prod(out_shape3) * w.size >= separable.SERIAL_WORK \
+        else "direct_serial"
+    result = conv3d(ext3.reshape((1, 1) + ext3.shape), w.reshape((1, 1) + w.shape),
+                    padding=0, algorithm=algorithm)
+    return result.reshape(out_shape3)
+
+
+# ---- correlate and convolve --------------------------------------------------------------------
+def _expand_to_input(ndim, axes, weights, origin):
+    """scipy's _expand_footprint/_expand_origin: weights and origins for every input axis."""
+    num_axes = len(axes)
+    origins = S.normalize_sequence(origin, num_axes, "origin")
+    if num_axes < ndim:
+        if weights.ndim != num_axes:
+            raise RuntimeError(f"weights.ndim ({weights.ndim}) must match len(axes) ({num_axes})")
+        weights = np.expand_dims(weights, tuple(ax for ax in range(ndim) if ax not in axes))
+        full = [0] * ndim
+        for o, ax in zip(origins, axes):
+            full[ax] = o
+        origins = full
+    return weights, origins
+
+
+def _correlate_or_convolve(inp, weights, output, mode, cval, origin, convolution, axes):
+    inp = _as_input(inp)
+    S.reject_complex(weights)
+    axes = S.check_axes(axes, inp.ndim)
+    weights = S.as_float64_weights(weights)
+    weights, origins = _expand_to_input(inp.ndim, axes, weights, origin)
+    wshape = [k for k in weights.shape if k > 0]
+    if len(wshape) != inp.ndim:
+        raise RuntimeError(f"weights.ndim ({len(wshape)}) must match len(axes) ({len(axes)})")
+    if convolution:
+        weights = weights[(slice(None, None, -1),) * weights.ndim]
+        origins = [-o - (0 if k & 1 else 1) for o, k in zip(origins, weights.shape)]
+    origins = [S.check_origin(o, k, "origin") for o, k in zip(origins, wshape)]
+    output = S.get_output(output, inp)
+    if not isinstance(mode, str) and isinstance(mode, Iterable):
+        raise RuntimeError("A sequence of modes is not supported: mode must be one string")
+    rule = S.rule(mode)
+    if inp.size == 0:
+        return output
+    work = S.work_dtype(inp.dtype, output.dtype)
+    x3, w3 = _as3d(inp), _as3d(weights)
+    origins3 = [0] * (3 - inp.ndim) + origins
+    halos = [_halo(k, o) for k, o in zip(w3.shape, origins3)]
+    ext = extend(x3, halos, [rule] * 3, cval, work)
+    integer_exact = output.dtype.kind in "biu" and inp.dtype.kind in "biu"
+    algorithm, factors = choose_algorithm(x3.shape, w3, work, integer_exact)
+    if algorithm == "separable":
+        passes = [axis for axis in range(3) if not np.array_equal(factors[axis], [1.0])]
+        for i, axis in enumerate(passes):
+            shape = list(ext.shape)
+            shape[axis] = x3.shape[axis]
+            last = i == len(passes) - 1
+            target = _target(output, shape, work) if last else np.empty(shape, work)
+            ext = _run_lines(ext, axis, factors[axis], target)
+        result = ext
+    else:
+        result = _dense(ext, w3, x3.shape, work)
+    _store(result, output)
+    return output
+
+
+def correlate(input, weights, output=None, mode="reflect", cval=0.0, origin=0, *, axes=None):
+    """scipy.ndimage.correlate for 1-D to 3-D real arrays: ``output[i] = sum_j
+    weights[j] * input[i + j - weights.shape // 2 - origin]``, extended by ``mode``.
+
+    input: (n,), (h, w) or (d, h, w) of any real dtype; weights: as many dims as
+    ``axes`` (default all). Returns ``output`` (an array of input's shape, or a new one
+    of the given dtype, or of input's dtype)."""
+    return _correlate_or_convolve(input, weights, output, mode, cval, origin, False, axes)
+
+
+def convolve(input, weights, output=None, mode="reflect", cval=0.0, origin=0, *, axes=None):
+    """scipy.ndimage.convolve: :func:`correlate` with the weights flipped on every axis
+    (and scipy's origin shift for even lengths)."""
+    return _correlate_or_convolve(input, weights, output, mode, cval, origin, True, axes)
+
+
+# ---- The 1-D filters ------------------------------------------------------------------------------
+def correlate1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0):
+    """scipy.ndimage.correlate1d: correlation with ``weights`` (K,) along ``axis`` of a
+    1-D to 3-D real array; result in ``output`` (array, dtype, or input's dtype)."""
+    inp = _as_input(input)
+    S.reject_complex(weights)
+    output = S.get_output(output, inp)
+    weights = S.as_float64_weights(weights)
+    if weights.ndim != 1 or weights.shape[0] < 1:
+        raise RuntimeError(f"no filter weights given: weights must be 1-D and non-empty, "
+                           f"got shape {weights.shape}")
+    axis = S.axis_index(axis, inp.ndim)
+    origin = S.check_origin(origin, weights.shape[0])
+    return _pass1d(inp, weights, axis, output, S.rule(mode), cval, origin)
+
+
+def convolve1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0):
+    """scipy.ndimage.convolve1d: :func:`correlate1d` with the weights reversed."""
+    weights = np.asarray(weights)[::-1]
+    origin = -origin
+    if not weights.shape[0] & 1:
+        origin -= 1
+    return correlate1d(input, weights, axis, output, mode, cval, origin)
+
+
+def _gaussian_kernel1d(sigma, order, radius):
+    """scipy's 1-D Gaussian (derivative) kernel, computed by the same float64 operations
+    so that the weights have the same bits."""
+    if order < 0:
+        raise ValueError(f"order must be non-negative, got order={order}")
+    exponent_range = np.arange(order + 1)
+    sigma2 = sigma * sigma
+    x = np.arange(-radius, radius + 1)
+    phi_x = np.exp(-0.5 / sigma2 * x ** 2)
+    phi_x = phi_x / phi_x.sum()
+    if order == 0:
+        return phi_x
+    # The kernel is q(x) * phi(x), q a polynomial: each derivative maps q to q' + q p'.
+    q = np.zeros(order + 1)
+    q[0] = 1
+    derivative = np.diag(exponent_range[1:], 1) + np.diag(np.ones(order) / -sigma2, -1)
+    for _ in range(order):
+        q = derivative.dot(q)
+    q = (x[:, None] ** exponent_range).dot(q)
+    return q * phi_x
+
+
+def gaussian_filter1d(input, sigma, axis=-1, order=0, output=None, mode="reflect", cval=0.0,
+                      truncate=4.0, *, radius=None):
+    """scipy.ndimage.gaussian_filter1d: correlation with the (reversed) Gaussian of
+    ``sigma`` (order-th derivative), radius ``int(truncate * sigma + 0.5)`` or ``radius``."""
+    sd = float(sigma)
+    lw = int(truncate * sd + 0.5)
+    if radius is not None:
+        lw = radius
+    if not isinstance(lw, numbers.Integral) or lw < 0:
+        raise ValueError(f"Radius must be a nonnegative integer, got radius={lw!r} "
+                         f"(sigma={sigma!r}, truncate={truncate!r})")
+    weights = _gaussian_kernel1d(sigma, order, lw)[::-1]
+    return correlate1d(input, weights, axis, output, mode, cval, 0)
+
+
+def uniform_filter1d(input, size, axis=-1, output=None, mode="reflect", cval=0.0, origin=0):
+    """scipy.ndimage.uniform_filter1d: the mean of ``size`` neighbours along ``axis``
+    (scipy's running sum, operation for operation, in float64)."""
+    inp = _as_input(input)
+    axis = S.axis_index(axis, inp.ndim)
+    if size < 1:
+        raise RuntimeError(f"incorrect filter size: size={size} must be >= 1")
+    output = S.get_output(output, inp)
+    if size // 2 + origin < 0 or size // 2 + origin >= size:
+        raise ValueError(f"invalid origin: origin={origin} for size={size}")
+    weights = np.full(int(size), 1.0 / size)
+    return _pass1d(inp, weights, axis, output, S.rule(mode), cval, operator.index(origin),
+                   running_mean=True)
+
+
+# ---- Compositions (scipy's sequences of passes and intermediate dtypes) ------------------------
+def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0, truncate=4.0,
+                    *, radius=None, axes=None):
+    """scipy.ndimage.gaussian_filter: one gaussian_filter1d per axis (sigma > 1e-15),
+    each written into ``output`` and read back from it (so integer outputs truncate
+    between passes, as scipy's)."""
+    inp = _as_input(input)
+    output = S.get_output(output, inp)
+    axes = S.check_axes(axes, inp.ndim)
+    n = len(axes)
+    orders = S.normalize_sequence(order, n, "order")
+    sigmas = S.normalize_sequence(sigma, n, "sigma")
+    modes = S.normalize_sequence(mode, n, "mode")
+    radii = S.normalize_sequence(radius, n, "radius")
+    passes = [(axes[i], sigmas[i], orders[i], modes[i], radii[i])
+              for i in range(n) if sigmas[i] > 1e-15]
+    if not passes:
+        output[...] = inp[...]
+        return output
+    for axis, sd, o, m, r in passes:
+        gaussian_filter1d(inp, sd, axis, o, output, m, cval, truncate, radius=r)
+        inp = output
+    return output
+
+
+def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=0, *, axes=None):
+    """scipy.ndimage.uniform_filter: one uniform_filter1d per axis of size > 1, each
+    written into ``output`` and read back from it."""
+    inp = _as_input(input)
+    output = S.get_output(output, inp)
+    axes = S.check_axes(axes, inp.ndim)
+    n = len(axes)
+    sizes = S.normalize_sequence(size, n, "size")
+    origins = S.normalize_sequence(origin, n, "origin")
+    modes = S.normalize_sequence(mode, n, "mode")
+    passes = [(axes[i], sizes[i], origins[i], modes[i]) for i in range(n) if sizes[i] > 1]
+    if not passes:
+        output[...] = inp[...]
+        return output
+    for axis, size_, o, m in passes:
+        uniform_filter1d(inp, int(size_), axis, output, m, cval, o)
+        inp = output
+    return output
+
+
+def _derivative_then_smooth(input, axis, output, mode, cval, smooth):
+    """scipy's sobel/prewitt: [-1, 0, 1] along ``axis`` into ``output``, then ``smooth``
+    along every other axis in place."""
+    inp = _as_input(input)
+    axis = S.axis_index(axis, inp.ndim)
+    output = S.get_output(output, inp)
+    modes = S.normalize_sequence(mode, inp.ndim, "mode")
+    correlate1d(inp, [-1, 0, 1], axis, output, modes[axis], cval, 0)
+    for other in (ax for ax in range(inp.ndim) if ax != axis):
+        correlate1d(output, smooth, other, output, modes[other], cval, 0)
+    return output
+
+
+def sobel(input, axis=-1, output=None, mode="reflect", cval=0.0):
+    """scipy.ndimage.sobel: derivative along ``axis``, [1, 2, 1] smoothing along the others."""
+    return _derivative_then_smooth(input, axis, output, mode, cval, [1, 2, 1])
+
+
+def prewitt(input, axis=-1, output=None, mode="reflect", cval=0.0):
+    """scipy.ndimage.prewitt: derivative along ``axis``, [1, 1, 1] smoothing along the others."""
+    return _derivative_then_smooth(input, axis, output, mode, cval, [1, 1, 1])
+
+
+def _generic_laplace(inp, derivative2, output, mode, cval, axes, extra=()):
+    """scipy's generic_laplace: the first axis' derivative into ``output``, the others
+    computed into new arrays of the output dtype and added in that dtype."""
+    output = S.get_output(output, inp)
+    axes = S.check_axes(axes, inp.ndim)
+    if not axes:
+        output[...] = inp[...]
+        return output
+    modes = S.normalize_sequence(mode, len(axes), "mode")
+    derivative2(inp, axes[0], output, modes[0], cval, *extra)
+    for i in range(1, len(axes)):
+        output += derivative2(inp, axes[i], output.dtype, modes[i], cval, *extra)
+    return output
+
+
+def laplace(input, output=None, mode="reflect", cval=0.0, *, axes=None):
+    """scipy.ndimage.laplace: the sum over ``axes`` of [1, -2, 1] along each."""
+    def derivative2(inp, axis, out, m, c):
+        return correlate1d(inp, [1, -2, 1], axis, out, m, c, 0)
+    return _generic_laplace(_as_input(input), derivative2, output, mode, cval, axes)
+
+
+def gaussian_laplace(input, sigma, output=None, mode="reflect", cval=0.0, *, axes=None, **kwargs):
+    """scipy.ndimage.gaussian_laplace: the sum over ``axes`` of gaussian_filter with
+    order 2 on that axis (``kwargs``: truncate, radius)."""
+    inp = _as_input(input)
+
+    def derivative2(x, axis, out, m, c, sigmas):
+        order = [0] * x.ndim
+        order[axis] = 2
+        return gaussian_filter(x, sigmas, order, out, m, c, **kwargs)
+
+    checked = S.check_axes(axes, inp.ndim)
+    sigmas = S.normalize_sequence(sigma, len(checked), "sigma")
+    if len(checked) < inp.ndim:
+        full = [0] * inp.ndim
+        for s, ax in zip(sigmas, checked):
+            full[ax] = s
+        sigmas = full
+    return _generic_laplace(inp, derivative2, output, mode, cval, checked, (sigmas,))
+
+
+def gaussian_gradient_magnitude(input, sigma, output=None, mode="reflect", cval=0.0, *,
+                                axes=None, **kwargs):
+    """scipy.ndimage.gaussian_gradient_magnitude: sqrt of the sum over ``axes`` of the
+    squared first-order Gaussian derivatives, squared and summed in the output dtype."""
+    inp = _as_input(input)
+
+    def derivative(x, axis, out, m, c):
+        order = [0] * x.ndim
+        order[axis] = 1
+        return gaussian_filter(x, sigma, order, out, m, c, **kwargs)
+
+    output = S.get_output(output, inp)
+    axes = S.check_axes(axes, inp.ndim)
+    if not axes:
+        output[...] = inp[...]
+        return output
+    modes = S.normalize_sequence(mode, len(axes), "mode")
+    derivative(inp, axes[0], output, modes[0], cval)
+    np.multiply(output, output, output)
+    for i in range(1, len(axes)):
+        tmp = derivative(inp, axes[i], output.dtype, modes[i], cval)
+        np.multiply(tmp, tmp, tmp)
+        output += tmp
+    np.sqrt(output, output, casting="unsafe")
+    return output

@@ -1,0 +1,123 @@
+"""Argument normalisation and validation for numbaconv.ndimage, in one place.
+
+Every check raises the exception type scipy.ndimage raises for the same bad input
+(scipy 1.17's ``_ni_support.py`` and ``_filters.py``), with a message naming the
+argument. Nothing here computes a filter.
+"""
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+
+import numpy as np
+from numpy.lib.array_utils import normalize_axis_index
+
+#: scipy's boundary mode names -> the one extension rule each means for a filter
+#: (scipy maps grid-mirror to reflect, grid-wrap to wrap and grid-constant to constant;
+#: tests/test_ndimage.py checks this against scipy, also for the dense correlate).
+RULES = {
+    "reflect": "reflect", "grid-mirror": "reflect",
+    "mirror": "mirror",
+    "nearest": "nearest",
+    "wrap": "wrap", "grid-wrap": "wrap",
+    "constant": "constant", "grid-constant": "constant",
+}
+
+__all__ = ["RULES", "rule", "normalize_sequence", "check_axes", "axis_index", "check_origin",
+           "get_output", "work_dtype", "as_float64_weights", "reject_complex"]
+
+
+def rule(mode) -> str:
+    """The extension rule of one mode name (RuntimeError like scipy's if unknown)."""
+    if isinstance(mode, str) and mode in RULES:
+        return RULES[mode]
+    raise RuntimeError(f"boundary mode not supported: mode={mode!r}; expected one of "
+                       f"{sorted(RULES)}")
+
+
+def normalize_sequence(value, rank: int, name: str = "argument") -> list:
+    """``value`` repeated ``rank`` times, or a sequence of exactly ``rank`` items
+    (RuntimeError otherwise, as scipy)."""
+    if not isinstance(value, str) and np.iterable(value):
+        values = list(value)
+        if len(values) != rank:
+            raise RuntimeError(f"sequence argument must have length equal to input rank: "
+                               f"{name} has {len(values)} items, expected {rank}")
+        return values
+    return [value] * rank
+
+
+def check_axes(axes, ndim: int) -> tuple:
+    """``axes`` as a tuple of distinct non-negative ints (ValueError/TypeError as scipy)."""
+    if axes is None:
+        return tuple(range(ndim))
+    if np.isscalar(axes):
+        axes = (operator.index(axes),)
+    elif isinstance(axes, Iterable):
+        axes = tuple(operator.index(ax) for ax in axes)
+        for ax in axes:
+            if ax < -ndim or ax > ndim - 1:
+                raise ValueError(f"axes: specified axis {ax} is out of range for {ndim} dims")
+        axes = tuple(ax % ndim for ax in axes)
+    else:
+        raise ValueError("axes must be an integer, iterable of integers, or None")
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"axes must be unique, got {axes}")
+    return axes
+
+
+def axis_index(axis, ndim: int) -> int:
+    """One axis as a non-negative int (numpy's AxisError, a ValueError, as scipy)."""
+    return normalize_axis_index(operator.index(axis), ndim)
+
+
+def check_origin(origin, length: int, name: str = "origin") -> int:
+    """An origin for a filter of ``length`` taps: scipy's range
+    ``-(length // 2) <= origin <= (length - 1) // 2`` (ValueError otherwise)."""
+    origin = operator.index(origin)
+    if origin < -(length // 2) or origin > (length - 1) // 2:
+        raise ValueError(f"Invalid origin; {name}={origin} must satisfy "
+                         f"-({length} // 2) <= origin <= ({length} - 1) // 2")
+    return origin
+
+
+def get_output(output, inp: np.ndarray) -> np.ndarray:
+    """The output array as scipy's ``_get_output`` makes it: None -> zeros of the input's
+    dtype; a dtype, type or dtype string -> zeros of it; an array -> itself (its shape
+    must be the input's)."""
+    if output is None:
+        return np.zeros(inp.shape, dtype=inp.dtype.name)
+    if isinstance(output, (type, np.dtype)):
+        return np.zeros(inp.shape, dtype=output)
+    if isinstance(output, str):
+        dtype = np.dtype(output)
+        if not issubclass(dtype.type, np.number):
+            raise RuntimeError(f"output must have numeric dtype, got output={output!r}")
+        return np.zeros(inp.shape, dtype=dtype)
+    output = np.asarray(output)
+    if output.shape != inp.shape:
+        raise RuntimeError(f"output shape not correct: output has shape {output.shape}, "
+                           f"input {inp.shape}")
+    return output
+
+
+def work_dtype(input_dtype, output_dtype) -> np.dtype:
+    """The precision a pass accumulates in: float32 only when both the input and the
+    output are float32, float64 otherwise (see the package docstring for why)."""
+    f32 = np.dtype(np.float32)
+    if np.dtype(input_dtype) == f32 and np.dtype(output_dtype) == f32:
+        return f32
+    return np.dtype(np.float64)
+
+
+def as_float64_weights(weights) -> np.ndarray:
+    """Weights as scipy converts them (float64; complex is rejected elsewhere)."""
+    return np.asarray(weights, dtype=np.float64)
+
+
+def reject_complex(*arrays) -> None:
+    """numbaconv.ndimage computes real arrays only (scipy also takes complex ones)."""
+    for array in arrays:
+        if np.asarray(array).dtype.kind == "c":
+            raise TypeError("complex input or weights are not supported by numbaconv.ndimage "
+                            "(use scipy.ndimage for complex arrays)")

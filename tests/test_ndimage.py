@@ -1,0 +1,372 @@
+"""numbaconv.ndimage against scipy.ndimage (the oracle), for every function, boundary
+mode and dtype, with origins, axes, ``output`` as array and dtype, 1-D to 3-D arrays
+including axes shorter than the kernel.
+
+Tolerances. Float outputs: ``(taps + 2) * eps * magnitude``, the worst-case rounding of
+any summation order of ``taps`` products, where ``magnitude`` is ``sum |w| * |x|`` per
+element (scipy's own filter of ``|x|`` by ``|w|``) for single passes, and ``max|x|`` times
+the L1 norm of the composed kernel for multi-pass filters (whose float32 intermediates
+round in scipy and here, hence a factor 2). eps is float32's when the output or the work
+is float32, float64's otherwise. Integer outputs: equal, except the dense correlate (see
+:func:`assert_dense_integer`).
+"""
+import math
+
+import numba
+import numpy as np
+import pytest
+import scipy.ndimage as sn
+from hypothesis import given, settings, strategies as st
+
+import numbaconv.ndimage as nn
+from helpers import python_env, run_script
+from numbaconv.ndimage._filters import _gaussian_kernel1d
+
+MODES = ["reflect", "constant", "nearest", "mirror", "wrap", "grid-constant", "grid-mirror",
+         "grid-wrap"]
+DTYPES = ["uint8", "uint16", "int16", "int32", "float32", "float64"]
+#: Odd shapes, and axes shorter than the kernels (1 and 2).
+SHAPES = [(7,), (2,), (5, 3), (1, 6), (4, 5, 7), (3, 1, 2)]
+CVAL = 1.5
+HYPOTHESIS = settings(max_examples=40, derandomize=True, deadline=None, database=None)
+
+
+def sample(shape, dtype, seed=0):
+    """Values spanning the dtype's useful range (negatives for signed types)."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return (rng.standard_normal(shape) * 50).astype(dtype)
+    hi = min(np.iinfo(dtype).max, 1000)
+    lo = 0 if dtype.kind == "u" else -hi
+    return rng.integers(lo, hi, shape, endpoint=True).astype(dtype)
+
+
+def eps_for(inp_dtype, out_dtype):
+    f32 = np.dtype(np.float32)
+    low = np.dtype(out_dtype) == f32 or np.dtype(inp_dtype) == f32
+    return float(np.finfo(np.float32 if low else np.float64).eps)
+
+
+def assert_close(got, expected, bound):
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    if got.dtype.kind in "biu":
+        np.testing.assert_array_equal(got, expected)
+        return
+    err = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+    bound = bound + np.finfo(np.float64).tiny
+    assert np.all(err <= bound), f"max excess {np.max(err - bound)} (max err {err.max()})"
+
+
+def single_pass_bound(fn, x, w, eps, **kw):
+    """(taps + 2) * eps * sum|w||x| per element, from scipy's own filter of |x| by |w|."""
+    kw = dict(kw, cval=abs(kw.get("cval", 0.0)))
+    magnitude = fn(np.abs(x.astype(np.float64)), np.abs(np.asarray(w, np.float64)), **kw)
+    return (np.asarray(w).size + 2) * eps * magnitude
+
+
+# ---- The composed filters: (name, args, passes' taps, composed kernel's L1 norm) -------------
+def gauss_l1(sigma, order, truncate=4.0):
+    radius = int(truncate * sigma + 0.5)
+    return np.abs(_gaussian_kernel1d(sigma, order, radius)).sum(), 2 * radius + 1
+
+
+def composed(name, ndim):
+    """(args, kwargs, taps summed over passes, L1 norm of the composed kernel)."""
+    if name == "gaussian_filter":
+        l1, taps = gauss_l1(1.2, 0)
+        return (1.2,), {}, taps * ndim, l1 ** ndim
+    if name == "gaussian_filter_order":
+        l1d, taps = gauss_l1(0.8, 1)
+        l10, _ = gauss_l1(0.8, 0)
+        return (0.8,), {"order": [1] + [0] * (ndim - 1)}, taps * ndim, l1d * l10 ** (ndim - 1)
+    if name == "uniform_filter":
+        return (3,), {"origin": 1}, 3 * ndim, 1.0
+    if name in ("sobel", "prewitt"):
+        side = 4 if name == "sobel" else 3
+        return (0,), {}, 3 * ndim, 2 * side ** (ndim - 1)
+    if name == "laplace":
+        return (), {}, 3 * ndim + ndim, 4.0 * ndim
+    l12, taps = gauss_l1(1.0, 2)
+    l11, _ = gauss_l1(1.0, 1)
+    l10, _ = gauss_l1(1.0, 0)
+    if name == "gaussian_laplace":
+        return (1.0,), {}, taps * ndim * ndim + ndim, ndim * l12 * l10 ** (ndim - 1)
+    assert name == "gaussian_gradient_magnitude"
+    return (1.0,), {}, taps * ndim * ndim + 2 * ndim, ndim * l11 * l10 ** (ndim - 1)
+
+
+COMPOSED = ["gaussian_filter", "gaussian_filter_order", "uniform_filter", "sobel", "prewitt",
+            "laplace", "gaussian_laplace", "gaussian_gradient_magnitude"]
+
+
+@pytest.mark.parametrize("name", COMPOSED)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_composed_filters_match_scipy(name, dtype):
+    function = name.replace("_order", "")
+    for shape in SHAPES:
+        x = sample(shape, dtype)
+        args, kwargs, taps, l1 = composed(name, x.ndim)
+        for mode in MODES:
+            kw = dict(kwargs, mode=mode, cval=CVAL)
+            expected = getattr(sn, function)(x, *args, **kw)
+            got = getattr(nn, function)(x, *args, **kw)
+            xmax = max(float(np.abs(x.astype(np.float64)).max()), CVAL)
+            bound = 2 * (taps + 2) * eps_for(dtype, dtype) * xmax * l1
+            assert_close(got, expected, bound)
+
+
+@pytest.mark.parametrize("name", ["gaussian_filter", "uniform_filter", "sobel", "laplace",
+                                  "gaussian_gradient_magnitude"])
+@pytest.mark.parametrize("out_dtype", ["uint8", "int16", "float32", "float64"])
+def test_output_as_array_and_dtype(name, out_dtype):
+    """Mixed input/output dtypes; ``output`` given as a dtype and as a (strided) array."""
+    x = sample((5, 6, 7), "uint16" if out_dtype == "float32" else "float32")
+    args, kwargs, taps, l1 = composed(name, 3)
+    expected = getattr(sn, name)(x, *args, output=out_dtype, **kwargs)
+    got = getattr(nn, name)(x, *args, output=np.dtype(out_dtype), **kwargs)
+    bound = 2 * (taps + 2) * eps_for(x.dtype, out_dtype) * float(np.abs(x).max()) * l1
+    assert_close(got, expected, bound)
+    backing = np.zeros((5, 6, 14), out_dtype)
+    out = backing[:, :, ::2]
+    returned = getattr(nn, name)(x, *args, output=out, **kwargs)
+    assert returned is out
+    assert_close(out.copy(), expected, bound)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_d_filters_match_scipy(dtype):
+    weights = [[0.5, -1.25, 2.0], [1.0, 3.0], [0.2, 0.3, 0.1, 0.25, 0.15], [2.0]]
+    for shape in SHAPES:
+        x = sample(shape, dtype, seed=1)
+        for axis in range(-x.ndim, x.ndim):
+            for mode in MODES:
+                for w in weights:
+                    for origin in sorted({0, -(len(w) // 2), (len(w) - 1) // 2}):
+                        kw = dict(axis=axis, mode=mode, cval=CVAL, origin=origin)
+                        for fn in ("correlate1d", "convolve1d"):
+                            expected = getattr(sn, fn)(x, w, **kw)
+                            got = getattr(nn, fn)(x, w, **kw)
+                            bound = single_pass_bound(
+                                getattr(sn, fn), x, w, eps_for(dtype, dtype), **kw)
+                            assert_close(got, expected, bound)
+                size = 4
+                for origin in (-2, 0, 1):
+                    kw = dict(axis=axis, mode=mode, cval=CVAL, origin=origin)
+                    expected = sn.uniform_filter1d(x, size, **kw)
+                    got = nn.uniform_filter1d(x, size, **kw)
+                    bound = single_pass_bound(
+                        lambda a, w, **k: sn.uniform_filter1d(a, size, **k), x, np.ones(size) / size,
+                        eps_for(dtype, dtype), **kw)
+                    assert_close(got, expected, bound)
+                for kw in (dict(order=0), dict(order=2, truncate=2.0), dict(radius=1)):
+                    expected = sn.gaussian_filter1d(x, 1.3, axis, mode=mode, cval=CVAL, **kw)
+                    got = nn.gaussian_filter1d(x, 1.3, axis, mode=mode, cval=CVAL, **kw)
+                    assert_close(got, expected, 2e-5 * max(float(np.abs(x).max()), CVAL)
+                                 if dtype == "float32" else 0.0)
+
+
+def assert_dense_integer(got, x, w, **kw):
+    """Integer outputs of the dense correlate equal scipy's, except by one where scipy's
+    float64 sum is within rounding of an integer: numbaconv's direct kernel fuses each
+    multiply-add (FMA, ``fastmath={"contract"}``), scipy's C code rounds the product
+    first, so sums that are exactly integral in real arithmetic can land on either side
+    of the integer, and the truncation toward zero differs by one."""
+    expected = sn.correlate(x, w, output=got.dtype, **kw)
+    exact = sn.correlate(x, w, output=np.float64, **kw)
+    near_integer = np.abs(exact - np.round(exact)) <= single_pass_bound(
+        sn.correlate, x, w, np.finfo(np.float64).eps, **kw)
+    diff = got.astype(np.int64) - expected.astype(np.int64)
+    wrap = 2 ** (8 * got.dtype.itemsize)
+    diff = np.where(np.abs(diff) > wrap // 2, diff - np.sign(diff) * wrap, diff)
+    assert np.all((diff == 0) | ((np.abs(diff) == 1) & near_integer))
+
+
+DENSE_WEIGHTS = {
+    "random": lambda nd: np.random.default_rng(3).uniform(-1, 1, (3, 2, 4)[:nd]),
+    "box": lambda nd: np.full((3,) * nd, 1.0 / 3 ** nd),
+    "sobel": lambda nd: np.multiply.outer(np.array([-1.0, 0, 1]), np.ones((1,) * (nd - 1))
+                                          * np.array([1.0, 2, 1]) ** (nd > 1)) if nd > 1
+    else np.array([-1.0, 0, 1]),
+}
+
+
+def reflect_reads_outside(mode, w_shape, origins, shape):
+    """scipy's dense reflect reads outside the array for halos >= 4n (see _boundary)."""
+    if mode not in ("reflect", "grid-mirror"):
+        return False
+    return any(max(k // 2 + o, k - 1 - k // 2 - o) >= 4 * n
+               for k, o, n in zip(w_shape, origins, shape))
+
+
+@pytest.mark.parametrize("kind", list(DENSE_WEIGHTS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_correlate_convolve_match_scipy(kind, dtype):
+    for shape in SHAPES:
+        x = sample(shape, dtype, seed=2)
+        w = DENSE_WEIGHTS[kind](x.ndim)
+        origins = [min(1, (k - 1) // 2) for k in w.shape]
+        for mode in MODES:
+            for origin in (0, origins):
+                o = origin if origin else [0] * x.ndim
+                if reflect_reads_outside(mode, w.shape, o, x.shape):
+                    continue
+                kw = dict(mode=mode, cval=CVAL, origin=origin)
+                for fn in ("correlate", "convolve"):
+                    got = getattr(nn, fn)(x, w, **kw)
+                    if got.dtype.kind in "iu" and fn == "correlate":
+                        assert_dense_integer(got, x, w, **kw)
+                        continue
+                    expected = getattr(sn, fn)(x, w, **kw)
+                    bound = single_pass_bound(getattr(sn, fn), x, w, eps_for(dtype, dtype), **kw)
+                    if got.dtype.kind in "iu":  # convolve: flipped, the same rule
+                        np.testing.assert_allclose(got, expected, atol=1, rtol=0)
+                        continue
+                    assert_close(got, expected, bound)
+
+
+def test_axes_argument():
+    x = sample((4, 5, 6), "float64")
+    w2 = np.random.default_rng(4).standard_normal((3, 2))
+    for axes in [(0, 2), (2, 1), (-1, 0)]:
+        # scipy pairs origins with ``axes`` but keeps the weights' axis order: for
+        # unsorted axes these origins are out of range (both raise, tested below).
+        origin = (1, 0) if list(axes) == sorted(a % 3 for a in axes) else 0
+        for fn in ("correlate", "convolve"):
+            expected = getattr(sn, fn)(x, w2, axes=axes, origin=origin, mode="wrap")
+            got = getattr(nn, fn)(x, w2, axes=axes, origin=origin, mode="wrap")
+            assert_close(got, expected, 1e-12 * np.abs(expected).max())
+        for name, args in [("gaussian_filter", ([1.0, 0.7],)), ("uniform_filter", ([3, 2],)),
+                           ("laplace", ()), ("gaussian_laplace", (1.0,)),
+                           ("gaussian_gradient_magnitude", (1.0,))]:
+            expected = getattr(sn, name)(x, *args, axes=axes, mode=["nearest", "mirror"])
+            got = getattr(nn, name)(x, *args, axes=axes, mode=["nearest", "mirror"])
+            assert_close(got, expected, 1e-12 * np.abs(x).max())
+
+
+def test_negative_and_out_of_range_values_cast_like_scipy():
+    """scipy casts double results as C does: toward zero, out-of-range values wrap."""
+    x = np.array([-0.5, -1.5, -2.7, -300.7, 300.2, 70000.9, -70000.9, 2.9999999, 65535.9])
+    for dtype in ["uint8", "uint16", "int16", "int32"]:
+        np.testing.assert_array_equal(nn.correlate1d(x, [1.0], output=dtype),
+                                      sn.correlate1d(x, [1.0], output=dtype))
+        np.testing.assert_array_equal(nn.correlate(x, [1.0], output=dtype),
+                                      sn.correlate(x, [1.0], output=dtype))
+
+
+def test_grid_modes_are_their_filter_aliases():
+    x = sample((3, 4, 5), "float64")
+    w = np.random.default_rng(5).standard_normal((3, 5, 2))
+    for grid, plain in [("grid-mirror", "reflect"), ("grid-wrap", "wrap"),
+                        ("grid-constant", "constant")]:
+        for fn in (sn.correlate, lambda a, k, **kw: sn.correlate1d(a, k[0, 0], **kw)):
+            np.testing.assert_array_equal(fn(x, w, mode=grid, cval=2.0),
+                                          fn(x, w, mode=plain, cval=2.0))
+
+
+@HYPOTHESIS
+@given(data=st.data())
+def test_random_correlations(data):
+    ndim = data.draw(st.integers(1, 3))
+    shape = tuple(data.draw(st.integers(1, 8)) for _ in range(ndim))
+    k = tuple(data.draw(st.integers(1, 5)) for _ in range(ndim))
+    origin = [data.draw(st.integers(-(n // 2), (n - 1) // 2)) for n in k]
+    mode = data.draw(st.sampled_from(MODES))
+    dtype = data.draw(st.sampled_from(DTYPES))
+    x = sample(shape, dtype, seed=data.draw(st.integers(0, 100)))
+    w = np.random.default_rng(data.draw(st.integers(0, 100))).uniform(-2, 2, k)
+    if data.draw(st.booleans()):  # a rank-1 kernel: the separable path
+        w = math.prod(np.ix_(*[np.random.default_rng(i).integers(-3, 4, n).astype(float)
+                              for i, n in enumerate(k)]))
+    kw = dict(mode=mode, cval=CVAL, origin=origin)
+    if not reflect_reads_outside(mode, k, origin, shape):
+        got = nn.correlate(x, w, **kw)
+        if got.dtype.kind in "iu":
+            assert_dense_integer(got, x, w, **kw)
+        else:
+            assert_close(got, sn.correlate(x, w, **kw),
+                         single_pass_bound(sn.correlate, x, w, eps_for(dtype, dtype), **kw))
+    axis = data.draw(st.integers(-ndim, ndim - 1))
+    w1 = w.reshape(-1)[:k[0]]
+    kw1 = dict(mode=mode, cval=CVAL, origin=origin[0], axis=axis)
+    assert_close(nn.correlate1d(x, w1, **kw1), sn.correlate1d(x, w1, **kw1),
+                 single_pass_bound(sn.correlate1d, x, w1, eps_for(dtype, dtype), **kw1))
+
+
+# ---- Errors: scipy's exception types ------------------------------------------------------------
+X = np.zeros((4, 5, 6), np.float32)
+ERRORS = [
+    ("correlate", (X, np.ones((3, 3, 3))), dict(mode="bogus")),
+    ("correlate", (X, np.ones((3, 3, 3))), dict(origin=2)),
+    ("correlate", (X, np.ones((3, 3, 3))), dict(origin=(0, 0))),
+    ("correlate", (X, np.ones((3, 3))), {}),
+    ("correlate", (X, np.ones((3, 3))), dict(axes=(0, 5))),
+    ("correlate", (X, np.ones((3, 3))), dict(axes=(1, 1))),
+    ("correlate", (X, np.ones((3, 2))), dict(axes=(2, 1), origin=(1, 0))),
+    ("correlate", (X, np.ones((3, 3, 3))), dict(mode=["reflect"] * 3)),
+    ("correlate", (X, np.ones((3, 3, 3))), dict(output=np.zeros((4, 5)))),
+    ("convolve", (X, np.ones((2, 2, 2))), dict(origin=1)),
+    ("correlate1d", (X, np.ones((2, 2))), {}),
+    ("correlate1d", (X, []), {}),
+    ("correlate1d", (X, [1, 2, 3]), dict(axis=3)),
+    ("correlate1d", (X, [1, 2, 3]), dict(origin=-2)),
+    ("convolve1d", (X, [1, 2, 3]), dict(mode="wrapped")),
+    ("gaussian_filter1d", (X, -1.0), {}),
+    ("gaussian_filter1d", (X, 1.0), dict(order=-1)),
+    ("gaussian_filter1d", (X, 1.0), dict(radius=-2)),
+    ("gaussian_filter", (X, [1.0, 2.0]), {}),
+    ("gaussian_filter", (X, 1.0), dict(mode="nope")),
+    ("uniform_filter1d", (X, 0), {}),
+    ("uniform_filter1d", (X, 3), dict(origin=2)),
+    ("uniform_filter", (X, 3), dict(axes=(0, 0))),
+    ("sobel", (X,), dict(axis=3)),
+    ("prewitt", (X,), dict(mode="bad")),
+    ("laplace", (X,), dict(axes=7)),
+    ("gaussian_laplace", (X, [1.0, 1.0]), {}),
+    ("gaussian_gradient_magnitude", (X, 1.0), dict(mode=["reflect"])),
+]
+
+
+@pytest.mark.parametrize("name,args,kwargs", ERRORS)
+def test_errors_are_scipys(name, args, kwargs):
+    with pytest.raises(Exception) as theirs:
+        getattr(sn, name)(*args, **kwargs)
+    with pytest.raises(Exception) as ours:
+        getattr(nn, name)(*args, **kwargs)
+    assert type(ours.value) is type(theirs.value), (ours.value, theirs.value)
+
+
+def test_signatures_are_scipys():
+    import inspect
+    for name in nn.__all__:
+        assert inspect.signature(getattr(nn, name)) == inspect.signature(getattr(sn, name)), name
+
+
+# ---- Determinism and imports ------------------------------------------------------------------
+def test_bitwise_identical_at_one_and_two_threads():
+    x = sample((9, 10, 33), "float32")
+    w = np.random.default_rng(6).standard_normal((3, 4, 5)).astype(np.float32)
+    runs = []
+    previous = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            runs.append([nn.gaussian_filter(x, 1.5), nn.uniform_filter(x.astype(np.float64), 4),
+                         nn.correlate(x, w, mode="wrap"), nn.sobel(x, 2),
+                         nn.correlate1d(x, w[0, 0], axis=0)])
+    finally:
+        numba.set_num_threads(previous)
+    for a, b in zip(*runs):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_import_numbaconv_does_not_load_ndimage(tmp_path):
+    proc = run_script(tmp_path, """
+        import sys
+        import numbaconv
+        assert "numbaconv.ndimage" not in sys.modules and "scipy.ndimage" not in sys.modules
+        import numbaconv.ndimage
+        assert "scipy.ndimage" not in sys.modules
+        print("ok")
+    """, env=python_env())
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
