@@ -1,10 +1,10 @@
-"""1-D passes along one axis of an already extended, C-contiguous volume.
+"""1-D passes along one axis of a C-contiguous volume, extended on the fly.
 
 A pass along axis ``a`` of a 3-D array sees it as ``(A, L, B)`` with the filtered axis
-in the middle (axis 0: ``(1, D, H*W)``; axis 1: ``(D, H, W)``; axis 2: ``(D*H, W, 1)``):
-``ext`` is ``(A, L + K - 1, B)`` and ``out`` is ``(A, L, B)``, both C-contiguous.
+in the middle (axis 0: ``(1, D, H*W)``; axis 1: ``(D, H, W)``; axis 2: ``(D*H, W, 1)``).
 
-- ``correlate_lines``: ``out[a, l, b] = sum_j w[j] * ext[a, l + j, b]``, summed in the
+- ``correlate_lines``: ``out[a, l, b] = sum_j w[j] * ext[a, l + j, b]``, where ``ext``
+  is the source extended along the axis through an index map (no extended copy), summed in the
   order a ``plan`` gives (:func:`tap_plan`: scipy's ``NI_Correlate1D`` order, which pairs
   taps for symmetric and antisymmetric filters; in float64 the bits are scipy's).
 - ``running_mean_lines``: scipy's ``NI_UniformFilter1D`` running sum, operation for
@@ -25,7 +25,7 @@ from .registry import readonly
 #: Below this many multiply-adds a pass runs on the calling thread.
 SERIAL_WORK = 1 << 16
 #: B-elements per work item when B > 1 (float64: 16 KiB for the output chunk).
-CHUNK = 2048
+CHUNK = 512
 #: ``tap_plan`` operations: out = x[j]*w[j]; out += x[j]*w[j]; out += (x[j] +/- x[k])*w[j].
 SET, ADD, ADD_SUM, ADD_DIFF = 0, 1, 2, 3
 
@@ -74,7 +74,7 @@ def _step(dst, xj, xk, wj, op):
 
 @njit(cache=True, inline="always")
 def _line_items(out):
-    """Work items: whole rows when B == 1, else (line, position, chunk of B)."""
+    """Work items: whole rows when B == 1, else (line, chunk of B, position)."""
     lines, length, width = out.shape
     if width == 1:
         return lines
@@ -82,44 +82,62 @@ def _line_items(out):
 
 
 @njit(cache=True, inline="always")
-def _correlate_item(ext, weights, plan, out, item):
+def _correlate_item(src, index, cval_row, weights, plan, out, item):
     lines, length, width = out.shape
+    taps_length = src.shape[1]
     if width == 1:
-        # As 2-D C arrays, so that rows are contiguous to the compiler (no stride).
-        src = ext.reshape((ext.shape[0], ext.shape[1]))[item]
+        # The row extended once into a buffer (a gather, one load per element beside
+        # the K multiply-adds), then every tap reads a contiguous slice of it.
+        row = src.reshape((lines, taps_length))[item]
+        extended = np.empty(index.shape[0], src.dtype)
+        for p in range(index.shape[0]):
+            q = index[p]
+            extended[p] = row[q] if q >= 0 else cval_row[0]
         dst = out.reshape((lines, length))[item]
         for r in range(plan.shape[0]):
             op, j, k = plan[r, 0], plan[r, 1], plan[r, 2]
-            _step(dst, src[j:j + length], src[k:k + length], weights[j], op)
+            _step(dst, extended[j:j + length], extended[k:k + length], weights[j], op)
         return
+    # Positions along the axis fastest: consecutive items (one thread's share of the
+    # range) read the same rows but one, from cache; chunks fastest read every row from
+    # memory once per item (3x slower).
     chunks = (width + CHUNK - 1) // CHUNK
-    c = item % chunks
-    rest = item // chunks
-    a, l = rest // length, rest % length
+    l = item % length
+    rest = item // length
+    a, c = rest // chunks, rest % chunks
     b0 = c * CHUNK
     b1 = min(width, b0 + CHUNK)
-    window = ext[a, l:l + weights.shape[0], b0:b1]
-    dst = out[a, l, b0:b1]
+    # Rows of 2-D C views, then a slice: numba types them contiguous, so the loops in
+    # _step vectorise (a slice of the 3-D array is typed strided: 8x slower). The
+    # extension needs no copy: a tap outside the axis reads its source row, or cval's.
+    src_rows = src.reshape((lines * taps_length, width))
+    dst = out.reshape((lines * length, width))[a * length + l][b0:b1]
+    outside = cval_row[b0:b1]
     for r in range(plan.shape[0]):
         op, j, k = plan[r, 0], plan[r, 1], plan[r, 2]
-        _step(dst, window[j], window[k], weights[j], op)
+        qj, qk = index[l + j], index[l + k]
+        xj = src_rows[a * taps_length + qj][b0:b1] if qj >= 0 else outside
+        xk = src_rows[a * taps_length + qk][b0:b1] if qk >= 0 else outside
+        _step(dst, xj, xk, weights[j], op)
 
 
 # One loop body, two drivers (as in direct.py): the serial one avoids waking the thread
 # pool for small passes, where that costs more than the work. Same bits either way.
 @njit(parallel=True, cache=True)
-def correlate_lines(ext, weights, plan, out):
-    """``out`` (A, L, B) = the correlation of ``ext`` (A, L + K - 1, B) with ``weights``
-    (K,) along axis 1, in ``plan``'s order; all float32 or all float64."""
+def correlate_lines(src, index, cval_row, weights, plan, out):
+    """``out`` (A, L, B) = the correlation with ``weights`` (K,) along axis 1 of ``src``
+    (A, S, B) extended by ``index`` (L + K - 1,): the source position along axis 1 of
+    each extended position, -1 for ``cval_row[:B]`` (B,). In ``plan``'s order; src,
+    cval_row, weights and out all float32 or all float64."""
     for item in prange(_line_items(out)):
-        _correlate_item(ext, weights, plan, out, item)
+        _correlate_item(src, index, cval_row, weights, plan, out, item)
 
 
 @njit(cache=True)
-def correlate_lines_serial(ext, weights, plan, out):
+def correlate_lines_serial(src, index, cval_row, weights, plan, out):
     """:func:`correlate_lines` on the calling thread."""
     for item in range(_line_items(out)):
-        _correlate_item(ext, weights, plan, out, item)
+        _correlate_item(src, index, cval_row, weights, plan, out, item)
 
 
 @njit(cache=True, inline="always")

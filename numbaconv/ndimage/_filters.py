@@ -17,7 +17,7 @@ import numpy as np
 from ..kernels import separable
 from ..kernels.registry import readonly
 from . import _support as S
-from ._boundary import extend
+from ._boundary import extend, source_index
 
 __all__ = ["correlate1d", "convolve1d", "gaussian_filter1d", "gaussian_filter",
            "uniform_filter1d", "uniform_filter", "correlate", "convolve", "sobel", "prewitt",
@@ -66,12 +66,19 @@ def _target(output: np.ndarray, shape3, work) -> np.ndarray:
 
 
 # ---- The 1-D primitive ---------------------------------------------------------------------
-def _run_lines(ext3: np.ndarray, axis: int, weights: np.ndarray, out3: np.ndarray) -> np.ndarray:
-    """One valid pass along ``axis`` of an extended C-contiguous 3-D array into ``out3``."""
-    w = readonly(np.ascontiguousarray(weights, ext3.dtype))
+def _run_lines(src3: np.ndarray, axis: int, weights: np.ndarray, out3: np.ndarray,
+               index: np.ndarray, cval=0.0) -> np.ndarray:
+    """One pass along ``axis`` of a C-contiguous 3-D array into ``out3`` (same dtype):
+    the source extended by ``index`` (:func:`_boundary.source_index`: the source
+    position of each extended position, -1 for ``cval``)."""
+    dtype = src3.dtype
+    w = readonly(np.ascontiguousarray(weights, dtype))
+    lines = _lines(src3, axis)
+    cval_row = readonly(np.full(max(1, lines.shape[2]), cval, np.float64).astype(dtype))
     kernel = separable.correlate_lines if _parallel(out3, w.shape[0]) else \
         separable.correlate_lines_serial
-    kernel(readonly(_lines(ext3, axis)), w, separable.tap_plan(weights), _lines(out3, axis))
+    kernel(readonly(lines), readonly(index), cval_row, w, separable.tap_plan(weights),
+           _lines(out3, axis))
     return out3
 
 
@@ -91,16 +98,21 @@ def _pass1d(inp, weights, axis, output, rule, cval, origin, running_mean=False):
     work = S.work_dtype(inp.dtype, output.dtype)
     x3 = _as3d(inp)
     axis3 = axis + 3 - inp.ndim
-    halos = [(0, 0)] * 3
-    halos[axis3] = _halo(weights.shape[0], origin)
-    ext = extend(x3, halos, [rule] * 3, cval, work)
     out3 = _target(output, x3.shape, work)
     if running_mean and work == np.float64:
+        halos = [(0, 0)] * 3
+        halos[axis3] = _halo(weights.shape[0], origin)
+        ext = extend(x3, halos, [rule] * 3, cval, work)
         kernel = separable.running_mean_lines if _parallel(out3, 2) else \
             separable.running_mean_lines_serial
         kernel(readonly(_lines(ext, axis3)), weights.shape[0], _lines(out3, axis3))
     else:
-        _run_lines(ext, axis3, weights, out3)
+        with np.errstate(invalid="ignore", over="ignore"):
+            src = np.ascontiguousarray(x3, work)
+        if np.shares_memory(src, out3):  # in place (scipy's passes read their output)
+            src = src.copy()
+        index = source_index(x3.shape[axis3], *_halo(weights.shape[0], origin), rule)
+        _run_lines(src, axis3, weights, out3, index, cval)
     _store(out3, output)
     return output
 
@@ -141,7 +153,8 @@ def _rank1_factors(w3: np.ndarray, integral: bool):
 
 def choose_algorithm(shape3, w3: np.ndarray, work, integer_exact: bool):
     """How :func:`correlate` computes: ``("separable", factors)`` for a rank-1 kernel,
-    else ``("dense", None)``. The place for a large-kernel (FFT) path to plug in.
+    else ``("dense", None)`` (:func:`_dense`, where conv3d's ``auto`` takes the FFT path
+    for large kernels).
 
     ``integer_exact``: the output is integer and the input integer, so a separable
     path must give scipy's exact sums (integral factors only).
@@ -153,15 +166,23 @@ def choose_algorithm(shape3, w3: np.ndarray, work, integer_exact: bool):
     return "dense", None
 
 
-def _dense(ext3: np.ndarray, w3: np.ndarray, out_shape3, work) -> np.ndarray:
-    """Valid cross-correlation of an extended 3-D volume by numbaconv's direct forward
-    kernel, which sums the taps in raster order from zero, as scipy's NI_Correlate."""
+def _dense(ext3: np.ndarray, w3: np.ndarray, out_shape3, exact: bool) -> np.ndarray:
+    """Valid cross-correlation of an extended 3-D volume (float32 or float64) by
+    numbaconv's forward conv3d.
+
+    ``exact`` (integer outputs): the register-blocked direct kernel, whose sums have
+    the direct kernel's bits (taps in raster order from zero, as scipy's NI_Correlate),
+    so that truncation to integers agrees with scipy's. Otherwise ``auto``, which also
+    takes the FFT path for large kernels (``numbaconv.kernels.fft``: float64
+    transforms, error about 1e-15 of the largest output).
+    """
     from ..functional import conv3d
     # scipy leaves out weights within DBL_EPSILON of zero; a zero weight adds exactly 0.
-    w = np.where(np.abs(w3) > _DBL_EPSILON, w3, 0.0).astype(work)
-    # direct_serial has direct's bits without waking the thread pool for small volumes.
-    algorithm = "direct" if math.prod(out_shape3) * w.size >= separable.SERIAL_WORK \
-        else "direct_serial"
+    w = np.where(np.abs(w3) > _DBL_EPSILON, w3, 0.0).astype(ext3.dtype)
+    if math.prod(out_shape3) * w.size < separable.SERIAL_WORK:
+        algorithm = "direct_serial"  # direct's bits without waking the thread pool
+    else:
+        algorithm = "blocked" if exact else "auto"
     result = conv3d(ext3.reshape((1, 1) + ext3.shape), w.reshape((1, 1) + w.shape),
                     padding=0, algorithm=algorithm)
     return result.reshape(out_shape3)
@@ -216,10 +237,10 @@ def _correlate_or_convolve(inp, weights, output, mode, cval, origin, convolution
             shape[axis] = x3.shape[axis]
             last = i == len(passes) - 1
             target = _target(output, shape, work) if last else np.empty(shape, work)
-            ext = _run_lines(ext, axis, factors[axis], target)
+            ext = _run_lines(ext, axis, factors[axis], target, np.arange(ext.shape[axis]))
         result = ext
     else:
-        result = _dense(ext, w3, x3.shape, work)
+        result = _dense(ext, w3, x3.shape, exact=output.dtype.kind in "biu")
     _store(result, output)
     return output
 
