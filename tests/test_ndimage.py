@@ -162,20 +162,24 @@ def test_one_d_filters_match_scipy(dtype):
                 for kw in (dict(order=0), dict(order=2, truncate=2.0), dict(radius=1)):
                     expected = sn.gaussian_filter1d(x, 1.3, axis, mode=mode, cval=CVAL, **kw)
                     got = nn.gaussian_filter1d(x, 1.3, axis, mode=mode, cval=CVAL, **kw)
-                    assert_close(got, expected, 2e-5 * max(float(np.abs(x).max()), CVAL)
-                                 if dtype == "float32" else 0.0)
+                    # The same pass as correlate1d with scipy's (reversed) Gaussian taps.
+                    radius = kw.get("radius", int(kw.get("truncate", 4.0) * 1.3 + 0.5))
+                    taps = _gaussian_kernel1d(1.3, kw.get("order", 0), radius)[::-1]
+                    bound = single_pass_bound(sn.correlate1d, x, taps, eps_for(dtype, dtype),
+                                              axis=axis, mode=mode, cval=CVAL)
+                    assert_close(got, expected, bound if dtype == "float32" else 0.0)
 
 
-def assert_dense_integer(got, x, w, **kw):
+def assert_dense_integer(got, x, w, fn="correlate", **kw):
     """Integer outputs of the dense correlate equal scipy's, except by one where scipy's
     float64 sum is within rounding of an integer: numbaconv's direct kernel fuses each
     multiply-add (FMA, ``fastmath={"contract"}``), scipy's C code rounds the product
     first, so sums that are exactly integral in real arithmetic can land on either side
     of the integer, and the truncation toward zero differs by one."""
-    expected = sn.correlate(x, w, output=got.dtype, **kw)
-    exact = sn.correlate(x, w, output=np.float64, **kw)
+    expected = getattr(sn, fn)(x, w, output=got.dtype, **kw)
+    exact = getattr(sn, fn)(x, w, output=np.float64, **kw)
     near_integer = np.abs(exact - np.round(exact)) <= single_pass_bound(
-        sn.correlate, x, w, np.finfo(np.float64).eps, **kw)
+        getattr(sn, fn), x, w, np.finfo(np.float64).eps, **kw)
     diff = got.astype(np.int64) - expected.astype(np.int64)
     wrap = 2 ** (8 * got.dtype.itemsize)
     diff = np.where(np.abs(diff) > wrap // 2, diff - np.sign(diff) * wrap, diff)
@@ -214,14 +218,11 @@ def test_correlate_convolve_match_scipy(kind, dtype):
                 kw = dict(mode=mode, cval=CVAL, origin=origin)
                 for fn in ("correlate", "convolve"):
                     got = getattr(nn, fn)(x, w, **kw)
-                    if got.dtype.kind in "iu" and fn == "correlate":
-                        assert_dense_integer(got, x, w, **kw)
+                    if got.dtype.kind in "iu":
+                        assert_dense_integer(got, x, w, fn, **kw)
                         continue
                     expected = getattr(sn, fn)(x, w, **kw)
                     bound = single_pass_bound(getattr(sn, fn), x, w, eps_for(dtype, dtype), **kw)
-                    if got.dtype.kind in "iu":  # convolve: flipped, the same rule
-                        np.testing.assert_allclose(got, expected, atol=1, rtol=0)
-                        continue
                     assert_close(got, expected, bound)
 
 
