@@ -7,6 +7,7 @@ Arrays of 1 to 3 dimensions are handled as 3-D with leading singleton axes.
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import operator
@@ -339,6 +340,24 @@ def uniform_filter1d(input, size, axis=-1, output=None, mode="reflect", cval=0.0
 
 
 # ---- Compositions (scipy's sequences of passes and intermediate dtypes) ------------------------
+def _chain(inp, output, passes):
+    """Run ``passes`` (each ``pass_(source, target)``) one after another, every one
+    reading the previous one's result, as scipy's filters do through ``output``. Two
+    buffers of the output dtype (``output`` and one more) alternate so that no pass reads
+    the array it writes (which would cost a copy per pass), ending in ``output``."""
+    if not passes:
+        output[...] = inp[...]
+        return output
+    spare = np.empty_like(output) if len(passes) > 1 else output
+    targets = [output, spare] if len(passes) % 2 else [spare, output]
+    source = inp
+    for i, pass_ in enumerate(passes):
+        target = targets[i % 2]
+        pass_(source, target)
+        source = target
+    return output
+
+
 def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0, truncate=4.0,
                     *, radius=None, axes=None):
     """scipy.ndimage.gaussian_filter: one gaussian_filter1d per axis (sigma > 1e-15),
@@ -352,15 +371,14 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
     sigmas = S.normalize_sequence(sigma, n, "sigma")
     modes = S.normalize_sequence(mode, n, "mode")
     radii = S.normalize_sequence(radius, n, "radius")
-    passes = [(axes[i], sigmas[i], orders[i], modes[i], radii[i])
+    passes = [functools.partial(_gaussian_pass, axis=axes[i], sigma=sigmas[i], order=orders[i],
+                                mode=modes[i], radius=radii[i], cval=cval, truncate=truncate)
               for i in range(n) if sigmas[i] > 1e-15]
-    if not passes:
-        output[...] = inp[...]
-        return output
-    for axis, sd, o, m, r in passes:
-        gaussian_filter1d(inp, sd, axis, o, output, m, cval, truncate, radius=r)
-        inp = output
-    return output
+    return _chain(inp, output, passes)
+
+
+def _gaussian_pass(source, target, axis, sigma, order, mode, radius, cval, truncate):
+    gaussian_filter1d(source, sigma, axis, order, target, mode, cval, truncate, radius=radius)
 
 
 def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=0, *, axes=None):
@@ -373,14 +391,14 @@ def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=
     sizes = S.normalize_sequence(size, n, "size")
     origins = S.normalize_sequence(origin, n, "origin")
     modes = S.normalize_sequence(mode, n, "mode")
-    passes = [(axes[i], sizes[i], origins[i], modes[i]) for i in range(n) if sizes[i] > 1]
-    if not passes:
-        output[...] = inp[...]
-        return output
-    for axis, size_, o, m in passes:
-        uniform_filter1d(inp, int(size_), axis, output, m, cval, o)
-        inp = output
-    return output
+    passes = [functools.partial(_uniform_pass, axis=axes[i], size=int(sizes[i]),
+                                origin=origins[i], mode=modes[i], cval=cval)
+              for i in range(n) if sizes[i] > 1]
+    return _chain(inp, output, passes)
+
+
+def _uniform_pass(source, target, axis, size, origin, mode, cval):
+    uniform_filter1d(source, size, axis, target, mode, cval, origin)
 
 
 def _derivative_then_smooth(input, axis, output, mode, cval, smooth):
@@ -390,10 +408,15 @@ def _derivative_then_smooth(input, axis, output, mode, cval, smooth):
     axis = S.axis_index(axis, inp.ndim)
     output = S.get_output(output, inp)
     modes = S.normalize_sequence(mode, inp.ndim, "mode")
-    correlate1d(inp, [-1, 0, 1], axis, output, modes[axis], cval, 0)
-    for other in (ax for ax in range(inp.ndim) if ax != axis):
-        correlate1d(output, smooth, other, output, modes[other], cval, 0)
-    return output
+    passes = [functools.partial(_correlate_pass, weights=[-1, 0, 1], axis=axis,
+                                mode=modes[axis], cval=cval)]
+    passes += [functools.partial(_correlate_pass, weights=smooth, axis=other, mode=modes[other],
+                                 cval=cval) for other in range(inp.ndim) if other != axis]
+    return _chain(inp, output, passes)
+
+
+def _correlate_pass(source, target, weights, axis, mode, cval):
+    correlate1d(source, weights, axis, target, mode, cval, 0)
 
 
 def sobel(input, axis=-1, output=None, mode="reflect", cval=0.0):
