@@ -120,6 +120,8 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
     out = np.empty(spec.in_shape, dtype)
     if not out.size:
         return out
+    if algorithm == "auto" and _scatter_pays(spec) or algorithm == "gemm_scatter":
+        return _gemm_scatter(spec, grad_out, w6, out)
     swapped = w6.transpose(0, 2, 1, 3, 4, 5)  # (G, Cin/G, Cout/G, k): Cin is the output here
     phases = input_grad_phases(spec)
     if _pointwise_phases(phases):
@@ -137,6 +139,67 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
         _dispatch.plan_for(sub, algorithm).run(source, weight, zeros, result)
         out[where] = result
     return out
+
+
+#: Largest product (taps x Cin/G x grad_output positions) the GEMM-and-scatter path makes.
+SCATTER_BYTES = 64 << 20
+
+
+def _scatter_pays(spec: ConvSpec) -> bool:
+    """GEMM and scatter where the phases' convolutions are small and deep: few
+    grad_output positions per group against many channels (a U-Net's bottleneck and
+    decoder layers), and its product fits ``SCATTER_BYTES``."""
+    positions = math.prod(spec.out_size)
+    product = math.prod(spec.kernel) * spec.in_per_group * positions
+    return (spec.out_per_group >= 64 and positions <= SCATTER_POSITIONS
+            and product * spec.compute_dtype.itemsize <= SCATTER_BYTES)
+
+
+#: grad_output positions up to which GEMM and scatter beats the phases (see the README).
+SCATTER_POSITIONS = 16 ** 3
+
+
+def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.ndarray):
+    """The input gradient as one BLAS product per (sample, group) and a scatter-add.
+
+    The product holds every tap's contribution, ``cols[t, ci, o] = sum_co w[co, ci, t] *
+    grad_out[co, o]``, ((taps * Cin/G) x positions); tap ``t`` of grad_output position
+    ``o`` lands on input position ``o*s + t*d - p`` and is added there, tap after tap
+    in a fixed order. No zero-stuffing and no im2col: for deep layers on small volumes
+    the one product is big enough for BLAS where each phase's convolution is not. Its
+    sums round as the GEMM path's.
+    """
+    groups, cout_g, cin_g = w6.shape[:3]
+    kernel = spec.kernel
+    positions = math.prod(spec.out_size)
+    # (G, kD*kH*kW*Cin/G, Cout/G): the rows of one tap are contiguous.
+    wt = np.ascontiguousarray(w6.transpose(0, 3, 4, 5, 2, 1).reshape(groups, -1, cout_g))
+    ranges = [[_scatter_range(i, o, s, t * d - p) for t in range(k)] for i, o, k, s, d, p in
+              zip(spec.in_size, spec.out_size, kernel, spec.stride, spec.dilation, spec.padding)]
+    out[...] = 0
+    for n in range(spec.batch):
+        for g in range(groups):
+            source = grad_out[n, g * cout_g:(g + 1) * cout_g].reshape(cout_g, positions)
+            cols = np.matmul(wt[g], source).reshape(kernel + (cin_g,) + spec.out_size)
+            target = out[n, g * cin_g:(g + 1) * cin_g]
+            for tap in itertools.product(*(range(k) for k in kernel)):
+                picked = [ranges[axis][t] for axis, t in enumerate(tap)]
+                if any(r is None for r in picked):
+                    continue
+                target[(slice(None),) + tuple(r[1] for r in picked)] += \
+                    cols[tap][(slice(None),) + tuple(r[0] for r in picked)]
+    return out
+
+
+def _scatter_range(in_length, out_length, stride, shift):
+    """(grad_output slice, input slice) of the positions ``o`` whose input position
+    ``o*stride + shift`` lies in the input; None if there are none."""
+    first = max(0, -(shift // stride))  # the first o with o*stride + shift >= 0
+    last = min(out_length - 1, (in_length - 1 - shift) // stride)
+    if last < first:
+        return None
+    start = first * stride + shift
+    return slice(first, last + 1), slice(start, start + (last - first) * stride + 1, stride)
 
 
 def _reversed(taps) -> slice:

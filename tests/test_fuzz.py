@@ -417,7 +417,7 @@ BAD_GROUPS = [0, -1, 1.5, True, "2", None, 2**31, 2**64, (1,), np.float64(1), np
 BAD_CONV_MODES = ["conv", "", "cross-correlation", "correlation", None, 1, b"convolution", True,
                   ("convolution",)]
 BAD_PADDING_MODES = ["zero", "REFLECT", "Reflect", "", "same", "constant", None, 0, b"zeros"]
-BAD_ALGORITHMS = ["fft", "", "AUTO", "blocked8x16", "Winograd", None, 3, ("auto",)]
+BAD_ALGORITHMS = ["fftw", "", "AUTO", "blocked8x16", "Winograd", None, 3, ("auto",)]
 BAD_FLAGS = ["yes", "", 1, 0, None, 1.0, np.array([True]), [True]]
 BAD_DTYPES = [np.complex64, np.complex128, object, "U3", "S2", np.longdouble, "datetime64[s]",
               "timedelta64[s]", [("a", np.float32)]]
