@@ -47,10 +47,10 @@ import time
 import numba
 import numpy as np
 
-from . import _config
-from . import functional as _functional
-from ._lru import LRU
-from ._spec import PADDING_MODES, ConvParams, ConvSpec, as_positive_int, output_length
+from .. import _config
+from .. import functional as _functional
+from .._lru import LRU
+from .._spec import PADDING_MODES, ConvParams, ConvSpec, as_positive_int, output_length
 
 try:
     import dask.array as da
