@@ -38,6 +38,7 @@ thin along D keep it small.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import sys
@@ -47,10 +48,10 @@ import time
 import numba
 import numpy as np
 
-from . import _config
-from . import functional as _functional
-from ._lru import LRU
-from ._spec import PADDING_MODES, ConvParams, ConvSpec, as_positive_int, output_length
+from .. import _config
+from .. import functional as _functional
+from .._lru import LRU
+from .._spec import PADDING_MODES, ConvParams, ConvSpec, as_positive_int, output_length
 
 try:
     import dask.array as da
@@ -260,12 +261,20 @@ def _axis_plan(chunks, size, before, after, span, stride) -> _AxisPlan:
 # ---- The task --------------------------------------------------------------------------
 def _conv_block(block, weight, bias, stride, dilation, groups, conv_mode, numba_threads):
     """One output chunk: the in-memory conv3d of one padded, overlapped block."""
-    threads = task_numba_threads(numba_threads)
-    previous = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
+    with task_threads(numba_threads):
         return _functional.conv3d(block, weight, bias, stride=stride, padding=0,
                                   dilation=dilation, groups=groups, conv_mode=conv_mode)
+
+
+@contextlib.contextmanager
+def task_threads(numba_threads=None):
+    """Run the body with numba's thread count set to :func:`task_numba_threads` (the
+    block computations of ``numbaconv.dask`` and ``numbaconv.dask.ndimage``); the
+    previous count is restored after."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(task_numba_threads(numba_threads))
+    try:
+        yield
     finally:
         numba.set_num_threads(previous)
 
