@@ -8,7 +8,10 @@ numbaconv.ndimage has them: ``correlate``, ``convolve``, ``correlate1d``, ``conv
 Each takes a 1-D to 3-D dask array (or anything ``da.asarray`` takes) and returns a lazy
 dask array of its shape, with the in-memory function's dtype (the input's) and the
 in-memory result's bits: ``f(x).compute()`` is bitwise ``numbaconv.ndimage.f(x.compute())``
-for every mode, origin and chunking. Bad arguments raise the in-memory function's
+for every mode, origin and chunking, except where a dense ``correlate``/``convolve`` with
+a float output takes the FFT path (kernels of ``_filters.FFT_TAPS`` taps or more): the
+transforms' rounding depends on their size, so blocks agree with the whole array to
+about 1e-15 of the largest output. Bad arguments raise the in-memory function's
 exceptions when the graph is built.
 
 How one filter step runs (:func:`_filter_blocks`; a step is one 1-D pass, or a whole
@@ -35,10 +38,10 @@ at ``[i - before, i + after]`` (``before = K//2 + origin`` for K taps):
 Why the kept positions have the whole array's bits: every output element is computed
 from its window by the same float operations wherever it lies. The 1-D pass
 (``separable.correlate_lines``) sums each element in one fixed tap order, the dense
-correlation (the direct conv3d kernel) in raster order; serial and parallel drivers
+correlation (the direct conv3d kernels) in raster order; serial and parallel drivers
 (chosen by size in ``numbaconv/ndimage/_filters.py``) share one loop body, and the
-separable-or-dense choice (``choose_algorithm``) depends on the weights and dtypes, not
-the shape. The block has the input's dtype, so the work dtype and that choice are the
+separable-or-dense choice (``choose_algorithm``) and the dense kernel
+(``dense_algorithm``) depend on the weights and dtypes, not the shape. The block has the input's dtype, so the work dtype and that choice are the
 whole array's.
 
 Composed filters (gaussian_filter, uniform_filter, sobel, prewitt, laplace,
