@@ -142,21 +142,30 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
 
 
 #: Largest product (taps x Cin/G x grad_output positions) the GEMM-and-scatter path makes.
-SCATTER_BYTES = 64 << 20
+SCATTER_BYTES = 128 << 20
+#: grad_output positions up to which it beats the phases at stride 1 (deep layers).
+SCATTER_POSITIONS = 16 ** 3
 
 
 def _scatter_pays(spec: ConvSpec) -> bool:
-    """GEMM and scatter where the phases' convolutions are small and deep: few
-    grad_output positions per group against many channels (a U-Net's bottleneck and
-    decoder layers), and its product fits ``SCATTER_BYTES``."""
-    positions = math.prod(spec.out_size)
-    product = math.prod(spec.kernel) * spec.in_per_group * positions
-    return (spec.out_per_group >= 64 and positions <= SCATTER_POSITIONS
-            and product * spec.compute_dtype.itemsize <= SCATTER_BYTES)
-
-
-#: grad_output positions up to which GEMM and scatter beats the phases (see the README).
-SCATTER_POSITIONS = 16 ** 3
+    """GEMM and scatter where it was measured faster than the phases (Ice Lake,
+    2026-12-01, float32, ms, phases vs scatter): strided layers (the suite's e 122 vs
+    100, m 118 vs 62; stride-2 convolutions 32->64 on 48^3 74 vs 44, 64->128 on 24^3 51
+    vs 16; transposed k3 s2 384->64 on 6^3 44 vs 10), deep layers on small volumes
+    (l2 60 vs 31; 256 channels on 6^3 25 vs 16, 128 on 12^3 55 vs 25) and layers of at
+    most 3 taps (j 33 vs 17, k2 31 vs 18). Not for few channels per group (depthwise g
+    15 vs 369, grouped f 39 vs 95) or large stride-1 volumes (b 84 vs 217, l1 80 vs 107),
+    where the phases run on the direct and Winograd kernels. Its product must fit in
+    ``SCATTER_BYTES``."""
+    cout_g = spec.out_per_group  # the product's reduction
+    product = math.prod(spec.kernel) * spec.in_per_group * math.prod(spec.out_size)
+    if cout_g < 16 or product * spec.compute_dtype.itemsize > SCATTER_BYTES:
+        return False
+    if spec.stride != (1, 1, 1):
+        return True
+    deep = cout_g >= 64 and (math.prod(spec.out_size) <= SCATTER_POSITIONS
+                             or math.prod(spec.kernel) <= 3)
+    return deep
 
 
 def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.ndarray):

@@ -13,7 +13,7 @@ from numbaconv import _backward
 from numbaconv._spec import ConvSpec
 from numbaconv.reference import conv3d_reference
 from helpers import (CASES, GOLDEN_DATA, assert_runs_bitwise_equal, configurations, load_golden,
-                     make_case, outputs_per_thread_count)
+                     describe, make_case, outputs_per_thread_count, python_env, run_script)
 
 CONV_GOLDEN = sorted(p for p in glob.glob(os.path.join(GOLDEN_DATA, "conv3d_*.npz")) if "_f16_" not in p)
 TRANSPOSE_GOLDEN = sorted(glob.glob(os.path.join(GOLDEN_DATA, "conv_transpose3d_*.npz")))
@@ -216,6 +216,65 @@ def test_bad_transposed_input(rng):
         nc.conv_transpose3d_backward(np.zeros((1, 2, 4, 4, 4), np.float32), x, w)
     with pytest.raises(ValueError, match="output_padding must be smaller than stride"):
         nc.ConvTranspose3d(4, 2, 3, stride=1, output_padding=1)
+
+
+# ---- The GEMM-and-scatter input gradient ----------------------------------------------------
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configurations(), seed=st.integers(0, 2**32 - 1))
+def test_gemm_scatter_input_gradient_matches_the_phases(config, seed):
+    """Every stride, dilation, padding (larger than the kernel too) and group count: the
+    scattered product equals the phases' direct sums to float64 rounding."""
+    rng = np.random.default_rng(seed)
+    x, w, b, args = make_case(rng, *config, dtype=np.float64)
+    spec = ConvSpec.from_args(x, w, None, args["stride"], args["padding"], args["dilation"],
+                              args["groups"])[0]
+    g = rng.standard_normal(spec.out_shape)
+    w6 = np.ascontiguousarray(w.reshape(spec.group_weight_shape))
+    scattered = _backward.grad_input(spec, g, w6, "gemm_scatter")
+    direct = _backward.grad_input(spec, g, w6, "direct")
+    scale = _backward.grad_input(spec, np.abs(g), np.abs(w6), "direct")
+    assert np.all(np.abs(scattered - direct) <= 1e-13 * (scale + 1e-300))
+
+
+def test_auto_takes_gemm_scatter_for_strided_and_deep_layers():
+    def spec(cin, cout, size, k, stride=1, groups=1):
+        x = np.zeros((1, cin, size, size, size), np.float32)
+        w = np.zeros((cout, cin // groups, k, k, k), np.float32)
+        return ConvSpec.from_args(x, w, None, stride, k // 2, 1, groups)[0]
+    assert _backward._scatter_pays(spec(32, 64, 48, 3, stride=2))      # encoder downsampling
+    assert _backward._scatter_pays(spec(256, 256, 6, 3))               # bottleneck
+    assert _backward._scatter_pays(spec(256, 128, 28, 1))              # pointwise
+    assert not _backward._scatter_pays(spec(64, 128, 56, 3))           # large stride-1 volume
+    assert not _backward._scatter_pays(spec(96, 96, 28, 3, groups=96))  # depthwise
+    assert not _backward._scatter_pays(spec(64, 64, 256, 3, stride=2))  # product over the cap
+
+
+_SCATTER_SCRIPT = """
+import sys, numpy as np, numbaconv as nc
+from numbaconv import _backward
+from numbaconv._spec import ConvSpec
+rng = np.random.default_rng(6)
+x = rng.standard_normal((2, 24, 13, 12, 11)).astype(np.float32)
+w = rng.standard_normal((64, 24, 3, 3, 3)).astype(np.float32)
+spec = ConvSpec.from_args(x, w, None, 2, 1)[0]
+assert _backward._scatter_pays(spec)
+g = rng.standard_normal(spec.out_shape).astype(np.float32)
+np.savez(sys.argv[1], *nc.conv3d_backward(g, x, w, stride=2, padding=1))
+"""
+
+
+def test_gemm_scatter_bitwise_identical_across_thread_counts(tmp_path):
+    """Its product runs on BLAS's threads: the bits hold at 1, 2 and 3 of them too
+    (OpenBLAS splits the output, not the sums)."""
+    runs = outputs_per_thread_count(tmp_path, _SCATTER_SCRIPT, (1, 2, 2))
+    for blas_threads in (1, 3):
+        path = os.path.join(str(tmp_path), f"blas_{blas_threads}.npz")
+        proc = run_script(tmp_path, _SCATTER_SCRIPT, path, env=python_env(
+            OPENBLAS_NUM_THREADS=blas_threads, OMP_NUM_THREADS=blas_threads))
+        assert proc.returncode == 0, describe(proc)
+        with np.load(path) as z:
+            runs.append({k: z[k] for k in z.files})
+    assert_runs_bitwise_equal(runs)
 
 
 # ---- Reproducibility -----------------------------------------------------------------
