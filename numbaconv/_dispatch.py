@@ -73,9 +73,11 @@ FORCED_PLANE_BYTES_LIMIT = 2 << 30
 #: below it the blocked kernel wins: f 64 vs 96, i 18 vs 31, d 10 vs 26, depthwise g 40
 #: vs 152, and c, 27648 outputs, is a tie at 406 vs 416).
 WEIGHT_GRAD_GEMM_TERMS = 10_000
-#: ...as long as its partial sums (one weight-sized array per chunk) stay within this:
-#: a 512 x 512 x 27 layer would otherwise add up to 16 copies of a 28 MB weight.
-WEIGHT_GRAD_GEMM_BYTES = 64 << 20
+#: ...as long as its partial sums (``gemm.PARTIAL_BYTES`` at most) can hold this many
+#: weight-sized chunks, to run in parallel: 512 x 512 x 27 (28 MB) on 6^3 positions, 2
+#: chunks, 92 vs 380 ms on the blocked kernel (Ice Lake, 2026-12-01; before, the budget
+#: sent it to the blocked kernel rather than cut the chunks); a larger weight stays there.
+WEIGHT_GRAD_GEMM_MIN_CHUNKS = 2
 #: How many times fewer FLOPs (``kernels.fft.fft_flops``) the FFT path needs before
 #: ``auto`` takes it over the direct kernels, which run that many times more FLOP/s.
 #: Measured crossover (Ice Lake, 2026-12-01, one channel, float32, fft vs blocked, ms):
@@ -112,8 +114,8 @@ def choose(spec, computes=FORWARD) -> str:
         if spec.plane_bytes > PLANE_BYTES_LIMIT:
             return "wgrad_gemm"  # its buffers do not grow with the padding
         if (spec.out_per_group * spec.in_per_group * math.prod(spec.kernel) >= WEIGHT_GRAD_GEMM_TERMS
-                and gemm.weight_grad_chunks(spec) * spec.out_channels * spec.reduction
-                * spec.compute_dtype.itemsize <= WEIGHT_GRAD_GEMM_BYTES):
+                and WEIGHT_GRAD_GEMM_MIN_CHUNKS * spec.out_channels * spec.reduction
+                * spec.compute_dtype.itemsize <= gemm.PARTIAL_BYTES):
             return "wgrad_gemm"
         return blocked_variant(spec, computes)
     if _fft_pays(spec):

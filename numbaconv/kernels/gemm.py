@@ -139,11 +139,19 @@ def slab_positions(spec, min_slabs=1) -> int:
     return max(16, min(by_memory, by_count))
 
 
+#: Bytes of the weight gradient's partial sums at most (each is a whole weight-sized
+#: array): a 512 x 512 x 27 layer would otherwise add up to 16 copies of a 28 MB weight.
+PARTIAL_BYTES = 64 << 20
+
+
 def weight_grad_chunks(spec) -> int:
     """Partial sums of the weight gradient: ``WEIGHT_GRAD_CHUNKS``, or fewer when there
-    are fewer work items (each partial is a whole weight-sized array)."""
+    are fewer work items or when more would exceed ``PARTIAL_BYTES``. A function of the
+    layer only: the sums do not depend on the thread count."""
     slabs = -(-math.prod(spec.out_size) // slab_positions(spec))
-    return min(WEIGHT_GRAD_CHUNKS, spec.batch * spec.groups * slabs)
+    weight_bytes = spec.out_channels * spec.reduction * spec.compute_dtype.itemsize
+    return max(1, min(WEIGHT_GRAD_CHUNKS, spec.batch * spec.groups * slabs,
+                      PARTIAL_BYTES // weight_bytes))
 
 
 def launch_forward(run, spec, x, w6, bias, out):
