@@ -371,3 +371,21 @@ def test_import_numbaconv_does_not_load_ndimage(tmp_path):
         print("ok")
     """, env=python_env())
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
+
+
+def test_warmup_compiles_the_signatures_the_filters_run():
+    """``nc.warmup`` compiles the 1-D pass kernels for exactly the argument types the
+    filters pass, so that a warmed-up process never compiles another specialisation."""
+    import numbaconv as nc
+    from numbaconv.kernels import separable
+    nc.warmup(algorithms=("lines", "lines_serial", "running_mean", "running_mean_serial"))
+    kernels = (separable.correlate_lines, separable.correlate_lines_serial,
+               separable.running_mean_lines, separable.running_mean_lines_serial)
+    before = [len(k.signatures) for k in kernels]
+    x = np.random.default_rng(0).random((20, 21, 22))
+    for data in (x.astype(np.float32), x, (x * 100).astype(np.uint16)):
+        nn.gaussian_filter(data, 2.0)
+        nn.uniform_filter(data, 3)
+        nn.sobel(data[:2, :2, :3])  # small: the serial drivers
+        nn.uniform_filter(data[:2, :2, :3], 3)
+    assert [len(k.signatures) for k in kernels] == before

@@ -20,7 +20,7 @@ taken first and indexed by a plain range variable: no negative or gathered indic
 import numpy as np
 from numba import njit, prange
 
-from .registry import readonly
+from .registry import readonly, register
 
 #: Below this many multiply-adds a pass runs on the calling thread.
 SERIAL_WORK = 1 << 16
@@ -182,3 +182,33 @@ def running_mean_lines_serial(ext, size, out):
     """:func:`running_mean_lines` on the calling thread."""
     for item in range(out.shape[0] * ((out.shape[2] + CHUNK - 1) // CHUNK)):
         _mean_item(ext, size, out, item)
+
+
+# ---- Declarations (for ``python -m numbaconv warmup``; numbaconv.ndimage calls them) ----------
+#: What these kernels compute: 1-D passes of numbaconv.ndimage, outside ``auto``'s choices.
+LINES = "lines"
+
+
+def _correlate_examples(dtype):
+    volume, vector = np.zeros((1, 1, 1), dtype), np.zeros(1, dtype)
+    return (readonly(volume), readonly(np.zeros(1, np.int64)), readonly(vector), readonly(vector),
+            readonly(np.zeros((1, 3), np.int64)), np.zeros((1, 1, 1), dtype))
+
+
+def _mean_examples(dtype):
+    return readonly(np.zeros((1, 1, 1), dtype)), 1, np.zeros((1, 1, 1), dtype)
+
+
+def _called_directly(run, spec, *operands):
+    raise TypeError("numbaconv.ndimage calls the 1-D pass kernels directly")
+
+
+for _name, _function, _examples, _what in (
+        ("lines", correlate_lines, _correlate_examples, "1-D correlation along one axis"),
+        ("lines_serial", correlate_lines_serial, _correlate_examples, "the same, on the calling thread"),
+        ("running_mean", running_mean_lines, _mean_examples, "scipy's running-sum uniform filter"),
+        ("running_mean_serial", running_mean_lines_serial, _mean_examples,
+         "the same, on the calling thread")):
+    register(name=_name, computes=LINES, function=_function, examples=_examples,
+             launch=_called_directly, parallel=not _name.endswith("serial"), bitwise=None,
+             description=f"numbaconv.ndimage: {_what}")
