@@ -124,6 +124,8 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
         return _gemm_scatter(spec, grad_out, w6, out)
     swapped = w6.transpose(0, 2, 1, 3, 4, 5)  # (G, Cin/G, Cout/G, k): Cin is the output here
     phases = input_grad_phases(spec)
+    if algorithm != "auto":
+        _check_forced(spec, phases, algorithm)
     if _pointwise_phases(phases):
         return _stacked_pointwise_phases(spec, phases, grad_out, swapped, algorithm, out)
     zeros = np.zeros(spec.in_channels, dtype)
@@ -139,6 +141,22 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
         _dispatch.plan_for(sub, algorithm).run(source, weight, zeros, result)
         out[where] = result
     return out
+
+
+def _check_forced(spec: ConvSpec, phases, algorithm):
+    """A forced ``algorithm`` runs every phase, so it must compute each of them; say so
+    in terms of the caller's layer, not of a phase they never wrote."""
+    for _, sub in phases:
+        if sub is None:
+            continue
+        kernel = _dispatch.REGISTRY[_dispatch.resolve(sub, algorithm)]
+        reason = kernel.supports(sub) if kernel.supports else None
+        if reason is not None:
+            raise ValueError(
+                f"algorithm={algorithm!r} cannot compute the input gradient (the transposed "
+                f"convolution) of this layer (kernel {spec.kernel}, stride {spec.stride}, "
+                f"dilation {spec.dilation}): it runs as stride-1 convolutions, here one of "
+                f"kernel {sub.kernel} and dilation {sub.dilation}, and {reason}")
 
 
 #: Largest product (taps x Cin/G x grad_output positions) the GEMM-and-scatter path makes.

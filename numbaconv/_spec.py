@@ -201,11 +201,12 @@ class ConvParams:
 
     @classmethod
     def from_args(cls, stride=1, padding=0, dilation=1, groups=1, conv_mode="cross_correlation",
-                  padding_mode="zeros", *, output_padding=None) -> "ConvParams":
+                  padding_mode="zeros", *, transposed=False, output_padding=0) -> "ConvParams":
         """Check the hyper-parameters, in the order a signature lists them.
-        ``output_padding`` (transposed convolutions only; then ``padding`` must be ints)."""
+        ``transposed``: a transposed convolution's, with ``output_padding``; its
+        ``padding`` must be ints."""
         stride = as_triple("stride", stride, 1)
-        if isinstance(padding, str) and output_padding is None:
+        if isinstance(padding, str) and not transposed:
             if padding not in ("same", "valid"):  # PyTorch's names, case-sensitive as there
                 raise ValueError(
                     f"padding must be an int, 3 ints, 'same' or 'valid', got {padding!r}")
@@ -216,8 +217,8 @@ class ConvParams:
         else:
             padding = as_triple("padding", padding, 0)
         dilation = as_triple("dilation", dilation, 1)
-        if output_padding is not None:
-            output_padding = as_triple("output_padding", output_padding, 0)
+        output_padding = as_triple("output_padding", output_padding, 0)
+        if transposed:
             # PyTorch's rule: below the stride or the dilation (either picks one of the
             # output sizes whose input gradient has inp's shape).
             if any(op >= max(s, d) for op, s, d in zip(output_padding, stride, dilation)):
@@ -231,8 +232,7 @@ class ConvParams:
         # case-sensitive there.
         flip = check_choice("conv_mode", conv_mode, _CONV_MODES, case_sensitive=False) == "convolution"
         padding_mode = check_choice("padding_mode", padding_mode, PADDING_MODES)
-        return cls(stride, padding, dilation, groups, flip, padding_mode,
-                   output_padding or (0, 0, 0))
+        return cls(stride, padding, dilation, groups, flip, padding_mode, output_padding)
 
     @property
     def conv_mode(self) -> str:
@@ -445,7 +445,7 @@ class ConvSpec:
         dtype = result_dtype(inp, weight)
         if params is None:
             params = ConvParams.from_args(stride, padding, dilation, groups,
-                                          output_padding=output_padding)
+                                          transposed=True, output_padding=output_padding)
         batch, in_channels, in_size = _check_input(inp)
         # The weight is the forward convolution's: (Cin, Cout/G, k) there is (Cout, Cin/G, k) here.
         out_channels, kernel = _check_weight(weight, in_channels, params.groups, transposed=True)

@@ -279,7 +279,7 @@ class ConvTranspose3d(_ConvNd):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, dilation=1, groups=1, bias=True, *, rng=None):
         super().__init__(in_channels, out_channels, kernel_size, lambda: ConvParams.from_args(
-            stride, padding, dilation, groups, output_padding=output_padding), bias, rng)
+            stride, padding, dilation, groups, transposed=True, output_padding=output_padding), bias, rng)
         self.output_padding = self.params.output_padding
 
     def _weight_channels(self):

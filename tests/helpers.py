@@ -14,7 +14,7 @@ import textwrap
 import numpy as np
 from hypothesis import strategies as st
 
-from numbaconv.reference import conv3d_reference
+from numbaconv.reference import conv3d_reference, pad_reference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: MegEngine's outputs and gradients (tests/golden/data/*.npz).
@@ -37,13 +37,26 @@ def error_bound(dtype, inp, weight, bias=None, **conv_args):
     return (n + 2) * eps * magnitude + np.finfo(np.float64).tiny
 
 
-def assert_matches_reference(out, inp, weight, bias=None, **conv_args):
-    """``out`` equals the float64 reference within the rounding bound of its dtype."""
+def transform_error(inp, weight, padding=0, dilation=1, padding_mode="zeros", **_):
+    """A bound on the FFT path's extra error (``algorithm="fft"``, float64 transforms):
+    FFT convolution errs by about eps * log2(size) * ||x||_2 * ||w||_2 at every output
+    (x padded as the call pads it), so an output whose terms are all zero is not exactly
+    zero. 1e-12 is eps64 * 4500: log2 of any size here, and a margin."""
+    w = np.asarray(weight, np.float64)
+    padded = pad_reference(inp, w.shape[-3:], padding, dilation, padding_mode)
+    return 1e-12 * np.linalg.norm(padded) * np.linalg.norm(w)
+
+
+def assert_matches_reference(out, inp, weight, bias=None, *, algorithm="auto", **conv_args):
+    """``out`` equals the float64 reference within the rounding bound of its dtype (plus
+    the transforms' error where ``algorithm`` is "fft")."""
     expected = conv3d_reference(inp, weight, bias, **conv_args)
     assert out.shape == expected.shape
     bound = error_bound(out.dtype, inp, weight, bias, **conv_args)
     if out.dtype == np.float16:  # plus the final rounding to float16
         bound = bound + np.abs(expected) * 2.0 ** -11 + 2.0 ** -24
+    if algorithm == "fft":
+        bound = bound + transform_error(inp, weight, **conv_args)
     error = np.abs(out.astype(np.float64) - expected)
     worst = np.unravel_index(np.argmax(error - bound), error.shape) if error.size else None
     assert np.all(error <= bound), (
@@ -58,7 +71,8 @@ def reference_args(kwargs):
 def check_against_reference(out, x, w, b, kwargs):
     """assert_matches_reference for a call's keyword arguments (any padding, padding mode
     and algorithm)."""
-    assert_matches_reference(out, x, w, b, **reference_args(kwargs))
+    assert_matches_reference(out, x, w, b, algorithm=kwargs.get("algorithm", "auto"),
+                             **reference_args(kwargs))
 
 
 # ---- Case tables -----------------------------------------------------------------------

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, Phase, assume, given, settings, strategies a
 import numbaconv as nc
 from numbaconv import _dispatch
 from numbaconv.reference import conv3d_reference, explicit_padding, triple
-from helpers import assert_matches_reference, describe, python_env, reference_args, run_script
+from helpers import (assert_matches_reference, describe, python_env, reference_args, run_script,
+                     transform_error)
 
 #: Examples per fuzz test (6 tests: 1,800 by default).
 FUZZ_EXAMPLES = int(os.environ.get("NUMBACONV_FUZZ_EXAMPLES", "300"))
@@ -196,7 +197,7 @@ def test_fuzz_conv3d_matches_reference(seed):
     x, w, b, kwargs, given_x, given_w, given_kwargs, result = conv_case(Picker(seed))
     out = nc.conv3d(given_x, given_w, b, **given_kwargs)
     assert out.dtype == result
-    assert_matches_reference(out, x, w, b, **reference_args(kwargs))
+    assert_matches_reference(out, x, w, b, algorithm=kwargs["algorithm"], **reference_args(kwargs))
 
 
 def reduction_length(w, groups):
@@ -243,8 +244,10 @@ def test_fuzz_conv3d_backward_identities(seed):
         if kwargs["padding_mode"] != "zeros":  # gradients folded back through the padding
             terms *= 27
         computed = np.sum(gi.astype(np.float64) * v)
-        assert abs(computed - exact) <= identity_tolerance(
-            result, terms, scale, np.sum(np.abs(gi.astype(np.float64) * v))), (computed, exact)
+        tolerance = identity_tolerance(result, terms, scale, np.sum(np.abs(gi.astype(np.float64) * v)))
+        if kwargs["algorithm"] == "fft":  # its error at every element, folded like the terms
+            tolerance += transform_error(g64, w) * terms * np.sum(np.abs(v))
+        assert abs(computed - exact) <= tolerance, (computed, exact)
     else:
         assert gi is None
     if need_w:
@@ -288,8 +291,8 @@ def transpose_case(r):
     b = rng.standard_normal(cin_c).astype(dtype) if r.coin() else None
     kwargs = dict(stride=stride, padding=padding, output_padding=output_padding,
                   dilation=dilation, groups=groups,
-                  # the transposed convolution runs as a stride-1 one
-                  algorithm=r.pick(algorithms_for(kernel, (1, 1, 1), dilation)))
+                  # it runs as stride-1 convolutions of the full kernel at stride 1 only
+                  algorithm=r.pick(algorithms_for(kernel, stride, dilation)))
     given_kwargs = dict(kwargs, stride=as_given(r, stride), padding=as_given(r, padding),
                         output_padding=as_given(r, output_padding),
                         dilation=as_given(r, dilation))
@@ -327,14 +330,16 @@ def test_fuzz_conv_transpose3d_and_backward(seed):
     if b is not None:
         scale += np.sum(np.abs(b.astype(np.float64)).reshape(1, -1, 1, 1, 1) * np.abs(v))
     terms = conv_w.shape[0] // kwargs["groups"] * int(np.prod(conv_w.shape[2:])) + 1
-    assert abs(np.sum(out64 * v) - exact) <= identity_tolerance(
-        dtype, terms, scale, np.sum(np.abs(out64 * v)))
+    tolerance = identity_tolerance(dtype, terms, scale, np.sum(np.abs(out64 * v)))
+    if kwargs["algorithm"] == "fft":  # its error at every element, even where terms are zero
+        tolerance += transform_error(y64, conv_w) * np.sum(np.abs(v))
+    assert abs(np.sum(out64 * v) - exact) <= tolerance
 
     grad = rng.standard_normal(t_shape).astype(dtype)
     gi, gw, gb = nc.conv_transpose3d_backward(grad, given_y, w, **given_kwargs)
     assert gi.shape == y.shape and gw.shape == w.shape and gb.shape == (1, t_shape[1], 1, 1, 1)
     assert gi.dtype == gw.dtype == gb.dtype == dtype
-    assert_matches_reference(gi, grad, conv_w, None, **fwd)
+    assert_matches_reference(gi, grad, conv_w, None, algorithm=kwargs["algorithm"], **fwd)
     u = rng.standard_normal(w.shape)
     u_conv = u.reshape(conv_w.shape)
     g64 = grad.astype(np.float64)
@@ -554,7 +559,8 @@ def corrupt(r, function, call, info, name):
         g = call["groups"]
         call["weight"] = w.reshape((1,) + w.shape) if g != 1 else np.concatenate([w[None], w[None]])
     elif name == "output_padding":
-        s = triple(call["stride"])
+        # PyTorch's rule: each entry below the stride or the dilation
+        s = tuple(max(a, b) for a, b in zip(triple(call["stride"]), triple(call["dilation"])))
         call["output_padding"] = pick([s, tuple(v + 1 for v in s), -1, 1.5, "1", (0, 0), None,
                                        (0, 0, s[2])])
     elif name == "padding_string":

@@ -132,6 +132,18 @@ def test_other_layers_are_refused_with_the_reason(rng, args):
         nc.conv3d(x, rng.standard_normal((2, 2, 1, 3, 3)), algorithm="winograd")
 
 
+def test_strided_transposed_convolution_is_refused_in_the_callers_terms(rng):
+    """At stride 2 the transposed convolution (and input gradient) runs as phases of
+    smaller kernels, which it cannot compute; the error names the caller's layer."""
+    y = rng.standard_normal((1, 2, 4, 4, 4))
+    w = rng.standard_normal((2, 3, 3, 3, 3))
+    with pytest.raises(ValueError, match=r"input gradient .*\(kernel \(3, 3, 3\), stride \(2, 2, 2\)"):
+        nc.conv_transpose3d(y, w, stride=2, algorithm="winograd")
+    with pytest.raises(ValueError, match="3x3x3 kernels with stride 1 and dilation 1"):
+        nc.conv3d_backward(rng.standard_normal((1, 3, 4, 4, 4)), rng.standard_normal((1, 2, 8, 8, 8)),
+                           w.transpose(1, 0, 2, 3, 4), stride=2, padding=1, algorithm="winograd")
+
+
 def _big_layer():
     x = np.zeros((1, 32, 16, 16, 16), np.float32)
     w = np.zeros((32, 32, 3, 3, 3), np.float32)
