@@ -503,15 +503,18 @@ assert nc.__file__.startswith(sys.argv[2]), nc.__file__  # the copy, not the ori
 rng = np.random.default_rng(11)
 x = rng.standard_normal((1, 4, 6, 7, 8)).astype(np.float32)
 w = rng.standard_normal((2, 4, 3, 3, 3)).astype(np.float32)     # blocked1x64
-wd = rng.standard_normal((4, 1, 3, 3, 3)).astype(np.float32)    # depthwise: wgrad_direct
+wd = rng.standard_normal((4, 1, 3, 3, 3)).astype(np.float32)    # depthwise
 g = rng.standard_normal((1, 4, 6, 7, 8)).astype(np.float32)
 what = sys.argv[3]
 if what == "tiny":
     out = nc.conv3d(x, w, padding=1, algorithm="tiny")
 elif what == "blocked":
     out = nc.conv3d(x, w, padding=1, algorithm="blocked")
-else:
-    out = nc.conv3d_backward(g, x, wd, padding=1, groups=4, need_input_grad=False)[1]
+else:  # the serial weight_grad_direct: same generated module, a fraction of the compile
+    from numbaconv import _backward
+    from numbaconv._spec import ConvSpec
+    spec = ConvSpec.from_args(x, wd, None, 1, 1, 1, 4)[0]
+    out = _backward.grad_weight(spec, x, g, "wgrad_direct_serial")
 np.save(sys.argv[1], out)
 '''
 
@@ -564,7 +567,7 @@ def test_stale_cache_not_used_after_blocked_helper_edit(tmp_path, figure):
 
 @pytest.mark.slow
 def test_stale_cache_not_used_after_direct_helper_edit_weight_gradient(tmp_path):
-    """kernels/backward.py's weight_grad_direct inlines helpers of kernels/direct.py
+    """kernels/backward.py's weight_grad_direct(_serial) inlines helpers of kernels/direct.py
     (fill_padded_planes, ...). After editing such a helper (the copied planes are
     doubled, so the weight gradient doubles) and regenerating as the guard asks, a run
     with the same cache must show the new behaviour, as a run with a fresh cache does."""
