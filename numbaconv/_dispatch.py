@@ -628,7 +628,8 @@ def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> lis
                 names = [_blocked_name(dtype, 3, WEIGHT_GRAD)]
             else:
                 names = [name]
-            pairs += [(n, dtype) for n in names if (n, dtype) not in pairs]
+            pairs += [(n, dtype) for n in names
+                      if (n, dtype) not in pairs and dtype.name in REGISTRY[n].dtypes]
     say = progress or (lambda text: None)
     missing = [(n, d) for n, d in pairs if not _on_disk(REGISTRY[n], d)]
 

@@ -378,14 +378,36 @@ def test_warmup_compiles_the_signatures_the_filters_run():
     filters pass, so that a warmed-up process never compiles another specialisation."""
     import numbaconv as nc
     from numbaconv.kernels import separable
-    nc.warmup(algorithms=("lines", "lines_serial", "running_mean", "running_mean_serial"))
+    from numbaconv.kernels.registry import algorithm_names
+    nc.warmup(algorithms=algorithm_names(separable.LINES))
     kernels = (separable.correlate_lines, separable.correlate_lines_serial,
                separable.running_mean_lines, separable.running_mean_lines_serial)
     before = [len(k.signatures) for k in kernels]
     x = np.random.default_rng(0).random((20, 21, 22))
-    for data in (x.astype(np.float32), x, (x * 100).astype(np.uint16)):
+    integers = [(x * 100).astype(t) for t in separable.WARM_INTEGERS]
+    for data in [x.astype(np.float32), x] + integers:
         nn.gaussian_filter(data, 2.0)
         nn.uniform_filter(data, 3)
         nn.sobel(data[:2, :2, :3])  # small: the serial drivers
         nn.uniform_filter(data[:2, :2, :3], 3)
     assert [len(k.signatures) for k in kernels] == before
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32"])
+def test_integer_passes_out_of_range_cast_as_scipy(dtype):
+    """Integer volumes are read and written as they are; a sum outside the output's
+    range is counted, not stored, and the pass is redone with numpy's cast (scipy's)."""
+    from numbaconv.kernels import separable
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(3).integers(info.min, info.max, (3, 4, 50), endpoint=True).astype(dtype)
+    for weights in ([3.0], [-1.0, 0.0, 1.0], [0.25, 0.5, 0.25]):
+        np.testing.assert_array_equal(nn.correlate1d(x, weights, axis=2),
+                                      sn.correlate1d(x, weights, axis=2))
+        np.testing.assert_array_equal(nn.correlate1d(x, weights, axis=0),
+                                      sn.correlate1d(x, weights, axis=0))
+    out = np.zeros((1, 4, 1), dtype)
+    src = np.full((1, 4, 1), info.max, dtype)
+    w = np.array([2.0])
+    outside = separable.correlate_lines_serial(src, np.arange(4), np.zeros(1, dtype), w,
+                                               separable.tap_plan(w), out)
+    assert outside == 4 and not out.any()

@@ -65,6 +65,8 @@ class Kernel:
     #: Sums every product itself (rounding as any order of the direct sums). False for
     #: transform methods, which ``auto`` runs only under ``set_precision("fast")``.
     direct_sums: bool = True
+    #: The compute dtypes it is compiled for (``examples``' argument).
+    dtypes: tuple = ("float32", "float64")
 
     def dispatcher(self):
         """The numba dispatcher (imported now if it was declared by name)."""

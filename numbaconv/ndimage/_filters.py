@@ -68,19 +68,48 @@ def _target(output: np.ndarray, shape3, work) -> np.ndarray:
 
 # ---- The 1-D primitive ---------------------------------------------------------------------
 def _run_lines(src3: np.ndarray, axis: int, weights: np.ndarray, out3: np.ndarray,
-               index: np.ndarray, cval=0.0) -> np.ndarray:
-    """One pass along ``axis`` of a C-contiguous 3-D array into ``out3`` (same dtype):
-    the source extended by ``index`` (:func:`_boundary.source_index`: the source
-    position of each extended position, -1 for ``cval``)."""
-    dtype = src3.dtype
-    w = readonly(np.ascontiguousarray(weights, dtype))
+               index: np.ndarray, cval=0.0, work=None) -> int:
+    """One pass along ``axis`` of a C-contiguous 3-D array into ``out3`` (C-contiguous,
+    same shape), summed in ``work`` (default: the source's dtype): the source extended
+    by ``index`` (:func:`_boundary.source_index`: the source position of each extended
+    position, -1 for ``cval``, which the source's dtype must hold). Returns how many
+    values fell outside an integer ``out3``'s range and were not stored."""
+    work = src3.dtype if work is None else work
+    w = readonly(np.ascontiguousarray(weights, work))
     lines = _lines(src3, axis)
-    cval_row = readonly(np.full(max(1, lines.shape[2]), cval, np.float64).astype(dtype))
+    cval_row = readonly(np.full(max(1, lines.shape[2]), cval, np.float64).astype(src3.dtype))
     kernel = separable.correlate_lines if _parallel(out3, w.shape[0]) else \
         separable.correlate_lines_serial
-    kernel(readonly(lines), readonly(index), cval_row, w, separable.tap_plan(weights),
-           _lines(out3, axis))
-    return out3
+    return kernel(readonly(lines), readonly(index), cval_row, w, separable.tap_plan(weights),
+                  _lines(out3, axis))
+
+
+#: dtypes the 1-D pass kernels read and write as they are (converting each element).
+_AS_IS = frozenset(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32,
+                                         np.int32, np.uint64, np.int64, np.float32, np.float64))
+
+
+def _read_as_is(x: np.ndarray, weights: np.ndarray, output: np.ndarray, cval) -> bool:
+    """A pass can read ``x`` and write ``output`` without converted copies: both of
+    :data:`_AS_IS` dtypes, ``cval`` exact in ``x``'s dtype (a tap outside reads it from a
+    row of that dtype), and an integer output's range holds every sum the weights can
+    make of these values (else the kernel would find values outside and the pass would
+    run twice: derivative filters of unsigned volumes)."""
+    if x.dtype not in _AS_IS or output.dtype not in _AS_IS:
+        return False
+    with np.errstate(all="ignore"):
+        if np.float64(cval).astype(x.dtype).astype(np.float64) != np.float64(cval):
+            return False
+    if output.dtype.kind == "f":
+        return True
+    info = np.iinfo(output.dtype)
+    positive, negative = float(weights[weights > 0].sum()), float(weights[weights < 0].sum())
+    if negative == 0 and positive <= 1 and np.can_cast(x.dtype, output.dtype) and info.min <= cval <= info.max:
+        return True  # averages of values the output holds
+    low, high = min(float(x.min()), cval), max(float(x.max()), cval)
+    slack = 1e-9 * (abs(low) + abs(high)) * (positive - negative)  # the sums' rounding
+    return (info.min - 1 < positive * low + negative * high - slack
+            and positive * high + negative * low + slack < info.max + 1)
 
 
 def _parallel(out: np.ndarray, taps: int) -> bool:
@@ -99,8 +128,8 @@ def _pass1d(inp, weights, axis, output, rule, cval, origin, running_mean=False):
     work = S.work_dtype(inp.dtype, output.dtype)
     x3 = _as3d(inp)
     axis3 = axis + 3 - inp.ndim
-    out3 = _target(output, x3.shape, work)
     if running_mean and work == np.float64:
+        out3 = _target(output, x3.shape, work)
         halos = [(0, 0)] * 3
         halos[axis3] = _halo(weights.shape[0], origin)
         ext = extend(x3, halos, [rule] * 3, cval, work)
@@ -108,12 +137,21 @@ def _pass1d(inp, weights, axis, output, rule, cval, origin, running_mean=False):
             separable.running_mean_lines_serial
         kernel(readonly(_lines(ext, axis3)), weights.shape[0], _lines(out3, axis3))
     else:
-        with np.errstate(invalid="ignore", over="ignore"):
-            src = np.ascontiguousarray(x3, work)
+        index = source_index(x3.shape[axis3], *_halo(weights.shape[0], origin), rule)
+        if _read_as_is(x3, weights, output, cval):
+            src = np.ascontiguousarray(x3)
+            out3 = _target(output, x3.shape, output.dtype)
+        else:
+            with np.errstate(invalid="ignore", over="ignore"):
+                src = np.ascontiguousarray(x3, work)
+            out3 = _target(output, x3.shape, work)
         if np.shares_memory(src, out3):  # in place (scipy's passes read their output)
             src = src.copy()
-        index = source_index(x3.shape[axis3], *_halo(weights.shape[0], origin), rule)
-        _run_lines(src, axis3, weights, out3, index, cval)
+        if _run_lines(src, axis3, weights, out3, index, cval, work):
+            # Outside an integer output's range: numpy's cast (CPU-dependent there).
+            out3 = np.empty(x3.shape, work)
+            with np.errstate(invalid="ignore", over="ignore"):
+                _run_lines(np.ascontiguousarray(src, work), axis3, weights, out3, index, cval)
     _store(out3, output)
     return output
 
@@ -248,7 +286,8 @@ def _correlate_or_convolve(inp, weights, output, mode, cval, origin, convolution
             shape[axis] = x3.shape[axis]
             last = i == len(passes) - 1
             target = _target(output, shape, work) if last else np.empty(shape, work)
-            ext = _run_lines(ext, axis, factors[axis], target, np.arange(ext.shape[axis]))
+            _run_lines(ext, axis, factors[axis], target, np.arange(ext.shape[axis]))
+            ext = target
         result = ext
     else:
         result = _dense(ext, w3, x3.shape, exact=output.dtype.kind in "biu")
