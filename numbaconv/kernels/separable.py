@@ -230,7 +230,7 @@ def _mean_item(ext, size, out, item):
     for j in range(size):
         row = src[j]
         for i in range(n):
-            total[i] += row[i]
+            total[i] += np.float64(row[i])
     first = dst[0]
     for i in range(n):
         first[i] = total[i] / size
@@ -239,8 +239,8 @@ def _mean_item(ext, size, out, item):
         leave = src[l - 1]
         row = dst[l]
         for i in range(n):
-            total[i] += enter[i] - leave[i]
-            row[i] = total[i] / size
+            total[i] += np.float64(enter[i]) - np.float64(leave[i])
+            row[i] = total[i] / size  # into an integer output: in range, truncated
 
 
 @njit(parallel=True, cache=True)
@@ -273,8 +273,9 @@ def _correlate_examples(dtype, data=None):
             readonly(np.zeros((1, 3), np.int64)), np.zeros((1, 1, 1), data))
 
 
-def _mean_examples(dtype):
-    return readonly(np.zeros((1, 1, 1), dtype)), 1, np.zeros((1, 1, 1), dtype)
+def _mean_examples(dtype, data=None):
+    data = dtype if data is None else data
+    return readonly(np.zeros((1, 1, 1), data)), 1, np.zeros((1, 1, 1), data)
 
 
 def _called_directly(run, spec, *operands):
@@ -294,9 +295,8 @@ for _name, _function, _examples, _what in (
     register(name=_name, computes=LINES, function=_function, examples=_examples,
              launch=_called_directly, parallel=not _name.endswith("serial"), bitwise=None,
              description=f"numbaconv.ndimage: {_what}")
-    if _examples is _correlate_examples:
-        for _data in WARM_INTEGERS:
-            register(name=f"{_name}_{_data}", computes=LINES, function=_function,
-                     examples=lambda dtype, data=_data: _correlate_examples(dtype, data),
-                     launch=_called_directly, parallel=not _name.endswith("serial"), bitwise=None,
-                     dtypes=("float64",), description=f"numbaconv.ndimage: {_what}, {_data} volumes")
+    for _data in WARM_INTEGERS:
+        register(name=f"{_name}_{_data}", computes=LINES, function=_function,
+                 examples=lambda dtype, data=_data, examples=_examples: examples(dtype, data),
+                 launch=_called_directly, parallel=not _name.endswith("serial"), bitwise=None,
+                 dtypes=("float64",), description=f"numbaconv.ndimage: {_what}, {_data} volumes")

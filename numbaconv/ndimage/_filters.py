@@ -129,10 +129,12 @@ def _pass1d(inp, weights, axis, output, rule, cval, origin, running_mean=False):
     x3 = _as3d(inp)
     axis3 = axis + 3 - inp.ndim
     if running_mean and work == np.float64:
-        out3 = _target(output, x3.shape, work)
         halos = [(0, 0)] * 3
         halos[axis3] = _halo(weights.shape[0], origin)
-        ext = extend(x3, halos, [rule] * 3, cval, work)
+        # The extended copy in the input's dtype where it can be (the kernel converts).
+        data = x3.dtype if _read_as_is(x3, weights, output, cval) else work
+        out3 = _target(output, x3.shape, output.dtype if data == x3.dtype else work)
+        ext = extend(x3, halos, [rule] * 3, cval, data)
         kernel = separable.running_mean_lines if _parallel(out3, 2) else \
             separable.running_mean_lines_serial
         kernel(readonly(_lines(ext, axis3)), weights.shape[0], _lines(out3, axis3))
