@@ -111,7 +111,7 @@ def _store_row(dst, sums):
     many values fell outside an integer ``dst``'s range (those are not stored)."""
 
 
-@overload(_store_row, inline="always")
+@overload(_store_row)  # inlined by LLVM; numba's IR inlining of its loop warns
 def _store_row_impl(dst, sums):
     if dst.dtype == sums.dtype:
         return lambda dst, sums: 0
