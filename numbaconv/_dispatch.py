@@ -12,7 +12,8 @@ also persist on disk through numba's ``cache=True``, so a new process loads them
 instead of compiling.
 
 Tiers: a register-blocked kernel takes 5-20 s to compile the first time, the parallel
-direct one about 4 s, the serial direct one about 1.5 s. When ``auto`` picks a kernel
+direct one about 4 s, the serial direct one about 1.5 s; the Winograd kernel 19 s, its
+serial twin 6 s. When ``auto`` picks a kernel
 that declares ``fallbacks`` and it is not ready, the fallbacks (same bits) serve while
 it compiles in a background thread: the last one is compiled on the spot if need be,
 and each call moves up to the best tier ready by then.
@@ -546,7 +547,7 @@ class Plan:
         if (algorithm == "auto" and kernel.fallbacks and background_enabled()
                 and not _kernel_ready(kernel, self.dtype)):
             tiers += kernel.fallbacks
-            if spec.flops < TINY_FLOOR_FLOPS:
+            if spec.flops < TINY_FLOOR_FLOPS and kernel.bitwise == REGISTRY["tiny"].bitwise:
                 tiers.append("tiny")  # compiles in a third of the time, same bits
             # The floor now, in this thread; the others in the background.
             _kernel(tiers[-1], self.dtype)

@@ -33,14 +33,15 @@ FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, dat
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.filter_too_much])
 
-#: Algorithms that take every layer; "winograd" is added where it applies.
-ALGORITHMS = [a for a in _dispatch.ALGORITHMS if a != "winograd"]
+#: Algorithms that take every layer; Winograd's are added where they apply.
+WINOGRAD = ["winograd", "winograd_serial"]
+ALGORITHMS = [a for a in _dispatch.ALGORITHMS if a not in WINOGRAD]
 
 
 def algorithms_for(kernel, stride, dilation):
     """The algorithms a call may force for a layer (Winograd: 3x3x3, stride 1, dilation 1)."""
     fits = tuple(kernel) == (3, 3, 3) and tuple(stride) == (1, 1, 1) and tuple(dilation) == (1, 1, 1)
-    return ALGORITHMS + ["winograd"] if fits else ALGORITHMS
+    return ALGORITHMS + WINOGRAD if fits else ALGORITHMS
 MODES = ["zeros", "reflect", "replicate", "circular"]
 CONV_MODES = ["cross_correlation", "convolution", "CONVOLUTION", "Cross_Correlation"]
 

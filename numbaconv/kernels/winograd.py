@@ -8,13 +8,14 @@ axis; the products of a tile become 64 independent sums over input channels, i.e
 matrix products (tiles x Cin/G) @ (Cin/G x Cout/G), which BLAS runs near the peak.
 
 The weights are transformed once per call, in a first parallel loop (about 1 % of the
-time of the layers ``auto`` gives this kernel). Then one ``prange`` iteration owns a block of whole tile rows of one (n, group): it
-transforms their input tiles (``v``: 64 x tiles x Cin/G), multiplies (``m``: 64 x tiles x
-Cout/G) and transforms back into the output. The block size depends only on the layer
-(never on the thread count), so results are the same at every thread count; BLAS runs
-single-threaded inside the loop (the dispatcher arranges it). Sums are rounded in
-another order, and through the transforms, than the direct kernels': the error bound is
-measured and stated in the README.
+time of the layers ``auto`` gives this kernel). Then one ``prange`` iteration owns a
+block of whole tile rows of one (n, group): it transforms their input tiles (``v``: 64 x
+tiles x Cin/G), multiplies (``m``: 64 x tiles x Cout/G) and transforms back into the
+output, in a scratch row of its thread's. The block size depends only on the layer
+(never on the thread count), so results are the same at every thread count, and the
+serial twin's are the same too; BLAS runs single-threaded inside the loop (the
+dispatcher arranges it). Sums are rounded in another order, and through the transforms,
+than the direct kernels': the error bound is measured and stated in the README.
 """
 import numba
 import numpy as np
@@ -138,6 +139,83 @@ def output_row(m, co, t0, tiles_w, out, n, channel, bias, oz, oy, r, s, ybuf):
                 row[2 * full] = y0[full] + b
 
 
+@njit(cache=True, inline="always")
+def transformed_weights(w6, item, ut):
+    """ut[g, :, co, :] for ``item`` = (g, co): the 64 transformed values of each input
+    channel's kernel."""
+    cout_g, cin_g = w6.shape[1], w6.shape[2]
+    g, co = item // cout_g, item % cout_g
+    u = np.empty(64)
+    for ci in range(cin_g):
+        transform_weight(w6[g, co, ci], u)
+        for xi in range(64):
+            ut[g, xi, co, ci] = u[xi]
+
+
+@njit(cache=True, inline="always")
+def tile_counts(out):
+    """(tile rows, tiles per row): the output's 2x2x2 tiles, (depth, height) pairs by
+    width."""
+    tiles_d, tiles_h, tiles_w = (out.shape[2] + 1) // 2, (out.shape[3] + 1) // 2, (out.shape[4] + 1) // 2
+    return tiles_d * tiles_h, tiles_w
+
+
+@njit(cache=True, inline="always")
+def forward_item(x, ut, bias, out, geo, item, block_rows, mine):
+    """Work item ``item`` = (n, group, block of ``block_rows`` tile rows): transform the
+    block's input tiles, multiply, transform back into ``out``. ``mine``: this thread's
+    scratch row (:func:`scratch_size`)."""
+    groups, cout_g, cin_g = ut.shape[0], ut.shape[2], ut.shape[3]
+    rows, tiles_w = tile_counts(out)
+    tiles_h = (out.shape[3] + 1) // 2
+    blocks = (rows + block_rows - 1) // block_rows
+    n, g, block = split_item(item, groups, blocks)
+    r0 = block * block_rows
+    r1 = min(rows, r0 + block_rows)
+    count = (r1 - r0) * tiles_w
+    # Tiles innermost: the transforms run along contiguous rows of tiles.
+    v = mine[:64 * cin_g * count].reshape((64, cin_g, count))
+    m = mine[64 * cin_g * count:64 * (cin_g + cout_g) * count].reshape((64, cout_g, count))
+    raw = np.empty((2, 4, 4, tiles_w + 1), x.dtype)
+    mixed = np.empty((2, 4, 4, tiles_w + 1), x.dtype)
+    lines = np.empty((2, 4, 4, tiles_w + 1), x.dtype)
+    for ci in range(cin_g):
+        for r in range(r0, r1):
+            tz, ty = r // tiles_h, r % tiles_h
+            input_rows(x, n, g * cin_g + ci, 2 * tz - geo.pad_d, 2 * ty - geo.pad_h, geo.pad_w,
+                       raw, mixed, lines)
+            t0 = (r - r0) * tiles_w
+            for ab in range(16):  # B^T along width, for every tile of the row
+                even, odd = lines[0, ab // 4, ab % 4], lines[1, ab // 4, ab % 4]
+                v0, v1 = v[ab * 4, ci, t0:t0 + tiles_w], v[ab * 4 + 1, ci, t0:t0 + tiles_w]
+                v2, v3 = v[ab * 4 + 2, ci, t0:t0 + tiles_w], v[ab * 4 + 3, ci, t0:t0 + tiles_w]
+                for t in range(tiles_w):
+                    d0, d1, d2, d3 = even[t], odd[t], even[t + 1], odd[t + 1]
+                    v0[t] = d0 - d2
+                    v1[t] = d1 + d2
+                    v2[t] = d2 - d1
+                    v3[t] = d1 - d3
+    for xi in range(64):
+        np.dot(ut[g, xi], v[xi], m[xi])
+    r_buf = np.empty((32, tiles_w), x.dtype)
+    s_buf = np.empty((16, tiles_w), x.dtype)
+    ybuf = np.empty((8, tiles_w), x.dtype)
+    for co in range(cout_g):
+        for r in range(r0, r1):
+            tz, ty = r // tiles_h, r % tiles_h
+            output_row(m, co, (r - r0) * tiles_w, tiles_w, out, n, g * cout_g + co, bias,
+                       2 * tz, 2 * ty, r_buf, s_buf, ybuf)
+
+
+@njit(cache=True, inline="always")
+def item_counts(x, w6, out, block_rows):
+    """(weight items, forward items) of one call."""
+    rows = tile_counts(out)[0]
+    return w6.shape[0] * w6.shape[1], x.shape[0] * w6.shape[0] * ((rows + block_rows - 1) // block_rows)
+
+
+# One loop nest, two drivers with the same bits: the serial one compiles in a third of the
+# time (5.7 vs 19 s), so ``auto`` serves from it while the parallel one compiles.
 @njit(parallel=True, cache=True, nogil=True)
 def forward_winograd(x, w6, bias, out, geometry, block_rows, scratch):
     """out = conv3d(x, w) + bias for 3x3x3 stride-1 dilation-1 layers.
@@ -148,61 +226,28 @@ def forward_winograd(x, w6, bias, out, geometry, block_rows, scratch):
     thread that may run the loop.
     """
     geo = unpack(geometry)
-    groups, cout_g, cin_g = w6.shape[0], w6.shape[1], w6.shape[2]
+    weight_items, items = item_counts(x, w6, out, block_rows)
     # The weights transformed once per call, (G, 64, Cout/G, Cin/G): 64 matrices per group.
-    ut = np.empty((groups, 64, cout_g, cin_g), x.dtype)
-    for item in prange(groups * cout_g):
-        g, co = item // cout_g, item % cout_g
-        u = np.empty(64)
-        for ci in range(cin_g):
-            transform_weight(w6[g, co, ci], u)
-            for xi in range(64):
-                ut[g, xi, co, ci] = u[xi]
-    out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
-    tiles_d, tiles_h, tiles_w = (out_d + 1) // 2, (out_h + 1) // 2, (out_w + 1) // 2
-    rows = tiles_d * tiles_h
-    blocks = (rows + block_rows - 1) // block_rows
-    for item in prange(x.shape[0] * groups * blocks):
-        n, g, block = split_item(item, groups, blocks)
-        r0 = block * block_rows
-        r1 = min(rows, r0 + block_rows)
-        count = (r1 - r0) * tiles_w
-        # Tiles innermost: the transforms run along contiguous rows of tiles. A thread's
-        # items reuse its scratch row: a fresh block per item cost a page fault per 4 KiB
-        # whenever the allocator had returned the last one to the OS (measured: 250 MB of
-        # faults per call, 3x the time, on a 32->32 64^3 layer).
-        mine = scratch[numba.get_thread_id()]
-        v = mine[:64 * cin_g * count].reshape((64, cin_g, count))
-        m = mine[64 * cin_g * count:64 * (cin_g + cout_g) * count].reshape((64, cout_g, count))
-        raw = np.empty((2, 4, 4, tiles_w + 1), x.dtype)
-        mixed = np.empty((2, 4, 4, tiles_w + 1), x.dtype)
-        lines = np.empty((2, 4, 4, tiles_w + 1), x.dtype)
-        for ci in range(cin_g):
-            for r in range(r0, r1):
-                tz, ty = r // tiles_h, r % tiles_h
-                input_rows(x, n, g * cin_g + ci, 2 * tz - geo.pad_d, 2 * ty - geo.pad_h, geo.pad_w,
-                           raw, mixed, lines)
-                t0 = (r - r0) * tiles_w
-                for ab in range(16):  # B^T along width, for every tile of the row
-                    even, odd = lines[0, ab // 4, ab % 4], lines[1, ab // 4, ab % 4]
-                    v0, v1 = v[ab * 4, ci, t0:t0 + tiles_w], v[ab * 4 + 1, ci, t0:t0 + tiles_w]
-                    v2, v3 = v[ab * 4 + 2, ci, t0:t0 + tiles_w], v[ab * 4 + 3, ci, t0:t0 + tiles_w]
-                    for t in range(tiles_w):
-                        d0, d1, d2, d3 = even[t], odd[t], even[t + 1], odd[t + 1]
-                        v0[t] = d0 - d2
-                        v1[t] = d1 + d2
-                        v2[t] = d2 - d1
-                        v3[t] = d1 - d3
-        for xi in range(64):
-            np.dot(ut[g, xi], v[xi], m[xi])
-        r_buf = np.empty((32, tiles_w), x.dtype)
-        s_buf = np.empty((16, tiles_w), x.dtype)
-        ybuf = np.empty((8, tiles_w), x.dtype)
-        for co in range(cout_g):
-            for r in range(r0, r1):
-                tz, ty = r // tiles_h, r % tiles_h
-                output_row(m, co, (r - r0) * tiles_w, tiles_w, out, n, g * cout_g + co, bias,
-                           2 * tz, 2 * ty, r_buf, s_buf, ybuf)
+    ut = np.empty((w6.shape[0], 64, w6.shape[1], w6.shape[2]), x.dtype)
+    for item in prange(weight_items):
+        transformed_weights(w6, item, ut)
+    for item in prange(items):
+        # A thread's items reuse its scratch row: a fresh block per item cost a page
+        # fault per 4 KiB whenever the allocator had returned the last one to the OS
+        # (measured: 250 MB of faults per call, 3x the time, on a 32->32 64^3 layer).
+        forward_item(x, ut, bias, out, geo, item, block_rows, scratch[numba.get_thread_id()])
+
+
+@njit(cache=True, nogil=True)
+def forward_winograd_serial(x, w6, bias, out, geometry, block_rows, scratch):
+    """:func:`forward_winograd` on the calling thread, with the same bits."""
+    geo = unpack(geometry)
+    weight_items, items = item_counts(x, w6, out, block_rows)
+    ut = np.empty((w6.shape[0], 64, w6.shape[1], w6.shape[2]), x.dtype)
+    for item in range(weight_items):
+        transformed_weights(w6, item, ut)
+    for item in range(items):
+        forward_item(x, ut, bias, out, geo, item, block_rows, scratch[0])
 
 
 # ---- Declarations -----------------------------------------------------------------------
@@ -229,15 +274,24 @@ def scratch_size(spec) -> int:
     return 64 * (spec.in_per_group + spec.out_per_group) * rows * tiles_w
 
 
-def launch_forward(run, spec, x, w6, bias, out):
-    rows = block_rows(spec)
-    scratch = np.empty((numba.get_num_threads(), scratch_size(spec)), x.dtype)
-    run(readonly(x), readonly(w6), readonly(bias), out, spec.kernel_geometry, rows, scratch)
+def _launcher(threads):
+    def launch_forward(run, spec, x, w6, bias, out):
+        scratch = np.empty((threads(), scratch_size(spec)), x.dtype)
+        run(readonly(x), readonly(w6), readonly(bias), out, spec.kernel_geometry, block_rows(spec),
+            scratch)
+    return launch_forward
 
 
-register(name="winograd", computes=FORWARD, function=forward_winograd,
-         examples=lambda dtype: example_arrays(dtype, 5, 6, 1, 5) + (1, np.empty((1, 1), dtype)),
-         launch=launch_forward, bitwise=None, serial="direct_serial", blas=True,
-         supports=supports, direct_sums=False,
-         description="Winograd F(2x2x2, 3x3x3) and BLAS: 3.4x fewer multiplications "
-                     "(3x3x3, stride 1, dilation 1)")
+def _examples(dtype):
+    return example_arrays(dtype, 5, 6, 1, 5) + (1, np.empty((1, 1), dtype))
+
+
+_DESCRIPTION = "Winograd F(2x2x2, 3x3x3) and BLAS: 3.4x fewer multiplications (3x3x3, stride 1, dilation 1)"
+register(name="winograd", computes=FORWARD, function=forward_winograd, examples=_examples,
+         launch=_launcher(numba.get_num_threads), bitwise="winograd", serial="winograd_serial",
+         fallbacks=("winograd_serial",), blas=True, supports=supports, direct_sums=False,
+         description=_DESCRIPTION)
+register(name="winograd_serial", computes=FORWARD, function=forward_winograd_serial,
+         examples=_examples, launch=_launcher(lambda: 1), parallel=False, bitwise="winograd",
+         blas=True, supports=supports, direct_sums=False,
+         description=_DESCRIPTION + ", on the calling thread")
