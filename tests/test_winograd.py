@@ -40,6 +40,24 @@ def test_matches_the_reference_on_random_layers(layer, dtype, seed):
     assert_matches_reference(out, x, w, b, **args)
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layer=winograd_layers(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**32 - 1))
+def test_serial_twin_gives_the_same_bits(layer, dtype, seed):
+    """``auto`` serves from winograd_serial while the parallel kernel compiles, and a
+    process forked after OpenMP started runs it: the switch must never change a result."""
+    x, w, b, args = make_case(np.random.default_rng(seed), *layer, dtype=dtype)
+    parallel = nc.conv3d(x, w, b, algorithm="winograd", **args)
+    serial = nc.conv3d(x, w, b, algorithm="winograd_serial", **args)
+    assert serial.tobytes() == parallel.tobytes()
+
+
+def test_serial_twin_is_the_tier_and_the_fork_fallback():
+    kernel = _dispatch.REGISTRY["winograd"]
+    assert kernel.fallbacks == ("winograd_serial",) and kernel.serial == "winograd_serial"
+    assert _dispatch.REGISTRY["winograd_serial"].bitwise == kernel.bitwise
+
+
 @pytest.mark.parametrize("padding, padding_mode", [("same", "zeros"), ((1, 0, 2), "zeros"),
                                                    (1, "reflect"), (2, "circular"),
                                                    (1, "replicate")])
