@@ -21,6 +21,9 @@ from .registry import FORWARD, WEIGHT_GRAD, example_arrays, readonly, register
 
 #: Upper bound on one im2col slab, in bytes.
 SLAB_BYTES = 4 << 20
+#: Output channels per group up to which the weight gradient's product is taken
+#: transposed (see ``weight_grad_gemm``).
+NARROW_GRAD_ROWS = 64
 #: Fixed number of partial sums in the weight gradient (independent of the thread
 #: count, so the result is the same at every thread count).
 WEIGHT_GRAD_CHUNKS = 16
@@ -129,7 +132,13 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions):
             n, g, s0, size, col = slab_col(x, grad_out.shape, geo, groups, slabs, slab_positions,
                                            item)
             grad = np.ascontiguousarray(grad_flat[n, g, :, s0:s0 + size])
-            partial[chunk, g] += np.dot(grad, col.T)
+            if cout_g <= NARROW_GRAD_ROWS:
+                # BLAS runs a product with a short side 1.2-1.7x faster with that side
+                # last (single-threaded sgemm, Zen 4: 32 x 864 x 1213 at 80 vs 47 GFLOP/s;
+                # at 512 x 512 both run alike, and the transposed add would cost more).
+                partial[chunk, g] += np.dot(col, grad.T).T
+            else:
+                partial[chunk, g] += np.dot(grad, col.T)
 
 
 # ---- Declarations -----------------------------------------------------------------------
