@@ -149,7 +149,8 @@ def candidates(spec, computes) -> list[str]:
 
     rule = _dispatch.choose(spec, computes)
     if computes == WEIGHT_GRAD:
-        names = [rule, "wgrad_direct", _dispatch.blocked_variant(spec, computes), "wgrad_gemm"]
+        names = [rule, "wgrad_direct", _dispatch.blocked_variant(spec, computes), "wgrad_gemm",
+                 "wgrad_winograd"]
     else:
         names = [rule, _dispatch.blocked_variant(spec), "gemm", "direct"]
         names.append("winograd")

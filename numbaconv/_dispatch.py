@@ -89,6 +89,9 @@ FFT_ADVANTAGE = 12
 FFT_MIN_TAPS = 64
 #: Output tiles (2x2x2) from which the Winograd kernel's weight transform pays.
 WINOGRAD_TILES = 512
+#: ...and for the weight gradient, at least this many partial sums (work for every
+#: thread) within ``winograd.PARTIAL_BYTES``.
+WINOGRAD_WEIGHT_GRAD_CHUNKS = 4
 #: Below this many FLOPs the tiny kernel (1.5 s to compile, not 5 s) is the lowest
 #: tier: at about 1 GFLOP/s it still answers a first call within a fraction of a second.
 TINY_FLOOR_FLOPS = 200_000_000
@@ -112,6 +115,11 @@ def choose(spec, computes=FORWARD) -> str:
     """The kernel ``auto`` runs for ``spec`` (rules measured on the benchmark suite; see
     the README)."""
     if computes == WEIGHT_GRAD:
+        if _winograd_pays(spec) and winograd.weight_grad_chunks(spec) >= WINOGRAD_WEIGHT_GRAD_CHUNKS:
+            # Zen 4, 2026-12-05, float32, ms, wgrad_gemm vs winograd: 64->32 on 96^3
+            # 1075 vs 502, 128->64 on 48^3 526 vs 243, 256->128 on 24^3 266 vs 168,
+            # 32->32 on 64^3 161 vs 65 (too few tiles: 256->256 on 12^3 76 vs 92).
+            return "wgrad_winograd"
         if spec.plane_bytes > PLANE_BYTES_LIMIT:
             return "wgrad_gemm"  # its buffers do not grow with the padding
         if (spec.out_per_group * spec.in_per_group * math.prod(spec.kernel) >= WEIGHT_GRAD_GEMM_TERMS

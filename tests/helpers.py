@@ -47,9 +47,34 @@ def transform_error(inp, weight, padding=0, dilation=1, padding_mode="zeros", **
     return 1e-12 * np.linalg.norm(padded) * np.linalg.norm(w)
 
 
+#: Algorithms that compute through Winograd's transforms.
+WINOGRAD = ("winograd", "winograd_serial")
+
+
+def winograd_error(dtype, inp, weight, groups=1, **_):
+    """A worst-case bound on Winograd F(2x2x2, 3x3x3)'s error, (N, Cout, 1, 1, 1).
+
+    The transforms mix a tile's 4x4x4 inputs, so an output's error follows the tile's
+    magnitudes, not its own terms': with M_ci = max |x| over input channel ci, the input
+    transform's values are at most 8 M_ci (two +-1 terms per axis) and the weight
+    transform's at most ||w[co, ci]||_1 (|G| <= 1 entries). Each of the 64 products sums
+    Cin/G terms (BLAS, then the roundings of the transforms: + 8), and an output adds 27
+    of them (|A^T| <= 1 entries):
+    error <= 27 * 8 * (Cin/G + 8) * eps * sum_ci ||w[co, ci]||_1 M_ci."""
+    eps = np.finfo(np.float32 if np.dtype(dtype) == np.float16 else dtype).eps
+    w = np.abs(np.asarray(weight, np.float64))
+    w = w.reshape((-1,) + w.shape[-4:])  # (Cout, Cin/G, 3, 3, 3)
+    cout, cin_g = w.shape[:2]
+    peaks = np.abs(np.asarray(inp, np.float64)).max(axis=(2, 3, 4))  # (N, Cin)
+    peaks = peaks.reshape(peaks.shape[0], groups, 1, cin_g)
+    norms = w.sum(axis=(2, 3, 4)).reshape(1, groups, cout // groups, cin_g)
+    total = (norms * peaks).sum(axis=3).reshape(peaks.shape[0], cout, 1, 1, 1)
+    return 27 * 8 * (cin_g + 8) * eps * total
+
+
 def assert_matches_reference(out, inp, weight, bias=None, *, algorithm="auto", **conv_args):
     """``out`` equals the float64 reference within the rounding bound of its dtype (plus
-    the transforms' error where ``algorithm`` is "fft")."""
+    the transforms' error where ``algorithm`` is "fft" or Winograd's)."""
     expected = conv3d_reference(inp, weight, bias, **conv_args)
     assert out.shape == expected.shape
     bound = error_bound(out.dtype, inp, weight, bias, **conv_args)
@@ -57,6 +82,8 @@ def assert_matches_reference(out, inp, weight, bias=None, *, algorithm="auto", *
         bound = bound + np.abs(expected) * 2.0 ** -11 + 2.0 ** -24
     if algorithm == "fft":
         bound = bound + transform_error(inp, weight, **conv_args)
+    if algorithm in WINOGRAD:
+        bound = bound + winograd_error(out.dtype, inp, weight, **conv_args)
     error = np.abs(out.astype(np.float64) - expected)
     worst = np.unravel_index(np.argmax(error - bound), error.shape) if error.size else None
     assert np.all(error <= bound), (

@@ -97,9 +97,11 @@ def test_auto_choices():
     assert _dispatch.choose(spec(2, 128, (8, 28, 28), 128, 3)) == "winograd"
     # few taps per input channel on many channels: GEMM
     assert _dispatch.choose(spec(1, 64, (8, 16, 16), 64, 1, padding=0)) == "gemm"
-    # weight gradient: GEMM from WEIGHT_GRAD_GEMM_TERMS outputs per group, else blocked
+    # weight gradient: Winograd for 3x3x3 stride-1 layers where it pays; else GEMM from
+    # WEIGHT_GRAD_GEMM_TERMS outputs per group, else blocked
     wgrad_blocked = "wgrad_blocked{}x{}".format(*_cpu.weight_grad_block(np.float32))
-    assert _dispatch.choose(spec(1, 64, (16, 16, 16), 128, 3), "weight_grad") == "wgrad_gemm"
+    assert _dispatch.choose(spec(1, 64, (16, 16, 16), 128, 3), "weight_grad") == "wgrad_winograd"
+    assert _dispatch.choose(spec(1, 64, (16, 16, 16), 128, 2), "weight_grad") == "wgrad_gemm"
     assert _dispatch.choose(spec(1, 16, (16, 16, 16), 16, 3), "weight_grad") == wgrad_blocked
     assert _dispatch.choose(spec(4, 96, (16, 28, 28), 96, 3, groups=96), "weight_grad") == wgrad_blocked
 

@@ -288,7 +288,8 @@ w = rng.standard_normal((12, 8, 3, 3, 3)).astype(np.float32)
 g = rng.standard_normal((2, 12, 7, 8, 9)).astype(np.float32)
 spec = ConvSpec.from_args(x, w, None, 1, 1)[0]
 outs = list(nc.conv3d_backward(g, x, w, padding=1))
-outs += [_backward.grad_weight(spec, x, g, a) for a in ("wgrad_direct", "wgrad_blocked", "wgrad_gemm")]
+outs += [_backward.grad_weight(spec, x, g, a)
+         for a in ("wgrad_direct", "wgrad_blocked", "wgrad_gemm", "wgrad_winograd")]
 np.savez(sys.argv[1], *outs)
 """
 

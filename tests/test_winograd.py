@@ -3,6 +3,7 @@ takes (any padding, groups, odd sizes, padding modes), its error as channels gro
 MegEngine's golden outputs, the same bits at every thread count, the precision switch
 that keeps ``auto`` from it, and clear errors where it does not apply."""
 import glob
+import itertools
 import os
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import numbaconv as nc
-from numbaconv import _autotune, _dispatch
+from numbaconv import _autotune, _backward, _dispatch
 from numbaconv._spec import ConvSpec
 from numbaconv.reference import conv3d_reference
 from helpers import (GOLDEN_DATA, assert_matches_reference, assert_runs_bitwise_equal, describe,
@@ -37,7 +38,7 @@ def test_matches_the_reference_on_random_layers(layer, dtype, seed):
     x, w, b, args = make_case(np.random.default_rng(seed), *layer, dtype=dtype)
     out = nc.conv3d(x, w, b, algorithm="winograd", **args)
     assert out.dtype == dtype
-    assert_matches_reference(out, x, w, b, **args)
+    assert_matches_reference(out, x, w, b, algorithm="winograd", **args)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -56,6 +57,66 @@ def test_serial_twin_is_the_tier_and_the_fork_fallback():
     kernel = _dispatch.REGISTRY["winograd"]
     assert kernel.fallbacks == ("winograd_serial",) and kernel.serial == "winograd_serial"
     assert _dispatch.REGISTRY["winograd_serial"].bitwise == kernel.bitwise
+
+
+def weight_grad_oracle(x, grad_out, padding, groups):
+    """float64 weight gradient of a 3x3x3 stride-1 layer, straight from the definition:
+    gw[co, ci, k] = sum over samples and output positions o of grad_out[co, o] *
+    x_padded[ci, o + k] (ci within co's group)."""
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0)) + tuple((p, p) for p in padding))
+    g64 = grad_out.astype(np.float64)
+    cout, cin_g = grad_out.shape[1], x.shape[1] // groups
+    cout_g = cout // groups
+    size = grad_out.shape[2:]
+    gw = np.zeros((cout, cin_g, 3, 3, 3))
+    for kd, kh, kw in itertools.product(range(3), repeat=3):
+        window = xp[:, :, kd:kd + size[0], kh:kh + size[1], kw:kw + size[2]]
+        for group in range(groups):
+            gw[group * cout_g:(group + 1) * cout_g, :, kd, kh, kw] = np.einsum(
+                "nodhw,ncdhw->oc", g64[:, group * cout_g:(group + 1) * cout_g],
+                window[:, group * cin_g:(group + 1) * cin_g])
+    return gw
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layer=winograd_layers(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**32 - 1))
+def test_weight_gradient_matches_the_definition(layer, dtype, seed):
+    """The weight gradient by F(3x3x3, 2x2x2) against the float64 definition, within a
+    worst-case bound derived as for the forward (``helpers.winograd_error``): a tile's
+    grad_output transform is at most its 1-norm (A's entries are +-1), its input
+    transform at most 8 max |x|; each of the 64 products sums ``tiles`` terms (+ 8 for
+    the transforms' roundings) and a tap adds 64 of them (|G| <= 1 entries):
+    error <= 64 * 8 * (tiles + 8) * eps * ||g[:, co]||_1 * max |x[:, ci]|. The serial
+    twin gives the same bits."""
+    rng = np.random.default_rng(seed)
+    x, w, _, args = make_case(rng, *layer, dtype=dtype)
+    padding = args["padding"] if isinstance(args["padding"], tuple) else (args["padding"],) * 3
+    spec = ConvSpec.from_args(x, w, None, **args)[0]
+    grad_out = rng.standard_normal(spec.out_shape).astype(dtype)
+    gw = _backward.grad_weight(spec, x, grad_out, "wgrad_winograd")
+    serial = _backward.grad_weight(spec, x, grad_out, "wgrad_winograd_serial")
+    assert serial.tobytes() == gw.tobytes()
+    expected = weight_grad_oracle(x, grad_out, padding, spec.groups)
+    tiles = spec.batch * np.prod([-(-size // 2) for size in spec.out_size])
+    cout_g, cin_g = spec.out_per_group, spec.in_per_group
+    grad_norms = np.abs(grad_out.astype(np.float64)).sum(axis=(0, 2, 3, 4))  # (Cout,)
+    peaks = np.abs(x.astype(np.float64)).max(axis=(0, 2, 3, 4)).reshape(spec.groups, 1, cin_g)
+    scale = (grad_norms.reshape(spec.groups, cout_g, 1) * peaks).reshape(-1, cin_g, 1, 1, 1)
+    bound = 64 * 8 * (tiles + 8) * np.finfo(dtype).eps * scale
+    assert np.all(np.abs(gw.reshape(expected.shape) - expected) <= bound)
+
+
+def test_weight_gradient_is_chosen_where_it_pays():
+    spec = ConvSpec.from_args(np.zeros((1, 64, 16, 16, 16), np.float32),
+                              np.zeros((128, 64, 3, 3, 3), np.float32), None, 1, 1)[0]
+    assert _dispatch.choose(spec, "weight_grad") == "wgrad_winograd"
+    assert "wgrad_winograd" in _autotune.candidates(spec, "weight_grad")
+    try:
+        nc.set_precision("exact")
+        assert _dispatch.choose(spec, "weight_grad") != "wgrad_winograd"
+    finally:
+        nc.set_precision("fast")
 
 
 @pytest.mark.parametrize("padding, padding_mode", [("same", "zeros"), ((1, 0, 2), "zeros"),

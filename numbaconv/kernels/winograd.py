@@ -23,7 +23,7 @@ from numba import njit, prange
 
 from .direct import split_item
 from .geometry import unpack
-from .registry import FORWARD, example_arrays, readonly, register
+from .registry import FORWARD, WEIGHT_GRAD, example_arrays, readonly, register
 
 # F(2, 3) for a correlation y[i] = sum_k d[i + k] g[k], i = 0, 1:
 # B^T d = (d0 - d2, d1 + d2, d2 - d1, d1 - d3), G g = (g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2),
@@ -161,21 +161,10 @@ def tile_counts(out):
 
 
 @njit(cache=True, inline="always")
-def forward_item(x, ut, bias, out, geo, item, block_rows, mine):
-    """Work item ``item`` = (n, group, block of ``block_rows`` tile rows): transform the
-    block's input tiles, multiply, transform back into ``out``. ``mine``: this thread's
-    scratch row (:func:`scratch_size`)."""
-    groups, cout_g, cin_g = ut.shape[0], ut.shape[2], ut.shape[3]
-    rows, tiles_w = tile_counts(out)
-    tiles_h = (out.shape[3] + 1) // 2
-    blocks = (rows + block_rows - 1) // block_rows
-    n, g, block = split_item(item, groups, blocks)
-    r0 = block * block_rows
-    r1 = min(rows, r0 + block_rows)
-    count = (r1 - r0) * tiles_w
-    # Tiles innermost: the transforms run along contiguous rows of tiles.
-    v = mine[:64 * cin_g * count].reshape((64, cin_g, count))
-    m = mine[64 * cin_g * count:64 * (cin_g + cout_g) * count].reshape((64, cout_g, count))
+def input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v):
+    """v[xi, ci, t] = (B^T d B along each axis)[xi] for the input tiles d of tile rows
+    [r0, r1) of sample n, group g (t: tile index within the block, rows by width)."""
+    cin_g = v.shape[1]
     raw = np.empty((2, 4, 4, tiles_w + 1), x.dtype)
     mixed = np.empty((2, 4, 4, tiles_w + 1), x.dtype)
     lines = np.empty((2, 4, 4, tiles_w + 1), x.dtype)
@@ -195,6 +184,89 @@ def forward_item(x, ut, bias, out, geo, item, block_rows, mine):
                     v1[t] = d1 + d2
                     v2[t] = d2 - d1
                     v3[t] = d1 - d3
+
+
+@njit(cache=True, inline="always")
+def grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u):
+    """u[xi, co, t] = (A y A^T along each axis)[xi] for the 2x2x2 grad_output tiles y of
+    tile rows [r0, r1) of sample n, group g (zero past grad_output's end). A maps a
+    pair (y0, y1) to (y0, y0 + y1, y0 - y1, -y1): the transpose of the forward output
+    transform, as the weight gradient is the adjoint of the forward product."""
+    cout_g = u.shape[1]
+    out_d, out_h, out_w = grad_out.shape[2], grad_out.shape[3], grad_out.shape[4]
+    pairs = np.zeros((2, 2, 2, tiles_w), grad_out.dtype)  # (dz, dy, even/odd, tile)
+    rows = np.empty((2, 4, tiles_w), grad_out.dtype)  # (dz, b, tile): A along height
+    half = out_w // 2
+    for co in range(cout_g):
+        for r in range(r0, r1):
+            tz, ty = r // tiles_h, r % tiles_h
+            t0 = (r - r0) * tiles_w
+            for dz in range(2):
+                for dy in range(2):
+                    pair = pairs[dz, dy]
+                    z, y = 2 * tz + dz, 2 * ty + dy
+                    if z >= out_d or y >= out_h:
+                        pair[:] = 0
+                        continue
+                    src = grad_out[n, g * cout_g + co, z, y]
+                    even, odd = pair[0], pair[1]
+                    for t in range(half):
+                        even[t] = src[2 * t]
+                        odd[t] = src[2 * t + 1]
+                    if half < tiles_w:
+                        even[half] = src[2 * half]
+                        odd[half] = 0
+            for c in range(4):  # A along width, then height, then depth
+                for dz in range(2):
+                    lo, hi = rows[dz, 0], rows[dz, 1]
+                    mid, last = rows[dz, 2], rows[dz, 3]
+                    for dy in range(2):
+                        e, o = pairs[dz, dy, 0], pairs[dz, dy, 1]
+                        dst = rows[dz, dy]  # reused below: width value c of row dy
+                        for t in range(tiles_w):
+                            dst[t] = along(e[t], o[t], c)
+                    for t in range(tiles_w):
+                        a0, a1 = lo[t], hi[t]
+                        last[t] = -a1
+                        mid[t] = a0 - a1
+                        hi[t] = a0 + a1
+                for b in range(4):
+                    for a in range(4):
+                        dst = u[(a * 4 + b) * 4 + c, co, t0:t0 + tiles_w]
+                        f0, f1 = rows[0, b], rows[1, b]
+                        for t in range(tiles_w):
+                            dst[t] = along(f0[t], f1[t], a)
+
+
+@njit(cache=True, inline="always")
+def along(y0, y1, j):
+    """(A (y0, y1))[j]: y0, y0 + y1, y0 - y1, -y1."""
+    if j == 0:
+        return y0
+    if j == 1:
+        return y0 + y1
+    if j == 2:
+        return y0 - y1
+    return -y1
+
+
+@njit(cache=True, inline="always")
+def forward_item(x, ut, bias, out, geo, item, block_rows, mine):
+    """Work item ``item`` = (n, group, block of ``block_rows`` tile rows): transform the
+    block's input tiles, multiply, transform back into ``out``. ``mine``: this thread's
+    scratch row (:func:`scratch_size`)."""
+    groups, cout_g, cin_g = ut.shape[0], ut.shape[2], ut.shape[3]
+    rows, tiles_w = tile_counts(out)
+    tiles_h = (out.shape[3] + 1) // 2
+    blocks = (rows + block_rows - 1) // block_rows
+    n, g, block = split_item(item, groups, blocks)
+    r0 = block * block_rows
+    r1 = min(rows, r0 + block_rows)
+    count = (r1 - r0) * tiles_w
+    # Tiles innermost: the transforms run along contiguous rows of tiles.
+    v = mine[:64 * cin_g * count].reshape((64, cin_g, count))
+    m = mine[64 * cin_g * count:64 * (cin_g + cout_g) * count].reshape((64, cout_g, count))
+    input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v)
     for xi in range(64):
         np.dot(ut[g, xi], v[xi], m[xi])
     r_buf = np.empty((32, tiles_w), x.dtype)
@@ -250,6 +322,64 @@ def forward_winograd_serial(x, w6, bias, out, geometry, block_rows, scratch):
         forward_item(x, ut, bias, out, geo, item, block_rows, scratch[0])
 
 
+@njit(cache=True, inline="always")
+def weight_grad_item(x, grad_out, part, geo, item, block_rows, mine):
+    """part[g, xi] += U[xi] V[xi]^T for work item ``item`` = (n, group, block of tile
+    rows): the 64 products of the block's transformed grad_output and input tiles.
+    part: (G, 64, Cout/G, Cin/G); mine: this thread's scratch row."""
+    groups, cout_g, cin_g = part.shape[0], part.shape[2], part.shape[3]
+    rows, tiles_w = tile_counts(grad_out)
+    tiles_h = (grad_out.shape[3] + 1) // 2
+    blocks = (rows + block_rows - 1) // block_rows
+    n, g, block = split_item(item, groups, blocks)
+    r0 = block * block_rows
+    r1 = min(rows, r0 + block_rows)
+    count = (r1 - r0) * tiles_w
+    v = mine[:64 * cin_g * count].reshape((64, cin_g, count))
+    u = mine[64 * cin_g * count:64 * (cin_g + cout_g) * count].reshape((64, cout_g, count))
+    input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v)
+    grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u)
+    for xi in range(64):
+        part[g, xi] += np.dot(u[xi], v[xi].T)
+
+
+@njit(cache=True, inline="always")
+def weight_grad_items(x, grad_out, partial, block_rows):
+    rows = tile_counts(grad_out)[0]
+    return x.shape[0] * partial.shape[1] * ((rows + block_rows - 1) // block_rows)
+
+
+# The weight gradient: the same tiles, the adjoint transforms (Winograd's F(3x3x3,
+# 2x2x2)): 64 products per tile and channel pair instead of 216. Work items are split
+# into ``chunks`` fixed ranges, each summed into its own partial, so the sums do not
+# depend on the thread count; two drivers with the same bits, as for the forward.
+@njit(parallel=True, cache=True, nogil=True)
+def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, scratch):
+    """partial[chunk] = the 64 transformed products of chunk ``chunk``'s work items.
+
+    x: (N, Cin, D, H, W); grad_out: (N, Cout, Do, Ho, Wo) of a 3x3x3 stride-1 layer;
+    partial: (chunks, G, 64, Cout/G, Cin/G), zeroed; scratch as for the forward.
+    """
+    geo = unpack(geometry)
+    chunks = partial.shape[0]
+    total = weight_grad_items(x, grad_out, partial, block_rows)
+    for chunk in prange(chunks):
+        mine = scratch[numba.get_thread_id()]
+        for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
+            weight_grad_item(x, grad_out, partial[chunk], geo, item, block_rows, mine)
+
+
+@njit(cache=True, nogil=True)
+def weight_grad_winograd_serial(x, grad_out, partial, geometry, block_rows, scratch):
+    """:func:`weight_grad_winograd` on the calling thread, with the same bits."""
+    geo = unpack(geometry)
+    chunks = partial.shape[0]
+    total = weight_grad_items(x, grad_out, partial, block_rows)
+    for chunk in range(chunks):
+        for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
+            weight_grad_item(x, grad_out, partial[chunk], geo, item, block_rows, scratch[0])
+
+
 # ---- Declarations -----------------------------------------------------------------------
 def supports(spec) -> str | None:
     """None if the Winograd kernel computes ``spec``, else why not."""
@@ -286,6 +416,51 @@ def _examples(dtype):
     return example_arrays(dtype, 5, 6, 1, 5) + (1, np.empty((1, 1), dtype))
 
 
+#: Bytes of the weight gradient's partial sums at most (each holds 64 products per
+#: weight pair, 2.4x the weight).
+PARTIAL_BYTES = 64 << 20
+#: Fixed number of partial sums (independent of the thread count) at most.
+WEIGHT_GRAD_CHUNKS = 16
+
+
+def weight_grad_chunks(spec) -> int:
+    """Partial sums of the weight gradient: a function of the layer only."""
+    tiles_d, tiles_h, _ = (-(-size // 2) for size in spec.out_size)
+    items = spec.batch * spec.groups * -(-(tiles_d * tiles_h) // block_rows(spec))
+    chunk_bytes = spec.groups * 64 * spec.out_per_group * spec.in_per_group * spec.compute_dtype.itemsize
+    return max(1, min(WEIGHT_GRAD_CHUNKS, items, PARTIAL_BYTES // chunk_bytes))
+
+
+def _weight_transform() -> np.ndarray:
+    """(64, 27): G^T . G along each axis, from the 64 products to the 3x3x3 taps."""
+    gm = np.array([(1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0)])
+    return np.einsum("ad,be,cf->abcdef", gm, gm, gm).reshape(64, 27)
+
+
+WEIGHT_TRANSFORM = _weight_transform()
+
+
+def _weight_grad_launcher(threads):
+    def launch_weight_grad(run, spec, x, grad_out):
+        dtype = spec.compute_dtype
+        partial = np.zeros((weight_grad_chunks(spec), spec.groups, 64, spec.out_per_group,
+                            spec.in_per_group), dtype)
+        scratch = np.empty((threads(), scratch_size(spec)), dtype)
+        run(readonly(x), readonly(grad_out), partial, spec.kernel_geometry, block_rows(spec),
+            scratch)
+        total = partial[0].astype(np.float64)
+        for chunk in partial[1:]:  # a fixed order: the same sum at every thread count
+            total += chunk
+        # Back to the taps in float64, rounded once (BLAS is single-threaded here).
+        taps = np.tensordot(total, WEIGHT_TRANSFORM, axes=([1], [0]))  # (G, Cout/G, Cin/G, 27)
+        return taps.astype(dtype).reshape(spec.group_weight_shape)
+    return launch_weight_grad
+
+
+def _weight_grad_examples(dtype):
+    return example_arrays(dtype, 5, 5, 5) + (1, np.empty((1, 1), dtype))
+
+
 _DESCRIPTION = "Winograd F(2x2x2, 3x3x3) and BLAS: 3.4x fewer multiplications (3x3x3, stride 1, dilation 1)"
 register(name="winograd", computes=FORWARD, function=forward_winograd, examples=_examples,
          launch=_launcher(numba.get_num_threads), bitwise="winograd", serial="winograd_serial",
@@ -295,3 +470,13 @@ register(name="winograd_serial", computes=FORWARD, function=forward_winograd_ser
          examples=_examples, launch=_launcher(lambda: 1), parallel=False, bitwise="winograd",
          blas=True, supports=supports, direct_sums=False,
          description=_DESCRIPTION + ", on the calling thread")
+register(name="wgrad_winograd", computes=WEIGHT_GRAD, function=weight_grad_winograd,
+         examples=_weight_grad_examples, launch=_weight_grad_launcher(numba.get_num_threads),
+         bitwise="winograd", serial="wgrad_winograd_serial", fallbacks=("wgrad_winograd_serial",),
+         blas=True, supports=supports, direct_sums=False,
+         description="weight gradient by Winograd F(3x3x3, 2x2x2) and BLAS: 3.4x fewer "
+                     "multiplications (3x3x3, stride 1, dilation 1)")
+register(name="wgrad_winograd_serial", computes=WEIGHT_GRAD, function=weight_grad_winograd_serial,
+         examples=_weight_grad_examples, launch=_weight_grad_launcher(lambda: 1), parallel=False,
+         bitwise="winograd", blas=True, supports=supports, direct_sums=False,
+         description="the Winograd weight gradient on the calling thread")
