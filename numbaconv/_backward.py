@@ -124,12 +124,13 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
         return _gemm_scatter(spec, grad_out, w6, out)
     swapped = w6.transpose(0, 2, 1, 3, 4, 5)  # (G, Cin/G, Cout/G, k): Cin is the output here
     phases = input_grad_phases(spec)
-    if algorithm != "auto":
-        _check_forced(spec, phases, algorithm)
     if _pointwise_phases(phases):
         return _stacked_pointwise_phases(spec, phases, grad_out, swapped, algorithm, out)
+    # A forced algorithm runs every phase, so the plans come first: a phase it cannot
+    # compute is refused before any work, in terms of the caller's layer.
+    plans = [None if sub is None else _phase_plan(spec, sub, algorithm) for _, sub in phases]
     zeros = np.zeros(spec.in_channels, dtype)
-    for phase, sub in phases:
+    for (phase, sub), plan in zip(phases, plans):
         where = _positions(spec, phase)
         if sub is None:
             out[where] = 0
@@ -138,25 +139,22 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
         source = np.ascontiguousarray(grad_out[(slice(None), slice(None)) + tuple(
             slice(p.crop_lo, length - p.crop_hi) for p, length in zip(phase, spec.out_size))])
         result = np.empty(sub.out_shape, dtype)
-        _dispatch.plan_for(sub, algorithm).run(source, weight, zeros, result)
+        plan.run(source, weight, zeros, result)
         out[where] = result
     return out
 
 
-def _check_forced(spec: ConvSpec, phases, algorithm):
-    """A forced ``algorithm`` runs every phase, so it must compute each of them; say so
-    in terms of the caller's layer, not of a phase they never wrote."""
-    for _, sub in phases:
-        if sub is None:
-            continue
-        kernel = _dispatch.REGISTRY[_dispatch.resolve(sub, algorithm)]
-        reason = kernel.supports(sub) if kernel.supports else None
-        if reason is not None:
-            raise ValueError(
-                f"algorithm={algorithm!r} cannot compute the input gradient (the transposed "
-                f"convolution) of this layer (kernel {spec.kernel}, stride {spec.stride}, "
-                f"dilation {spec.dilation}): it runs as stride-1 convolutions, here one of "
-                f"kernel {sub.kernel} and dilation {sub.dilation}, and {reason}")
+def _phase_plan(spec: ConvSpec, sub: ConvSpec, algorithm):
+    """The plan of one phase; the dispatcher's refusal restated for the caller's layer,
+    not for a phase they never wrote."""
+    try:
+        return _dispatch.plan_for(sub, algorithm)
+    except _dispatch.UnsupportedLayer as refusal:
+        raise ValueError(
+            f"algorithm={algorithm!r} cannot compute the input gradient (the transposed "
+            f"convolution) of this layer (kernel {spec.kernel}, stride {spec.stride}, "
+            f"dilation {spec.dilation}): it runs as stride-1 convolutions, here one of "
+            f"kernel {sub.kernel} and dilation {sub.dilation}, and {refusal.reason}") from None
 
 
 #: Largest product (taps x Cin/G x grad_output positions) the GEMM-and-scatter path makes.
@@ -264,12 +262,12 @@ def _stacked_pointwise_phases(spec, phases, grad_out, swapped, algorithm, out):
     own phase."""
     groups, cin_g = spec.groups, spec.in_per_group
     taps = [tuple(p.taps[0] for p in phase) for phase, _ in phases]
+    sub = replace(phases[0][1], out_channels=groups * len(taps) * cin_g)
+    plan = _phase_plan(spec, sub, algorithm)
     stacked = np.stack([swapped[..., d, h, w] for d, h, w in taps], axis=1)  # (G, P, Cin/G, Cout/G)
     weight = np.ascontiguousarray(stacked.reshape(groups, len(taps) * cin_g, -1, 1, 1, 1))
-    sub = replace(phases[0][1], out_channels=groups * len(taps) * cin_g)
     result = np.empty(sub.out_shape, out.dtype)
-    _dispatch.plan_for(sub, algorithm).run(grad_out, weight, np.zeros(sub.out_channels, out.dtype),
-                                           result)
+    plan.run(grad_out, weight, np.zeros(sub.out_channels, out.dtype), result)
     result = result.reshape((spec.batch, groups, len(taps), cin_g) + sub.out_size)
     for i, (phase, _) in enumerate(phases):
         out[_positions(spec, phase)] = result[:, :, i].reshape((spec.batch, spec.in_channels) + sub.out_size)

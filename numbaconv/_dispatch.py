@@ -534,6 +534,15 @@ class _BlasLimit:
 single_threaded_blas = _BlasLimit()
 
 
+class UnsupportedLayer(ValueError):
+    """A forced algorithm cannot compute the layer; ``reason`` says why, so that a caller
+    that runs the layer as parts (stride phases) can say it in its own terms."""
+
+    def __init__(self, algorithm, reason):
+        super().__init__(f"algorithm={algorithm!r} cannot compute this layer: {reason}")
+        self.reason = reason
+
+
 class Plan:
     """A checked convolution bound to its kernel: ``run(*operands)`` launches it (see
     :class:`~numbaconv.kernels.registry.Kernel` for the operands of each ``computes``)."""
@@ -544,7 +553,7 @@ class Plan:
         kernel = REGISTRY[resolve(spec, algorithm, computes)]
         reason = kernel.supports(spec) if kernel.supports else None
         if reason is not None:
-            raise ValueError(f"algorithm={algorithm!r} cannot compute this layer: {reason}")
+            raise UnsupportedLayer(algorithm, reason)
         if algorithm != "auto" and kernel.plane_memory and spec.plane_bytes > FORCED_PLANE_BYTES_LIMIT:
             raise ValueError(
                 f"algorithm={algorithm!r} would need {spec.plane_bytes / 2**20:.0f} MiB of "
