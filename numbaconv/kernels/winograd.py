@@ -194,8 +194,8 @@ def grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u):
     transform, as the weight gradient is the adjoint of the forward product."""
     cout_g = u.shape[1]
     out_d, out_h, out_w = grad_out.shape[2], grad_out.shape[3], grad_out.shape[4]
-    pairs = np.zeros((2, 2, 2, tiles_w), grad_out.dtype)  # (dz, dy, even/odd, tile)
-    rows = np.empty((2, 4, tiles_w), grad_out.dtype)  # (dz, b, tile): A along height
+    pairs = np.zeros((2, 2, 2, tiles_w), grad_out.dtype)  # (dz, dy, even/odd column, tile)
+    rows = np.empty((2, 4, tiles_w), grad_out.dtype)  # (dz, height value b, tile)
     half = out_w // 2
     for co in range(cout_g):
         for r in range(r0, r1):
@@ -216,20 +216,19 @@ def grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u):
                     if half < tiles_w:
                         even[half] = src[2 * half]
                         odd[half] = 0
-            for c in range(4):  # A along width, then height, then depth
+            for c in range(4):  # width value c of every row, then A along height and depth
                 for dz in range(2):
-                    lo, hi = rows[dz, 0], rows[dz, 1]
-                    mid, last = rows[dz, 2], rows[dz, 3]
                     for dy in range(2):
-                        e, o = pairs[dz, dy, 0], pairs[dz, dy, 1]
-                        dst = rows[dz, dy]  # reused below: width value c of row dy
+                        even, odd = pairs[dz, dy, 0], pairs[dz, dy, 1]
+                        along_width = rows[dz, dy]
                         for t in range(tiles_w):
-                            dst[t] = along(e[t], o[t], c)
-                    for t in range(tiles_w):
-                        a0, a1 = lo[t], hi[t]
-                        last[t] = -a1
-                        mid[t] = a0 - a1
-                        hi[t] = a0 + a1
+                            along_width[t] = along(even[t], odd[t], c)
+                    y0, y1, y2, y3 = rows[dz, 0], rows[dz, 1], rows[dz, 2], rows[dz, 3]
+                    for t in range(tiles_w):  # A along height, in place
+                        a0, a1 = y0[t], y1[t]
+                        y1[t] = a0 + a1
+                        y2[t] = a0 - a1
+                        y3[t] = -a1
                 for b in range(4):
                     for a in range(4):
                         dst = u[(a * 4 + b) * 4 + c, co, t0:t0 + tiles_w]
