@@ -187,8 +187,8 @@ def _scatter_pays(spec: ConvSpec) -> bool:
 def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.ndarray):
     """The input gradient as one BLAS product per (sample, group) and a scatter-add.
 
-    The product holds every tap's contribution, ``cols[t, ci, o] = sum_co w[co, ci, t] *
-    grad_out[co, o]``, ((taps * Cin/G) x positions); tap ``t`` of grad_output position
+    The product holds every tap's contribution, ``cols[ci, t, o] = sum_co w[co, ci, t] *
+    grad_out[co, o]``, ((Cin/G * taps) x positions); tap ``t`` of grad_output position
     ``o`` lands on input position ``o*s + t*d - p`` and is added there, tap after tap
     in a fixed order. No zero-stuffing and no im2col: for deep layers on small volumes
     the one product is big enough for BLAS where each phase's convolution is not. Its
@@ -197,8 +197,10 @@ def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.
     groups, cout_g, cin_g = w6.shape[:3]
     kernel = spec.kernel
     taps = math.prod(kernel)
-    # (G, kD*kH*kW*Cin/G, Cout/G): the rows of one tap are contiguous.
-    wt = np.ascontiguousarray(w6.transpose(0, 3, 4, 5, 2, 1).reshape(groups, -1, cout_g))
+    # (G, Cin/G*kD*kH*kW, Cout/G): a plain transpose of each group's weight matrix
+    # (rows in (ci, tap) order), 2.5x faster than the 6-D permutation that puts a tap's
+    # rows together (512 x 512 x 27: 16 vs 41 ms).
+    wt = np.ascontiguousarray(w6.reshape(groups, cout_g, cin_g * taps).transpose(0, 2, 1))
     # The products of every (sample, group) are one pointwise convolution of grad_output,
     # run by the GEMM kernel: BLAS single-threaded inside its parallel loop. (numpy's
     # matmul here ran OpenBLAS's own threads, which then spun against numba's: 512->256
@@ -217,14 +219,14 @@ def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.
     for n in range(spec.batch):
         for g in range(groups):
             group_cols = cols[n, g * taps * cin_g:(g + 1) * taps * cin_g].reshape(
-                kernel + (cin_g,) + spec.out_size)
+                (cin_g,) + kernel + spec.out_size)
             target = out[n, g * cin_g:(g + 1) * cin_g]
             for tap in itertools.product(*(range(k) for k in kernel)):
                 picked = [ranges[axis][t] for axis, t in enumerate(tap)]
                 if any(r is None for r in picked):
                     continue
                 target[(slice(None),) + tuple(r[1] for r in picked)] += \
-                    group_cols[tap][(slice(None),) + tuple(r[0] for r in picked)]
+                    group_cols[(slice(None),) + tap + tuple(r[0] for r in picked)]
     return out
 
 
