@@ -116,7 +116,7 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions):
     """Weight gradient via im2col slabs and BLAS, summed in a fixed order.
 
     x: (N, Cin, D, H, W); grad_out: (N, Cout, Do, Ho, Wo); partial: (chunks, G, Cout/G,
-    Cin/G*kD*kH*kW), zeroed, receives one partial sum per chunk. The (n, group, slab)
+    Cin/G*kD*kH*kW), written in full: one partial sum per chunk. The (n, group, slab)
     items are split into ``chunks`` fixed, contiguous ranges (independent of the thread
     count); the caller adds the chunks up in order.
     """
@@ -128,6 +128,9 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions):
     total = n_batch * groups * slabs
     grad_flat = grad_out.reshape((n_batch, groups, cout_g, positions))
     for chunk in prange(chunks):
+        # A chunk's first product for a group is stored, not added to zeros: deep layers
+        # on small volumes have weight-sized partials of tens of MB and one item each.
+        started = np.zeros(groups, np.bool_)
         for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
             n, g, s0, size, col = slab_col(x, grad_out.shape, geo, groups, slabs, slab_positions,
                                            item)
@@ -136,9 +139,19 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions):
                 # BLAS runs a product with a short side 1.2-1.7x faster with that side
                 # last (single-threaded sgemm, Zen 4: 32 x 864 x 1213 at 80 vs 47 GFLOP/s;
                 # at 512 x 512 both run alike, and the transposed add would cost more).
-                partial[chunk, g] += np.dot(col, grad.T).T
-            else:
+                product = np.dot(col, grad.T).T
+                if started[g]:
+                    partial[chunk, g] += product
+                else:
+                    partial[chunk, g] = product
+            elif started[g]:
                 partial[chunk, g] += np.dot(grad, col.T)
+            else:
+                np.dot(grad, col.T, partial[chunk, g])
+            started[g] = True
+        for g in range(groups):
+            if not started[g]:
+                partial[chunk, g] = 0
 
 
 # ---- Declarations -----------------------------------------------------------------------
@@ -186,7 +199,7 @@ def launch_forward(run, spec, x, w6, bias, out):
 def launch_weight_grad(run, spec, x, grad_out):
     groups, cout_g = spec.groups, spec.out_per_group
     # Big slabs (each adds into a whole weight-sized partial), as few partials as items.
-    partial = np.zeros((weight_grad_chunks(spec), groups, cout_g, spec.reduction), spec.compute_dtype)
+    partial = np.empty((weight_grad_chunks(spec), groups, cout_g, spec.reduction), spec.compute_dtype)
     run(readonly(x), readonly(grad_out), partial, spec.kernel_geometry, slab_positions(spec))
     total = partial[0]
     for chunk in partial[1:]:  # a fixed order: the same sum at every thread count
