@@ -250,21 +250,37 @@ def along(y0, y1, j):
 
 
 @njit(cache=True, inline="always")
+def tile_blocks(out, block_rows):
+    """Blocks of ``block_rows`` tile rows per (sample, group)."""
+    rows = tile_counts(out)[0]
+    return (rows + block_rows - 1) // block_rows
+
+
+@njit(cache=True, inline="always")
+def item_block(out, groups, cin_g, cout_g, item, block_rows, mine):
+    """Work item ``item`` = (n, group, block of ``block_rows`` tile rows of ``out``'s
+    tiles): (n, g, r0, r1, tiles_h, tiles_w, v, w), with v (64, Cin/G, count) and w
+    (64, Cout/G, count) views of this thread's scratch row ``mine`` (count: the block's
+    tiles; tiles innermost, so that the transforms run along contiguous rows)."""
+    rows, tiles_w = tile_counts(out)
+    tiles_h = (out.shape[3] + 1) // 2
+    n, g, block = split_item(item, groups, tile_blocks(out, block_rows))
+    r0 = block * block_rows
+    r1 = min(rows, r0 + block_rows)
+    count = (r1 - r0) * tiles_w
+    v = mine[:64 * cin_g * count].reshape((64, cin_g, count))
+    w = mine[64 * cin_g * count:64 * (cin_g + cout_g) * count].reshape((64, cout_g, count))
+    return n, g, r0, r1, tiles_h, tiles_w, v, w
+
+
+@njit(cache=True, inline="always")
 def forward_item(x, ut, bias, out, geo, item, block_rows, mine):
     """Work item ``item`` = (n, group, block of ``block_rows`` tile rows): transform the
     block's input tiles, multiply, transform back into ``out``. ``mine``: this thread's
     scratch row (:func:`scratch_size`)."""
-    groups, cout_g, cin_g = ut.shape[0], ut.shape[2], ut.shape[3]
-    rows, tiles_w = tile_counts(out)
-    tiles_h = (out.shape[3] + 1) // 2
-    blocks = (rows + block_rows - 1) // block_rows
-    n, g, block = split_item(item, groups, blocks)
-    r0 = block * block_rows
-    r1 = min(rows, r0 + block_rows)
-    count = (r1 - r0) * tiles_w
-    # Tiles innermost: the transforms run along contiguous rows of tiles.
-    v = mine[:64 * cin_g * count].reshape((64, cin_g, count))
-    m = mine[64 * cin_g * count:64 * (cin_g + cout_g) * count].reshape((64, cout_g, count))
+    cout_g = ut.shape[2]
+    n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, ut.shape[0], ut.shape[3], cout_g,
+                                                      item, block_rows, mine)
     input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v)
     for xi in range(64):
         np.dot(ut[g, xi], v[xi], m[xi])
@@ -281,8 +297,7 @@ def forward_item(x, ut, bias, out, geo, item, block_rows, mine):
 @njit(cache=True, inline="always")
 def item_counts(x, w6, out, block_rows):
     """(weight items, forward items) of one call."""
-    rows = tile_counts(out)[0]
-    return w6.shape[0] * w6.shape[1], x.shape[0] * w6.shape[0] * ((rows + block_rows - 1) // block_rows)
+    return w6.shape[0] * w6.shape[1], x.shape[0] * w6.shape[0] * tile_blocks(out, block_rows)
 
 
 # One loop nest, two drivers with the same bits: the serial one compiles in a third of the
@@ -326,16 +341,8 @@ def weight_grad_item(x, grad_out, part, geo, item, block_rows, mine):
     """part[g, xi] += U[xi] V[xi]^T for work item ``item`` = (n, group, block of tile
     rows): the 64 products of the block's transformed grad_output and input tiles.
     part: (G, 64, Cout/G, Cin/G); mine: this thread's scratch row."""
-    groups, cout_g, cin_g = part.shape[0], part.shape[2], part.shape[3]
-    rows, tiles_w = tile_counts(grad_out)
-    tiles_h = (grad_out.shape[3] + 1) // 2
-    blocks = (rows + block_rows - 1) // block_rows
-    n, g, block = split_item(item, groups, blocks)
-    r0 = block * block_rows
-    r1 = min(rows, r0 + block_rows)
-    count = (r1 - r0) * tiles_w
-    v = mine[:64 * cin_g * count].reshape((64, cin_g, count))
-    u = mine[64 * cin_g * count:64 * (cin_g + cout_g) * count].reshape((64, cout_g, count))
+    n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, part.shape[0], part.shape[3],
+                                                      part.shape[2], item, block_rows, mine)
     input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v)
     grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u)
     for xi in range(64):
@@ -344,8 +351,7 @@ def weight_grad_item(x, grad_out, part, geo, item, block_rows, mine):
 
 @njit(cache=True, inline="always")
 def weight_grad_items(x, grad_out, partial, block_rows):
-    rows = tile_counts(grad_out)[0]
-    return x.shape[0] * partial.shape[1] * ((rows + block_rows - 1) // block_rows)
+    return x.shape[0] * partial.shape[1] * tile_blocks(grad_out, block_rows)
 
 
 # The weight gradient: the same tiles, the adjoint transforms (Winograd's F(3x3x3,
@@ -403,9 +409,14 @@ def scratch_size(spec) -> int:
     return 64 * (spec.in_per_group + spec.out_per_group) * rows * tiles_w
 
 
+def _scratch(spec, threads) -> np.ndarray:
+    """One scratch row per thread that may run the kernel."""
+    return np.empty((threads(), scratch_size(spec)), spec.compute_dtype)
+
+
 def _launcher(threads):
     def launch_forward(run, spec, x, w6, bias, out):
-        scratch = np.empty((threads(), scratch_size(spec)), x.dtype)
+        scratch = _scratch(spec, threads)
         run(readonly(x), readonly(w6), readonly(bias), out, spec.kernel_geometry, block_rows(spec),
             scratch)
     return launch_forward
@@ -444,7 +455,7 @@ def _weight_grad_launcher(threads):
         dtype = spec.compute_dtype
         partial = np.zeros((weight_grad_chunks(spec), spec.groups, 64, spec.out_per_group,
                             spec.in_per_group), dtype)
-        scratch = np.empty((threads(), scratch_size(spec)), dtype)
+        scratch = _scratch(spec, threads)
         run(readonly(x), readonly(grad_out), partial, spec.kernel_geometry, block_rows(spec),
             scratch)
         total = partial[0].astype(np.float64)
