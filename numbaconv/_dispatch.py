@@ -81,9 +81,11 @@ WEIGHT_GRAD_GEMM_TERMS = 10_000
 WEIGHT_GRAD_GEMM_MIN_CHUNKS = 2
 #: How many times fewer FLOPs (``kernels.fft.fft_flops``) the FFT path needs before
 #: ``auto`` takes it over the direct kernels, which run that many times more FLOP/s.
-#: Measured crossover (Ice Lake, 2026-12-01, one channel, float32, fft vs blocked, ms):
-#: 128^3 k9 98 vs 67 (7.4x fewer), k11 94 vs 107 (12.9x), k15 96 vs 259 (29.5x);
-#: 64^3 k11 16 vs 12 (11.5x), k15 18 vs 38 (23x).
+#: Measured crossover (Zen 4, 2026-12-05, FFT in blocks, float32, fft vs blocked, ms,
+#: each timed back to back): one channel, 128^3 k9 36 vs 29 (9.8x fewer), k11 36 vs 53
+#: (15.7x), k13 41 vs 86 (23x); 64^3 k11 7.6 vs 7.3 (12.5x), k13 15 vs 12 (18x), k15
+#: 14 vs 19 (24x); 4 channels on 64^3 k7 26 vs 30 (10.8x), k9 27 vs 64 (21.7x); 8 on
+#: 32^3 k9 23 vs 18 (15.2x).
 FFT_ADVANTAGE = 12
 #: ...and never for kernels of fewer taps (4x4x4).
 FFT_MIN_TAPS = 64

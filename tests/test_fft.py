@@ -2,6 +2,9 @@
 (strides, dilations, paddings, groups, padding modes, both conv modes), the same bits at
 every thread count, ``auto`` taking it for large kernels on few channels only where the
 precision setting permits, and a clear refusal where its transforms would not fit."""
+import contextlib
+import math
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -9,6 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import numbaconv as nc
 from numbaconv import _dispatch
 from numbaconv._spec import ConvSpec
+from numbaconv.kernels import fft
 from helpers import assert_matches_reference, assert_runs_bitwise_equal, make_case, outputs_per_thread_count
 
 
@@ -33,6 +37,32 @@ def test_matches_the_reference_on_random_layers(layer, dtype, seed):
     x, w, b, args = make_case(np.random.default_rng(seed), *layer, dtype=dtype)
     out = nc.conv3d(x, w, b, algorithm="fft", **args)
     assert out.dtype == dtype
+    assert_matches_reference(out, x, w, b, algorithm="fft", **args)
+
+
+@contextlib.contextmanager
+def small_blocks(points):
+    """The FFT path with blocks of at most ``points`` transform points (fewer where the
+    span needs more), so that small layers run in many blocks."""
+    saved = fft.MAX_BLOCK_POINTS
+    fft.MAX_BLOCK_POINTS = points
+    fft.block_plan.cache_clear()
+    try:
+        yield
+    finally:
+        fft.MAX_BLOCK_POINTS = saved
+        fft.block_plan.cache_clear()
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layer=fft_layers(), points=st.sampled_from([1, 6**3, 10**3]),
+       seed=st.integers(0, 2**32 - 1))
+def test_blocks_match_the_reference(layer, points, seed):
+    """Block windows that start in the padding, end past the input, hold one output or
+    a short last block, under stride and dilation: each block against the definition."""
+    x, w, b, args = make_case(np.random.default_rng(seed), *layer, dtype=np.float64)
+    with small_blocks(points):
+        out = nc.conv3d(x, w, b, algorithm="fft", **args)
     assert_matches_reference(out, x, w, b, algorithm="fft", **args)
 
 
@@ -63,8 +93,11 @@ def test_same_bits_at_every_thread_count(tmp_path):
         rng = np.random.default_rng(5)
         x = rng.standard_normal((2, 2, 20, 17, 23)).astype(np.float32)
         w = rng.standard_normal((2, 2, 9, 9, 9)).astype(np.float32)
+        psf = rng.standard_normal((1, 1, 15, 15, 15))
+        volume = rng.standard_normal((1, 1, 90, 97, 90)).astype(np.float32)  # 8 blocks
         np.savez(sys.argv[1], f32=nc.conv3d(x, w, padding=4, algorithm="fft"),
-                 f64=nc.conv3d(x.astype(np.float64), w, padding=4, algorithm="fft"))
+                 f64=nc.conv3d(x.astype(np.float64), w, padding=4, algorithm="fft"),
+                 blocks=nc.conv3d(volume, psf, padding=7, algorithm="fft"))
     """, thread_counts=(1, 2, 2))
     assert_runs_bitwise_equal(runs)
 
@@ -92,6 +125,16 @@ def test_auto_result_on_a_large_kernel(rng):
     w = rng.standard_normal((1, 1, 15, 15, 15)).astype(np.float32)
     assert _dispatch.choose(ConvSpec.from_args(x, w, None, 1, 7)[0]) == "fft"
     assert_matches_reference(nc.conv3d(x, w, padding=7), x, w, None, algorithm="fft", padding=7)
+
+
+def test_block_plans():
+    """Beyond ``MAX_BLOCK_POINTS``, equal blocks that cover the output, each transform
+    long enough for its window."""
+    plan = fft.plan_for(_spec(128, 15))
+    assert math.prod(plan.counts) > 1 and math.prod(plan.shape) <= fft.MAX_BLOCK_POINTS
+    for block, count, size in zip(plan.block, plan.counts, plan.shape):
+        assert block * count >= 128 > block * (count - 1)
+        assert size >= block - 1 + 15
 
 
 def test_layers_whose_transforms_do_not_fit_are_refused(rng):

@@ -209,9 +209,10 @@ def choose_algorithm(shape3, w3: np.ndarray, work, integer_exact: bool):
 #: Taps from which a dense correlation with a float output goes through the FFT. A fixed
 #: count, not conv3d's FLOP rule, so that the choice does not depend on the volume's size
 #: (numbaconv.dask.ndimage's blocks take the path the whole volume takes). Measured
-#: (float32, one channel, ms, FFT vs direct): 11^3 taps on 64^3 16 vs 12, on 128^3 94
-#: vs 107; 15^3 on 64^3 18 vs 38.
-FFT_TAPS = 12 ** 3
+#: (float32, one channel, ms, FFT in blocks vs direct, Zen 4, 2026-12-05, each timed
+#: back to back): 9^3 taps on 128^3 36 vs 29; 11^3 on 64^3 7.6 vs 7.3, on 128^3 36 vs
+#: 53; 15^3 on 64^3 14 vs 19.
+FFT_TAPS = 11 ** 3
 
 
 def dense_algorithm(w3: np.ndarray, out_size: int, exact: bool) -> str:
