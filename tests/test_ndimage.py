@@ -396,7 +396,9 @@ def test_warmup_compiles_the_signatures_the_filters_run():
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32"])
 def test_integer_passes_out_of_range_cast_as_scipy(dtype):
     """Integer volumes are read and written as they are; a sum outside the output's
-    range is counted, not stored, and the pass is redone with numpy's cast (scipy's)."""
+    range is stored as numpy casts it where the kernel can do the same (``wrap``, on
+    machines where numpy wraps), else counted, not stored, and the pass is redone with
+    numpy's cast (scipy's)."""
     from numbaconv.kernels import separable
     info = np.iinfo(dtype)
     x = np.random.default_rng(3).integers(info.min, info.max, (3, 4, 50), endpoint=True).astype(dtype)
@@ -409,5 +411,31 @@ def test_integer_passes_out_of_range_cast_as_scipy(dtype):
     src = np.full((1, 4, 1), info.max, dtype)
     w = np.array([2.0])
     outside = separable.correlate_lines_serial(src, np.arange(4), np.zeros(1, dtype), w,
-                                               separable.tap_plan(w), out)
+                                               separable.tap_plan(w), False, out)
     assert outside == 4 and not out.any()
+    outside = separable.correlate_lines_serial(src, np.arange(4), np.zeros(1, dtype), w,
+                                               separable.tap_plan(w), True, out)
+    if 2.0 * info.max < 2.0**31:  # stored modulo 2^bits, as numpy's cast where it wraps
+        expected = (2 * src.astype(np.int64)).astype(dtype)
+        assert outside == 0 and np.array_equal(out, expected)
+        from numbaconv.ndimage._filters import numpy_wraps
+        if numpy_wraps(np.dtype(dtype)):
+            with np.errstate(all="ignore"):
+                assert np.array_equal(out, (2.0 * src).astype(dtype))
+    else:
+        assert outside == 4
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32"])
+def test_uniform_filter1d_of_integers_read_as_they_are(dtype):
+    """Integer volumes with an exact ``cval`` are read without a converted copy; along
+    the last axis their window sums are summed afresh (up to WINDOW_SUM_TAPS taps) or
+    run as scipy's chain (longer windows): equal to scipy either way."""
+    x = sample((5, 4, 23), dtype, seed=7)
+    for axis in range(3):
+        for mode in MODES:
+            for size in (1, 2, 5, 16, 17, 30):
+                for origin in sorted({0, -(size // 2), (size - 1) // 2}):
+                    kw = dict(axis=axis, mode=mode, cval=3, origin=origin)
+                    np.testing.assert_array_equal(nn.uniform_filter1d(x, size, **kw),
+                                                  sn.uniform_filter1d(x, size, **kw))

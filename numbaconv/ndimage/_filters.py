@@ -81,7 +81,7 @@ def _run_lines(src3: np.ndarray, axis: int, weights: np.ndarray, out3: np.ndarra
     kernel = separable.correlate_lines if _parallel(out3, w.shape[0]) else \
         separable.correlate_lines_serial
     return kernel(readonly(lines), readonly(index), cval_row, w, separable.tap_plan(weights),
-                  _lines(out3, axis))
+                  numpy_wraps(out3.dtype), _lines(out3, axis))
 
 
 #: dtypes the 1-D pass kernels read and write as they are (converting each element).
@@ -89,18 +89,36 @@ _AS_IS = frozenset(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16,
                                          np.int32, np.uint64, np.int64, np.float32, np.float64))
 
 
-def _read_as_is(x: np.ndarray, weights: np.ndarray, output: np.ndarray, cval) -> bool:
+@functools.lru_cache(maxsize=None)
+def numpy_wraps(dtype: np.dtype) -> bool:
+    """Whether numpy casts float64 values outside the range of the integer ``dtype``
+    (within +-2^31) by truncating toward zero and wrapping modulo 2^bits, as the 1-D pass
+    kernel can store them itself (``wrap``). x86-64 does (a 32-bit conversion); others
+    may saturate. Probed once per dtype, on an array long enough for numpy's vector
+    loops, against the int64 route, whose narrowing numpy defines as modular."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu" or dtype.itemsize > 4:
+        return False
+    probe = np.tile([-1.0, -5.5, -300.25, 255.9, 256.0, -129.0, 128.5, 65535.5, 65536.0,
+                     70000.7, -70000.2, 1e6 + 0.5, -1e6 - 0.5, 2.0**31 - 1.5, -2.0**31 + 1.5], 67)
+    with np.errstate(all="ignore"):
+        return bool(np.array_equal(probe.astype(dtype), np.trunc(probe).astype(np.int64).astype(dtype)))
+
+
+def _read_as_is(x: np.ndarray, weights: np.ndarray, output: np.ndarray, cval,
+                wrap: bool = False) -> bool:
     """A pass can read ``x`` and write ``output`` without converted copies: both of
     :data:`_AS_IS` dtypes, ``cval`` exact in ``x``'s dtype (a tap outside reads it from a
-    row of that dtype), and an integer output's range holds every sum the weights can
-    make of these values (else the kernel would find values outside and the pass would
-    run twice: derivative filters of unsigned volumes)."""
+    row of that dtype), and either an integer output's range holds every sum the weights
+    can make of these values, or (``wrap``, for the correlation kernel) the kernel stores
+    values outside it as numpy would (:func:`numpy_wraps`). Else the kernel would find
+    values outside and the pass would run twice: derivative filters of unsigned volumes."""
     if x.dtype not in _AS_IS or output.dtype not in _AS_IS:
         return False
     with np.errstate(all="ignore"):
         if np.float64(cval).astype(x.dtype).astype(np.float64) != np.float64(cval):
             return False
-    if output.dtype.kind == "f":
+    if output.dtype.kind == "f" or (wrap and numpy_wraps(output.dtype)):
         return True
     info = np.iinfo(output.dtype)
     positive, negative = float(weights[weights > 0].sum()), float(weights[weights < 0].sum())
@@ -128,19 +146,21 @@ def _pass1d(inp, weights, axis, output, rule, cval, origin, running_mean=False):
     work = S.work_dtype(inp.dtype, output.dtype)
     x3 = _as3d(inp)
     axis3 = axis + 3 - inp.ndim
+    index = source_index(x3.shape[axis3], *_halo(weights.shape[0], origin), rule)
     if running_mean and work == np.float64:
-        halos = [(0, 0)] * 3
-        halos[axis3] = _halo(weights.shape[0], origin)
-        # The extended copy in the input's dtype where it can be (the kernel converts).
+        # The input's dtype where it can be (the kernel converts each element).
         data = x3.dtype if _read_as_is(x3, weights, output, cval) else work
         out3 = _target(output, x3.shape, output.dtype if data == x3.dtype else work)
-        ext = extend(x3, halos, [rule] * 3, cval, data)
+        src = np.ascontiguousarray(x3, data)
+        if np.shares_memory(src, out3):  # in place (scipy's passes read their output)
+            src = src.copy()
+        lines = _lines(src, axis3)
+        cval_row = readonly(np.full(max(1, lines.shape[2]), cval, np.float64).astype(data))
         kernel = separable.running_mean_lines if _parallel(out3, 2) else \
             separable.running_mean_lines_serial
-        kernel(readonly(_lines(ext, axis3)), weights.shape[0], _lines(out3, axis3))
+        kernel(readonly(lines), readonly(index), cval_row, weights.shape[0], _lines(out3, axis3))
     else:
-        index = source_index(x3.shape[axis3], *_halo(weights.shape[0], origin), rule)
-        if _read_as_is(x3, weights, output, cval):
+        if _read_as_is(x3, weights, output, cval, wrap=True):
             src = np.ascontiguousarray(x3)
             out3 = _target(output, x3.shape, output.dtype)
         else:
