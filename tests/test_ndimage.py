@@ -226,6 +226,29 @@ def test_correlate_convolve_match_scipy(kind, dtype):
                     assert_close(got, expected, bound)
 
 
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "float32", "float64"])
+def test_dense_correlate_in_slabs(monkeypatch, dtype):
+    """Volumes larger than ``SLAB_BYTES`` are correlated slab by slab along axis 0, each
+    slab's halo planes through the axis's index map: the same bits as in one slab, and
+    scipy's result, on every mode, with slabs of one plane and of a few."""
+    from numbaconv.ndimage import _filters
+    x = sample((11, 5, 6), dtype, seed=5)
+    w = DENSE_WEIGHTS["random"](3)
+    for mode in MODES:
+        for origin in (0, (1, 0, -1)):
+            kw = dict(mode=mode, cval=CVAL if dtype.startswith("float") else 3, origin=origin)
+            whole = nn.correlate(x, w, **kw)
+            for slab_bytes in (1, 2500):  # slabs of 1 plane, and of 3 (float64) or 9
+                monkeypatch.setattr(_filters, "SLAB_BYTES", slab_bytes)
+                np.testing.assert_array_equal(nn.correlate(x, w, **kw), whole)
+                monkeypatch.undo()
+            if whole.dtype.kind in "iu":
+                assert_dense_integer(whole, x, w, "correlate", **kw)
+            else:
+                bound = single_pass_bound(sn.correlate, x, w, eps_for(dtype, dtype), **kw)
+                assert_close(whole, sn.correlate(x, w, **kw), bound)
+
+
 def test_axes_argument():
     x = sample((4, 5, 6), "float64")
     w2 = np.random.default_rng(4).standard_normal((3, 2))

@@ -248,16 +248,41 @@ def dense_algorithm(w3: np.ndarray, out_size: int, exact: bool) -> str:
     return "blocked"
 
 
-def _dense(ext3: np.ndarray, w3: np.ndarray, out_shape3, exact: bool) -> np.ndarray:
-    """Valid cross-correlation of an extended 3-D volume (float32 or float64) by
-    numbaconv's forward conv3d, on :func:`dense_algorithm`'s choice."""
+#: Bytes of the extended slab a dense correlation works on at a time (the direct
+#: kernels; the FFT path cuts its own blocks). An extended copy of a 256^3 volume (70 MB
+#: in float32, 140 MB in float64 for integer data) was fresh memory on every call, and
+#: where the OS had taken freed pages back that cost more than the correlation: 256^3 with
+#: a 5^3 kernel, 86-93 ms back to back but 230-400 ms after the process idled 2 s. In
+#: slabs of 8 MB (reused from glibc's heap; 16 MB ones were handed back and faulted in
+#: again, 12 MB per call): 83-91 ms back to back, 84-205 ms after idling.
+SLAB_BYTES = 8 << 20
+
+
+def _dense(x3, w3, halos, rule, cval, work, output3, exact: bool) -> None:
+    """``output3`` (``x3``'s shape, any dtype and layout) = the valid cross-correlation
+    of ``x3`` extended by ``halos`` (``rule``, ``cval``) with ``w3``, on numbaconv's
+    forward conv3d (:func:`dense_algorithm`'s choice, made once for the whole volume),
+    slab by slab along axis 0: each slab's planes, halo included, come through the axis's
+    index map and are extended on the other two axes. Every output's sum is the same
+    whatever the slab (the direct kernels' taps in a fixed order)."""
     from ..functional import conv3d
     # scipy leaves out weights within DBL_EPSILON of zero; a zero weight adds exactly 0.
-    w = np.where(np.abs(w3) > _DBL_EPSILON, w3, 0.0).astype(ext3.dtype)
-    algorithm = dense_algorithm(w, math.prod(out_shape3), exact)
-    result = conv3d(ext3.reshape((1, 1) + ext3.shape), w.reshape((1, 1) + w.shape),
-                    padding=0, algorithm=algorithm)
-    return result.reshape(out_shape3)
+    w = np.where(np.abs(w3) > _DBL_EPSILON, w3, 0.0).astype(work)
+    algorithm = dense_algorithm(w, x3.size, exact)
+    depth, height, width = x3.shape
+    (before, after), *plane_halos = halos
+    plane_bytes = math.prod(n + b + a for n, (b, a) in zip(x3.shape[1:], plane_halos)) * \
+        np.dtype(work).itemsize
+    slab = depth if algorithm == "fft" else max(1, SLAB_BYTES // plane_bytes - (before + after))
+    rows = source_index(depth, before, after, rule)
+    for start in range(0, depth, slab):
+        stop = min(depth, start + slab)
+        index = rows[start:stop + before + after]
+        ext = extend(x3[np.maximum(index, 0)], [(0, 0)] + plane_halos, [rule] * 3, cval, work)
+        ext[index < 0] = np.float64(cval).astype(work)  # planes of the constant rule
+        result = conv3d(ext.reshape((1, 1) + ext.shape), w.reshape((1, 1) + w.shape),
+                        padding=0, algorithm=algorithm)
+        _store(result.reshape((stop - start, height, width)), output3[start:stop])
 
 
 # ---- correlate and convolve --------------------------------------------------------------------
@@ -299,22 +324,22 @@ def _correlate_or_convolve(inp, weights, output, mode, cval, origin, convolution
     x3, w3 = _as3d(inp), _as3d(weights)
     origins3 = [0] * (3 - inp.ndim) + origins
     halos = [_halo(k, o) for k, o in zip(w3.shape, origins3)]
-    ext = extend(x3, halos, [rule] * 3, cval, work)
     integer_exact = output.dtype.kind in "biu" and inp.dtype.kind in "biu"
     algorithm, factors = choose_algorithm(x3.shape, w3, work, integer_exact)
-    if algorithm == "separable":
-        passes = [axis for axis in range(3) if not np.array_equal(factors[axis], [1.0])]
-        for i, axis in enumerate(passes):
-            shape = list(ext.shape)
-            shape[axis] = x3.shape[axis]
-            last = i == len(passes) - 1
-            target = _target(output, shape, work) if last else np.empty(shape, work)
-            _run_lines(ext, axis, factors[axis], target, np.arange(ext.shape[axis]))
-            ext = target
-        result = ext
-    else:
-        result = _dense(ext, w3, x3.shape, exact=output.dtype.kind in "biu")
-    _store(result, output)
+    if algorithm == "dense":
+        _dense(x3, w3, halos, rule, cval, work, _as3d(output), exact=output.dtype.kind in "biu")
+        return output
+    # Separable: 1-D passes over the extended volume.
+    ext = extend(x3, halos, [rule] * 3, cval, work)
+    passes = [axis for axis in range(3) if not np.array_equal(factors[axis], [1.0])]
+    for i, axis in enumerate(passes):
+        shape = list(ext.shape)
+        shape[axis] = x3.shape[axis]
+        last = i == len(passes) - 1
+        target = _target(output, shape, work) if last else np.empty(shape, work)
+        _run_lines(ext, axis, factors[axis], target, np.arange(ext.shape[axis]))
+        ext = target
+    _store(ext, output)
     return output
 
 
