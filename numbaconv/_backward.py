@@ -24,7 +24,7 @@ import numpy as np
 from . import _config, _dispatch
 from ._lru import LRU
 from ._spec import ConvSpec
-from .kernels.registry import WEIGHT_GRAD
+from .kernels.registry import WEIGHT_GRAD, readonly
 
 
 @dataclass(frozen=True)
@@ -213,11 +213,33 @@ def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.
     _dispatch.plan_for(products, "gemm").run(
         grad_out, wt.reshape(groups, taps * cin_g, cout_g, 1, 1, 1),
         np.zeros(products.out_channels, out.dtype), cols)
+    _scatter(spec, cols, out)
+    return out
+
+
+def _scatter(spec: ConvSpec, cols: np.ndarray, out: np.ndarray) -> None:
+    """``out`` (N, Cin, D, H, W) = the taps' products ``cols`` (N, Cin*taps, Do, Ho, Wo;
+    rows in (group, ci, tap) order) added at their input positions: the ``col2im``
+    kernel, or, while it compiles in the background (and in a process forked after
+    OpenMP started), :func:`_scatter_in_numpy`, whose adds come in the same order."""
+    kernel = None if _dispatch._forked_after_omp else _dispatch._kernel("col2im", out.dtype, wait=0)
+    if kernel is None or not out.flags.c_contiguous:
+        _scatter_in_numpy(spec, cols, out)
+        return
+    planes = spec.batch * spec.in_channels
+    _dispatch.launch(kernel, readonly(cols.reshape((planes, math.prod(spec.kernel)) + spec.out_size)),
+                     spec.kernel_geometry, out.reshape((planes,) + spec.in_size))
+
+
+def _scatter_in_numpy(spec: ConvSpec, cols: np.ndarray, out: np.ndarray) -> None:
+    """:func:`_scatter` by numpy's strided adds, tap after tap, from zero."""
+    kernel, taps = spec.kernel, math.prod(spec.kernel)
+    cin_g = spec.in_per_group
     ranges = [[_scatter_range(i, o, s, t * d - p) for t in range(k)] for i, o, k, s, d, p in
               zip(spec.in_size, spec.out_size, kernel, spec.stride, spec.dilation, spec.padding)]
     out[...] = 0
     for n in range(spec.batch):
-        for g in range(groups):
+        for g in range(spec.groups):
             group_cols = cols[n, g * taps * cin_g:(g + 1) * taps * cin_g].reshape(
                 (cin_g,) + kernel + spec.out_size)
             target = out[n, g * cin_g:(g + 1) * cin_g]
@@ -227,7 +249,6 @@ def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.
                     continue
                 target[(slice(None),) + tuple(r[1] for r in picked)] += \
                     group_cols[(slice(None),) + tap + tuple(r[0] for r in picked)]
-    return out
 
 
 def _scatter_range(in_length, out_length, stride, shift):

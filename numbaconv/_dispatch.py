@@ -625,7 +625,7 @@ def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> lis
     ``algorithms``: names as ``algorithm=`` takes them (``"blocked"`` and
     ``"wgrad_blocked"`` mean the target CPU's register-blocked kernels, dense and
     depthwise); by default every kernel ``auto`` may use, forward and weight gradient,
-    and numbaconv.ndimage's 1-D pass kernels.
+    numbaconv.ndimage's 1-D pass kernels and the input gradient's scatter (``col2im``).
     Kernels not yet in numba's disk cache compile in child processes, one per core at a
     time, then load here. ``progress``: a callable given one line of text per kernel.
     """
@@ -635,7 +635,8 @@ def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> lis
 
     if algorithms is None:
         algorithms = tuple(a for a in ALGORITHMS[1:] + WEIGHT_GRAD_ALGORITHMS[1:]
-                           if a != "wgrad_direct_serial") + algorithm_names(separable.LINES)
+                           if a != "wgrad_direct_serial") + algorithm_names(separable.LINES) \
+            + algorithm_names(gemm.COL2IM)
     choices = ALGORITHMS[1:] + WEIGHT_GRAD_ALGORITHMS[1:] + tuple(REGISTRY)
     algorithms = [check_choice("algorithms[]", name, choices) for name in algorithms]
     pairs = []

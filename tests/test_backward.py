@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import numbaconv as nc
-from numbaconv import _backward
+from numbaconv import _backward, _dispatch
 from numbaconv._spec import ConvSpec
+from numbaconv.kernels.registry import readonly
 from numbaconv.reference import conv3d_reference
 from helpers import (CASES, GOLDEN_DATA, assert_runs_bitwise_equal, configurations, load_golden,
                      describe, make_case, outputs_per_thread_count, python_env, run_script)
@@ -234,6 +235,29 @@ def test_gemm_scatter_input_gradient_matches_the_phases(config, seed):
     direct = _backward.grad_input(spec, g, w6, "direct")
     scale = _backward.grad_input(spec, np.abs(g), np.abs(w6), "direct")
     assert np.all(np.abs(scattered - direct) <= 1e-13 * (scale + 1e-300))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configurations(), seed=st.integers(0, 2**32 - 1),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_col2im_kernel_same_bits_as_the_numpy_scatter(config, seed, dtype):
+    """The scatter's parallel kernel adds each element's taps in the order of numpy's
+    strided adds (the tier that serves while it compiles, or after a fork): the same
+    bits, on every stride, dilation, padding (larger than the kernel too) and group
+    count."""
+    rng = np.random.default_rng(seed)
+    x, w, b, args = make_case(rng, *config, dtype=dtype)
+    spec = ConvSpec.from_args(x, w, None, args["stride"], args["padding"], args["dilation"],
+                              args["groups"])[0]
+    cols = rng.standard_normal((spec.batch, spec.in_channels * math.prod(spec.kernel))
+                               + spec.out_size).astype(dtype)
+    by_numpy = np.full(x.shape, np.nan, dtype)
+    _backward._scatter_in_numpy(spec, cols, by_numpy)
+    by_kernel = np.full(x.shape, np.nan, dtype)
+    col2im = _dispatch._kernel("col2im", dtype)
+    col2im(readonly(cols.reshape((-1, math.prod(spec.kernel)) + spec.out_size)),
+           spec.kernel_geometry, by_kernel.reshape((-1,) + spec.in_size))
+    np.testing.assert_array_equal(by_kernel, by_numpy)
 
 
 def test_auto_takes_gemm_scatter_for_strided_and_deep_layers():

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from .direct import split_item
-from .geometry import unpack
+from .geometry import EXAMPLE, unpack
 from .registry import FORWARD, WEIGHT_GRAD, example_arrays, readonly, register
 
 #: Upper bound on one im2col slab, in bytes.
@@ -215,3 +215,67 @@ register(name="wgrad_gemm", computes=WEIGHT_GRAD, function=weight_grad_gemm,
          examples=lambda dtype: example_arrays(dtype, 5, 5, 4) + (1,),
          launch=launch_weight_grad, bitwise=None, serial="wgrad_direct_serial", blas=True,
          description="weight gradient via im2col slabs and BLAS, 16 partial sums in order")
+
+
+# ---- col2im: the scatter-add after the input gradient's product ---------------------------------
+#: What ``col2im`` computes (called directly by ``numbaconv._backward``, outside ``auto``).
+COL2IM = "col2im"
+
+
+@njit(cache=True, inline="always")
+def tap_range(in_length, out_length, stride, shift):
+    """First and last output position ``o`` whose input position ``o*stride + shift``
+    lies in ``[0, in_length)`` (last < first where none does)."""
+    first = max(0, -(shift // stride))
+    last = min(out_length - 1, (in_length - 1 - shift) // stride)
+    return first, last
+
+
+@njit(parallel=True, cache=True)
+def col2im(cols, geometry, out):
+    """``out`` (P, D, H, W) = for each tap ``t`` in raster order, from zero: ``cols[p,
+    t, o]`` (P, taps, Do, Ho, Wo) added at input position ``o*stride + t*dilation -
+    padding`` where that lies in the input. One plane per iteration: every element sums
+    its taps in the same order at any thread count (numpy's strided adds, tap by tap,
+    give the same bits; ``_backward`` uses them while this compiles)."""
+    geo = unpack(geometry)
+    planes, taps, out_d, out_h, out_w = cols.shape
+    depth, height, width = out.shape[1:]
+    kh, kw = geo.kernel_h, geo.kernel_w
+    rows = cols.reshape((planes * taps * out_d * out_h, out_w))
+    for p in prange(planes):
+        dst = out[p]
+        dst[...] = 0
+        for t in range(taps):
+            td, th, tw = t // (kh * kw), (t // kw) % kh, t % kw
+            shift_d = td * geo.dilation_d - geo.pad_d
+            shift_h = th * geo.dilation_h - geo.pad_h
+            shift_w = tw * geo.dilation_w - geo.pad_w
+            z0, z1 = tap_range(depth, out_d, geo.stride_d, shift_d)
+            y0, y1 = tap_range(height, out_h, geo.stride_h, shift_h)
+            x0, x1 = tap_range(width, out_w, geo.stride_w, shift_w)
+            if x1 < x0:
+                continue
+            count = x1 - x0 + 1
+            start = x0 * geo.stride_w + shift_w
+            for oz in range(z0, z1 + 1):
+                plane = dst[oz * geo.stride_d + shift_d]
+                for oy in range(y0, y1 + 1):
+                    src = rows[((p * taps + t) * out_d + oz) * out_h + oy][x0:x0 + count]
+                    seg = plane[oy * geo.stride_h + shift_h][start:start + (count - 1) * geo.stride_w + 1:geo.stride_w]
+                    for k in range(count):
+                        seg[k] += src[k]
+
+
+def _col2im_examples(dtype):
+    cols, out = np.zeros((1, 1, 1, 1, 1), dtype), np.zeros((1, 1, 1, 1), dtype)
+    return readonly(cols), EXAMPLE, out
+
+
+def _called_directly(run, spec, *operands):
+    raise TypeError("numbaconv._backward calls col2im directly")
+
+
+register(name="col2im", computes=COL2IM, function=col2im, examples=_col2im_examples,
+         launch=_called_directly, bitwise=None,
+         description="the input gradient's scatter-add of tap products (GEMM and scatter)")
