@@ -277,9 +277,12 @@ def _dense(x3, w3, halos, rule, cval, work, output3, exact: bool) -> None:
     rows = source_index(depth, before, after, rule)
     for start in range(0, depth, slab):
         stop = min(depth, start + slab)
-        index = rows[start:stop + before + after]
-        ext = extend(x3[np.maximum(index, 0)], [(0, 0)] + plane_halos, [rule] * 3, cval, work)
-        ext[index < 0] = np.float64(cval).astype(work)  # planes of the constant rule
+        if slab >= depth:  # one slab: the whole volume, extended in one copy
+            ext = extend(x3, halos, [rule] * 3, cval, work)
+        else:
+            index = rows[start:stop + before + after]
+            ext = extend(x3[np.maximum(index, 0)], [(0, 0)] + plane_halos, [rule] * 3, cval, work)
+            ext[index < 0] = np.float64(cval).astype(work)  # planes of the constant rule
         result = conv3d(ext.reshape((1, 1) + ext.shape), w.reshape((1, 1) + w.shape),
                         padding=0, algorithm=algorithm)
         _store(result.reshape((stop - start, height, width)), output3[start:stop])
