@@ -97,7 +97,9 @@ def test_same_bits_at_every_thread_count(tmp_path):
         volume = rng.standard_normal((1, 1, 90, 97, 90)).astype(np.float32)  # 8 blocks
         np.savez(sys.argv[1], f32=nc.conv3d(x, w, padding=4, algorithm="fft"),
                  f64=nc.conv3d(x.astype(np.float64), w, padding=4, algorithm="fft"),
-                 blocks=nc.conv3d(volume, psf, padding=7, algorithm="fft"))
+                 blocks=nc.conv3d(volume, psf, padding=7, algorithm="fft"),
+                 # one block of one sample and group: each transform on every thread
+                 one=nc.conv3d(x[:1, :1], w[:1, :1], padding=4, algorithm="fft"))
     """, thread_counts=(1, 2, 2))
     assert_runs_bitwise_equal(runs)
 
