@@ -241,6 +241,9 @@ def test_dense_correlate_in_slabs(monkeypatch, dtype):
             for slab_bytes in (1, 2500):  # slabs of 1 plane, and of 3 (float64) or 9
                 monkeypatch.setattr(_filters, "SLAB_BYTES", slab_bytes)
                 np.testing.assert_array_equal(nn.correlate(x, w, **kw), whole)
+                in_place = x.copy()  # later slabs must still read the input
+                nn.correlate(in_place, w, output=in_place, **kw)
+                np.testing.assert_array_equal(in_place, whole)
                 monkeypatch.undo()
             if whole.dtype.kind in "iu":
                 assert_dense_integer(whole, x, w, "correlate", **kw)

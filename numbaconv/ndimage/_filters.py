@@ -263,8 +263,9 @@ def _dense(x3, w3, halos, rule, cval, work, output3, exact: bool) -> None:
     of ``x3`` extended by ``halos`` (``rule``, ``cval``) with ``w3``, on numbaconv's
     forward conv3d (:func:`dense_algorithm`'s choice, made once for the whole volume),
     slab by slab along axis 0: each slab's planes, halo included, come through the axis's
-    index map and are extended on the other two axes. Every output's sum is the same
-    whatever the slab (the direct kernels' taps in a fixed order)."""
+    index map and are extended on the other two axes (a volume that fits one slab is
+    extended in one copy). Every output's sum is the same whatever the slab (the direct
+    kernels' taps in a fixed order)."""
     from ..functional import conv3d
     # scipy leaves out weights within DBL_EPSILON of zero; a zero weight adds exactly 0.
     w = np.where(np.abs(w3) > _DBL_EPSILON, w3, 0.0).astype(work)
@@ -274,6 +275,8 @@ def _dense(x3, w3, halos, rule, cval, work, output3, exact: bool) -> None:
     plane_bytes = math.prod(n + b + a for n, (b, a) in zip(x3.shape[1:], plane_halos)) * \
         np.dtype(work).itemsize
     slab = depth if algorithm == "fft" else max(1, SLAB_BYTES // plane_bytes - (before + after))
+    if slab < depth and np.shares_memory(x3, output3):
+        x3 = x3.copy()  # in place: later slabs read planes that earlier ones overwrite
     rows = source_index(depth, before, after, rule)
     for start in range(0, depth, slab):
         stop = min(depth, start + slab)
