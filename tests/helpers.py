@@ -107,6 +107,7 @@ CASES = {
     # name: (N, Cin, size, Cout, kernel, stride, padding, dilation, groups)
     "seed": (2, 3, (4, 4, 4), 1, 3, 1, 0, 1, 1),
     "k1": (2, 4, (3, 5, 6), 5, 1, 1, 0, 1, 1),
+    "k1_groups": (2, 6, (3, 4, 9), 9, 1, 1, 0, 1, 3),  # GEMM slabs off the first channel
     "k2": (1, 3, (6, 5, 7), 4, 2, 1, 1, 1, 1),
     "k4_stride3": (1, 2, (9, 10, 11), 3, 4, 3, 1, 1, 1),
     "k5": (1, 2, (7, 8, 9), 2, 5, 1, 2, 1, 1),
