@@ -166,3 +166,19 @@ np.savez(sys.argv[1], *outs)
 
 def test_every_path_bitwise_identical_across_thread_counts(tmp_path):
     assert_runs_bitwise_equal(outputs_per_thread_count(tmp_path, _THREADS_SCRIPT, (1, 2, 2)))
+
+
+def test_gemm_pointwise_with_padding_after_only(rng):
+    """A pointwise layer whose output is longer than its input (padding after only, as
+    the input gradient's stride phases make): im2col must not take the contiguous-run
+    shortcut of same-shaped pointwise layers (a fuzz seed found it did)."""
+    from dataclasses import replace
+    x = rng.standard_normal((2, 3, 4, 5, 6)).astype(np.float32)
+    w = rng.standard_normal((2, 3, 1, 1, 1)).astype(np.float32)
+    for padding_hi in [(2, 0, 0), (0, 1, 0), (0, 0, 3)]:
+        spec = replace(ConvSpec.from_args(x, w, None, 1, 0)[0], padding_hi=padding_hi)
+        out = np.empty(spec.out_shape, np.float32)
+        _dispatch.plan_for(spec, "gemm").run(x, w.reshape(spec.group_weight_shape),
+                                             np.zeros(2, np.float32), out)
+        padded = np.pad(x, ((0, 0), (0, 0)) + tuple((0, p) for p in padding_hi))
+        assert_matches_reference(out, padded, w)
