@@ -143,6 +143,16 @@ def choose(spec, computes=FORWARD) -> str:
         # A plain matrix product (pointwise), or nearly: too few taps per input channel
         # for a register tile to reuse its loads (k2, (3,1,1) 64 ch: 14.5 vs 19.3 ms).
         return "gemm"
+    if (spec.kernel == spec.stride and spec.dilation == (1, 1, 1) and spec.out_per_group >= 32
+            and 4 * math.prod(spec.out_size) < spec.reduction):
+        # Taps that never overlap (kernel = stride: k2 s2 downsampling, and so the input
+        # gradient of a k2 s2 transposed layer): a register tile reuses no input across
+        # positions, and on few positions BLAS wins sooner than below (Zen 4, 2026-12-05,
+        # float32, ms, blocked vs gemm: 128->256 on 12^3 2.74 vs 1.38, 256->128 on 12^3
+        # 3.01 vs 2.04; blocked stays: 128->64 on 24^3 3.57 vs 3.91, 64->32 on 48^3 8.16
+        # vs 9.53, 16x16 patches 3->96 5.24 vs 5.61; and, a loss, 64->128 on 24^3 2.88
+        # vs 2.54).
+        return "gemm"
     if 16 * math.prod(spec.out_size) < spec.reduction and spec.out_per_group >= 32:
         # Deep layers on tiny volumes: too few positions to fill the register tiles, and
         # BLAS's blocking wins (Ice Lake, 2026-12-01, with the blocked kernel's L2-sized

@@ -97,6 +97,13 @@ def test_auto_choices():
     assert _dispatch.choose(spec(2, 128, (8, 28, 28), 128, 3)) == "winograd"
     # few taps per input channel on many channels: GEMM
     assert _dispatch.choose(spec(1, 64, (8, 16, 16), 64, 1, padding=0)) == "gemm"
+    # taps that never overlap (kernel = stride) on few positions (< reduction / 4): GEMM
+    def strided(cin, size, cout):
+        x = np.zeros((1, cin) + (size,) * 3, np.float32)
+        return ConvSpec.from_args(x, np.zeros((cout, cin, 2, 2, 2), np.float32), None, 2, 0)[0]
+    assert _dispatch.choose(strided(128, 12, 256)) == "gemm"
+    assert _dispatch.choose(strided(128, 24, 64)) == dense
+    assert _dispatch.choose(strided(64, 48, 32)) == dense
     # weight gradient: Winograd for 3x3x3 stride-1 layers where it pays; else GEMM from
     # WEIGHT_GRAD_GEMM_TERMS outputs per group, else blocked
     wgrad_blocked = "wgrad_blocked{}x{}".format(*_cpu.weight_grad_block(np.float32))
