@@ -17,7 +17,7 @@ from numba import njit, prange
 
 from .direct import split_item
 from .geometry import EXAMPLE, unpack
-from .registry import FORWARD, WEIGHT_GRAD, example_arrays, readonly, register
+from .registry import FORWARD, WEIGHT_GRAD, called_directly, example_arrays, readonly, register
 
 #: Upper bound on one im2col slab, in bytes.
 SLAB_BYTES = 4 << 20
@@ -281,10 +281,6 @@ def _col2im_examples(dtype):
     return readonly(cols), EXAMPLE, out
 
 
-def _called_directly(run, spec, *operands):
-    raise TypeError("numbaconv._backward calls col2im directly")
-
-
 register(name="col2im", computes=COL2IM, function=col2im, examples=_col2im_examples,
-         launch=_called_directly, bitwise=None,
+         launch=called_directly("numbaconv._backward"), bitwise=None,
          description="the input gradient's scatter-add of tap products (GEMM and scatter)")

@@ -95,6 +95,14 @@ def algorithm_names(computes: str) -> tuple[str, ...]:
 
 
 # ---- Shared pieces of declarations -----------------------------------------------------
+def called_directly(caller: str) -> Callable:
+    """The ``launch`` of a kernel that ``caller`` runs itself, outside the dispatcher's
+    plans (registered so that ``warmup`` compiles it)."""
+    def launch(run, spec, *operands):
+        raise TypeError(f"{caller} calls this kernel directly, not through a plan")
+    return launch
+
+
 def readonly(array: np.ndarray) -> np.ndarray:
     """A read-only view of ``array``. Kernels' inputs are compiled as read-only arrays
     and launched as such, so every call matches a compiled signature exactly: numba

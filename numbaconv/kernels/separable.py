@@ -35,7 +35,7 @@ from numba.core import types
 from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
-from .registry import readonly, register
+from .registry import called_directly, readonly, register
 
 #: Below this many multiply-adds a pass runs on the calling thread.
 SERIAL_WORK = 1 << 16
@@ -357,10 +357,6 @@ def _mean_examples(dtype, data=None):
             readonly(np.zeros(1, data)), 1, np.zeros((1, 1, 1), data))
 
 
-def _called_directly(run, spec, *operands):
-    raise TypeError("numbaconv.ndimage calls the 1-D pass kernels directly")
-
-
 #: Integer volumes whose passes (float64 sums, output of the input's dtype, scipy's
 #: default) ``python -m numbaconv warmup`` compiles too; others compile on first use.
 WARM_INTEGERS = ("uint8", "uint16", "int16")
@@ -372,10 +368,10 @@ for _name, _function, _examples, _what in (
         ("running_mean_serial", running_mean_lines_serial, _mean_examples,
          "the same, on the calling thread")):
     register(name=_name, computes=LINES, function=_function, examples=_examples,
-             launch=_called_directly, parallel=not _name.endswith("serial"), bitwise=None,
+             launch=called_directly("numbaconv.ndimage"), parallel=not _name.endswith("serial"), bitwise=None,
              description=f"numbaconv.ndimage: {_what}")
     for _data in WARM_INTEGERS:
         register(name=f"{_name}_{_data}", computes=LINES, function=_function,
                  examples=lambda dtype, data=_data, examples=_examples: examples(dtype, data),
-                 launch=_called_directly, parallel=not _name.endswith("serial"), bitwise=None,
+                 launch=called_directly("numbaconv.ndimage"), parallel=not _name.endswith("serial"), bitwise=None,
                  dtypes=("float64",), description=f"numbaconv.ndimage: {_what}, {_data} volumes")

@@ -277,10 +277,10 @@ def _dense(x3, w3, halos, rule, cval, work, output3, exact: bool) -> None:
     slab = depth if algorithm == "fft" else max(1, SLAB_BYTES // plane_bytes - (before + after))
     if slab < depth and np.shares_memory(x3, output3):
         x3 = x3.copy()  # in place: later slabs read planes that earlier ones overwrite
-    rows = source_index(depth, before, after, rule)
+    rows = source_index(depth, before, after, rule) if slab < depth else None
     for start in range(0, depth, slab):
         stop = min(depth, start + slab)
-        if slab >= depth:  # one slab: the whole volume, extended in one copy
+        if rows is None:  # one slab: the whole volume, extended in one copy
             ext = extend(x3, halos, [rule] * 3, cval, work)
         else:
             index = rows[start:stop + before + after]
