@@ -170,6 +170,30 @@ def test_one_d_filters_match_scipy(dtype):
                     assert_close(got, expected, bound if dtype == "float32" else 0.0)
 
 
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "float64"])
+def test_one_d_passes_over_many_runs_and_chunks(dtype):
+    """Axes longer than a work item's run of rows (``separable.RUN``, with a short last
+    run) and rows wider than a chunk (``separable.CHUNK``, three chunks here), so that
+    items start and end mid-axis: every pass as scipy's."""
+    from numbaconv.kernels import separable
+    shape = (2 * separable.RUN + 5, separable.RUN + 3, 2 * separable.CHUNK + 17)
+    x = sample(shape, dtype, seed=4)
+    w = [0.2, 0.3, -0.1, 0.25, 0.15, 0.05, 0.4]
+    for axis in range(3):
+        for mode in ("reflect", "constant", "wrap"):
+            kw = dict(axis=axis, mode=mode, cval=CVAL, origin=1)
+            bound = single_pass_bound(sn.correlate1d, x, w, eps_for(dtype, dtype), **kw)
+            assert_close(nn.correlate1d(x, w, **kw), sn.correlate1d(x, w, **kw), bound)
+            kw = dict(axis=axis, mode=mode, cval=3)
+            for size in (5, 20):
+                bound = single_pass_bound(lambda a, v, **k: sn.uniform_filter1d(a, size, **k),
+                                          x, np.ones(size) / size, eps_for(dtype, dtype), **kw)
+                assert_close(nn.uniform_filter1d(x, size, **kw),
+                             sn.uniform_filter1d(x, size, **kw), bound)
+    assert_close(nn.gaussian_filter(x, 2.0), sn.gaussian_filter(x, 2.0),
+                 0.0 if dtype != "float32" else 40 * eps_for(dtype, dtype) * np.abs(x).max())
+
+
 def assert_dense_integer(got, x, w, fn="correlate", **kw):
     """Integer outputs of the dense correlate equal scipy's, except by one where scipy's
     float64 sum is within rounding of an integer: numbaconv's direct kernel fuses each

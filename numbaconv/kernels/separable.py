@@ -25,8 +25,11 @@ unsigned volume: 128^3 uint16 ``sobel`` 9 -> 4 ms, without the float64 copies).
 
 Work items never share an output element and each element is computed in one fixed
 order, so the bits do not depend on the thread count. When B > 1 the innermost loop
-runs over B (contiguous) in chunks that stay in L1; when B == 1 (the last axis) an item
-is a whole row and the innermost loop runs along it. Every inner loop reads slices
+runs over B (contiguous) in chunks that stay in L1, and an item is a run of ``RUN``
+positions along the axis whose extended rows it converts once into the work dtype;
+when B == 1 (the last axis) an item is ``RUN`` whole rows and the innermost loop runs
+along each. Items of one row spent as long allocating their scratch as summing
+(128^3 uint16 ``gaussian_filter``, three passes: 10 -> 8 ms). Every inner loop reads slices
 taken first and indexed by a plain range variable: no negative or gathered indices.
 """
 import numpy as np
@@ -41,6 +44,8 @@ from .registry import called_directly, readonly, register
 SERIAL_WORK = 1 << 16
 #: B-elements per work item when B > 1 (float64: 16 KiB for the output chunk).
 CHUNK = 512
+#: Rows (B == 1) or positions along the axis (B > 1) per work item.
+RUN = 16
 #: ``tap_plan`` operations: out = x[j]*w[j]; out += x[j]*w[j]; out += (x[j] +/- x[k])*w[j].
 SET, ADD, ADD_SUM, ADD_DIFF = 0, 1, 2, 3
 
@@ -99,8 +104,9 @@ def _step(dst, xj, xk, wj, op):
 
 
 def _sums_row(dst, weights):
-    """Where the sums of output row ``dst`` accumulate: ``dst`` itself when it has the
-    work dtype, else a new row of it."""
+    """Where the sums of output rows like ``dst`` accumulate: ``dst`` itself when it has
+    the work dtype (then :func:`_same_row` gives each row), else one new row of it,
+    reused for every row of an item."""
 
 
 @overload(_sums_row, inline="always")
@@ -108,6 +114,18 @@ def _sums_row_impl(dst, weights):
     if dst.dtype == weights.dtype:
         return lambda dst, weights: dst
     return lambda dst, weights: np.empty(dst.shape[0], weights.dtype)
+
+
+def _same_row(dst, sums):
+    """The row the sums of ``dst`` go to: ``dst`` when ``sums`` has its dtype (sums
+    straight into the output), else ``sums``."""
+
+
+@overload(_same_row, inline="always")
+def _same_row_impl(dst, sums):
+    if dst.dtype == sums.dtype:
+        return lambda dst, sums: dst
+    return lambda dst, sums: sums
 
 
 def _store_row(dst, sums, wrap):
@@ -150,62 +168,81 @@ def _store_row_impl(dst, sums, wrap):
 
 @njit(cache=True, inline="always")
 def _line_items(out):
-    """Work items: whole rows when B == 1, else (line, chunk of B, position)."""
+    """Work items: runs of ``RUN`` rows when B == 1, else (line, chunk of B, run of
+    ``RUN`` positions). An item allocates its scratch rows once for its run: one item
+    per row (128 elements) spent as long in allocation as in the sums."""
     lines, length, width = out.shape
     if width == 1:
-        return lines
-    return lines * length * ((width + CHUNK - 1) // CHUNK)
+        return (lines + RUN - 1) // RUN
+    return lines * ((length + RUN - 1) // RUN) * ((width + CHUNK - 1) // CHUNK)
 
 
 @njit(cache=True, inline="always")
-def _extended_row(src, index, cval_row, item, dtype):
-    """Row ``item`` of ``src`` (A, S, 1) extended by ``index`` (and ``cval_row[0]``)
-    into a new row of ``dtype``, each element converted as it is loaded."""
-    row = src.reshape((src.shape[0], src.shape[1]))[item]
-    extended = np.empty(index.shape[0], dtype)
+def _extend_row(row, index, cval_row, extended):
+    """``extended[p]`` = ``row[index[p]]``, or ``cval_row[0]`` where that is -1, each
+    element converted to ``extended``'s dtype as it is loaded."""
     for p in range(index.shape[0]):
         q = index[p]
         extended[p] = row[q] if q >= 0 else cval_row[0]
-    return extended
 
 
 @njit(cache=True, inline="always")
 def _correlate_item(src, index, cval_row, weights, plan, wrap, out, item):
     lines, length, width = out.shape
     taps_length = src.shape[1]
+    outside = 0
     if width == 1:
-        # The row extended once into a buffer (a gather, one load per element beside
+        # Each row extended once into a buffer (a gather, one load per element beside
         # the K multiply-adds), then every tap reads a contiguous slice of it.
-        extended = _extended_row(src, index, cval_row, item, weights.dtype)
-        dst = out.reshape((lines, length))[item]
-        sums = _sums_row(dst, weights)
-        for r in range(plan.shape[0]):
-            op, j, k = plan[r, 0], plan[r, 1], plan[r, 2]
-            _step(sums, extended[j:j + length], extended[k:k + length], weights[j], op)
-        return _store_row(dst, sums, wrap)
+        src_rows = src.reshape((lines, taps_length))
+        dst_rows = out.reshape((lines, length))
+        extended = np.empty(index.shape[0], weights.dtype)
+        sums = _sums_row(dst_rows[0], weights)
+        for line in range(item * RUN, min(lines, item * RUN + RUN)):
+            _extend_row(src_rows[line], index, cval_row, extended)
+            dst = dst_rows[line]
+            row_sums = _same_row(dst, sums)
+            for r in range(plan.shape[0]):
+                op, j, k = plan[r, 0], plan[r, 1], plan[r, 2]
+                _step(row_sums, extended[j:j + length], extended[k:k + length], weights[j], op)
+            outside += _store_row(dst, row_sums, wrap)
+        return outside
     # Positions along the axis fastest: consecutive items (one thread's share of the
     # range) read the same rows but one, from cache; chunks fastest read every row from
     # memory once per item (3x slower).
     chunks = (width + CHUNK - 1) // CHUNK
-    l = item % length
-    rest = item // length
-    a, c = rest // chunks, rest % chunks
+    runs = (length + RUN - 1) // RUN
+    c = item % chunks
+    rest = item // chunks
+    l0 = (rest % runs) * RUN
+    a = rest // runs
     b0 = c * CHUNK
     b1 = min(width, b0 + CHUNK)
     # Rows of 2-D C views, then a slice: numba types them contiguous, so the loops in
     # _step vectorise (a slice of the 3-D array is typed strided: 8x slower). The
     # extension needs no copy: a tap outside the axis reads its source row, or cval's.
     src_rows = src.reshape((lines * taps_length, width))
-    dst = out.reshape((lines * length, width))[a * length + l][b0:b1]
-    sums = _sums_row(dst, weights)
-    outside = cval_row[b0:b1]
-    for r in range(plan.shape[0]):
-        op, j, k = plan[r, 0], plan[r, 1], plan[r, 2]
-        qj, qk = index[l + j], index[l + k]
-        xj = src_rows[a * taps_length + qj][b0:b1] if qj >= 0 else outside
-        xk = src_rows[a * taps_length + qk][b0:b1] if qk >= 0 else outside
-        _step(sums, xj, xk, weights[j], op)
-    return _store_row(dst, sums, wrap)
+    dst_rows = out.reshape((lines * length, width))
+    sums = _sums_row(dst_rows[0][b0:b1], weights)
+    cval_part = cval_row[b0:b1]
+    l1 = min(length, l0 + RUN)
+    # The run's extended rows, each converted once into the work dtype (every tap would
+    # convert it again: uint16 sums in float64 took 1.5x a float32 pass).
+    window = np.empty((l1 - l0 + weights.shape[0] - 1, b1 - b0), weights.dtype)
+    for t in range(window.shape[0]):
+        q = index[l0 + t]
+        row = src_rows[a * taps_length + q][b0:b1] if q >= 0 else cval_part
+        converted = window[t]
+        for i in range(b1 - b0):
+            converted[i] = row[i]
+    for l in range(l0, l1):
+        dst = dst_rows[a * length + l][b0:b1]
+        row_sums = _same_row(dst, sums)
+        for r in range(plan.shape[0]):
+            op, j, k = plan[r, 0], plan[r, 1], plan[r, 2]
+            _step(row_sums, window[l - l0 + j], window[l - l0 + k], weights[j], op)
+        outside += _store_row(dst, row_sums, wrap)
+    return outside
 
 
 # One loop body, two drivers (as in direct.py): the serial one avoids waking the thread
@@ -251,10 +288,10 @@ def _exact_window_sums_impl(row):
 
 @njit(cache=True, inline="always")
 def _mean_items(out):
-    """Work items: whole rows when B == 1, else (line, chunk of B); a running sum runs
-    along the whole axis."""
+    """Work items: runs of ``RUN`` rows when B == 1, else (line, chunk of B); a running
+    sum runs along the whole axis."""
     lines, _, width = out.shape
-    return lines if width == 1 else lines * ((width + CHUNK - 1) // CHUNK)
+    return (lines + RUN - 1) // RUN if width == 1 else lines * ((width + CHUNK - 1) // CHUNK)
 
 
 @njit(cache=True, inline="always")
@@ -262,31 +299,35 @@ def _mean_item(src, index, cval_row, size, out, item):
     lines, length, width = out.shape
     taps_length = src.shape[1]
     if width == 1:
-        # Along the last axis an item is a whole row, extended once into a buffer.
-        extended = _extended_row(src, index, cval_row, item, np.float64)
-        if _exact_window_sums(src) and size <= WINDOW_SUM_TAPS:
-            # Integers: every partial sum is exact, so the window sums are scipy's in any
-            # order, here tap by tap along the row (vectorised, no chain).
-            sums = np.zeros(length, np.float64)
-            for j in range(size):
-                taps = extended[j:j + length]
-                for l in range(length):
-                    sums[l] += taps[l]
-        else:
-            # The running sum is one dependency chain: the sums go into a row first and
-            # are divided afterwards, in a loop that vectorises (3x faster than a
-            # division per step in the chain).
-            sums = np.empty(length, np.float64)
-            total = 0.0
-            for j in range(size):
-                total += extended[j]
-            sums[0] = total
-            for l in range(1, length):
-                total += extended[l + size - 1] - extended[l - 1]
-                sums[l] = total
-        dst = out.reshape((lines, length))[item]
-        for l in range(length):
-            dst[l] = sums[l] / size  # into an integer output: in range, truncated
+        # Along the last axis each row is extended once into a buffer.
+        src_rows = src.reshape((lines, taps_length))
+        dst_rows = out.reshape((lines, length))
+        extended = np.empty(index.shape[0], np.float64)
+        sums = np.empty(length, np.float64)
+        for line in range(item * RUN, min(lines, item * RUN + RUN)):
+            _extend_row(src_rows[line], index, cval_row, extended)
+            if _exact_window_sums(src) and size <= WINDOW_SUM_TAPS:
+                # Integers: every partial sum is exact, so the window sums are scipy's in
+                # any order, here tap by tap along the row (vectorised, no chain).
+                sums[:] = 0.0
+                for j in range(size):
+                    taps = extended[j:j + length]
+                    for l in range(length):
+                        sums[l] += taps[l]
+            else:
+                # The running sum is one dependency chain: the sums go into a row first
+                # and are divided afterwards, in a loop that vectorises (3x faster than
+                # a division per step in the chain).
+                total = 0.0
+                for j in range(size):
+                    total += extended[j]
+                sums[0] = total
+                for l in range(1, length):
+                    total += extended[l + size - 1] - extended[l - 1]
+                    sums[l] = total
+            dst = dst_rows[line]
+            for l in range(length):
+                dst[l] = sums[l] / size  # into an integer output: in range, truncated
         return
     chunks = (width + CHUNK - 1) // CHUNK
     c = item % chunks
