@@ -48,7 +48,7 @@ _numba_setup.apply()
 
 from . import _autotune  # noqa: E402
 # Importing the kernel modules declares their kernels.
-from .kernels import backward, blocked, direct, fft, gemm, separable, winograd  # noqa: E402,F401
+from .kernels import backward, blocked, direct, fft, gemm, scipy_sums, separable, winograd  # noqa: E402,F401
 from .kernels.registry import FORWARD, REGISTRY, WEIGHT_GRAD, algorithm_names  # noqa: E402
 
 #: The names ``algorithm=`` takes: the kernels, a register-blocked family ("blocked",
@@ -635,7 +635,8 @@ def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> lis
     ``algorithms``: names as ``algorithm=`` takes them (``"blocked"`` and
     ``"wgrad_blocked"`` mean the target CPU's register-blocked kernels, dense and
     depthwise); by default every kernel ``auto`` may use, forward and weight gradient,
-    numbaconv.ndimage's 1-D pass kernels and the input gradient's scatter (``col2im``).
+    numbaconv.ndimage's 1-D pass kernels and scipy-order sums, and the input gradient's
+    scatter (``col2im``).
     Kernels not yet in numba's disk cache compile in child processes, one per core at a
     time, then load here. ``progress``: a callable given one line of text per kernel.
     """
@@ -646,7 +647,7 @@ def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> lis
     if algorithms is None:
         algorithms = tuple(a for a in ALGORITHMS[1:] + WEIGHT_GRAD_ALGORITHMS[1:]
                            if a != "wgrad_direct_serial") + algorithm_names(separable.LINES) \
-            + algorithm_names(gemm.COL2IM)
+            + algorithm_names(gemm.COL2IM) + algorithm_names(scipy_sums.SCIPY_SUMS)
     choices = ALGORITHMS[1:] + WEIGHT_GRAD_ALGORITHMS[1:] + tuple(REGISTRY)
     algorithms = [check_choice("algorithms[]", name, choices) for name in algorithms]
     pairs = []

@@ -109,6 +109,23 @@ def test_serial_blocks_of_a_parallel_whole():
     check("correlate", x, (10, 20, 22), weights=psf, mode="wrap")
 
 
+def test_large_integer_kernels_on_blocks():
+    """Integer data with an 11^3 kernel: the whole volume's and each block's outputs are
+    scipy's exactly (the FFT, its near-integer outputs summed again), whether a block is
+    large enough for the FFT or small enough for the serial direct sums."""
+    from numbaconv.ndimage._filters import FFT_TAPS
+    r2 = np.sum(np.square(np.indices((11, 11, 11)) - 5.0), axis=0)
+    psf = 1 / (1 + r2 / 4.0)
+    psf /= psf.sum()
+    assert psf.size >= FFT_TAPS
+    x = _data((26, 13, 14), np.uint16)
+    x[:9] = 0
+    x[9:18] = 200  # flat: sums within rounding of an integer
+    for mode in ("reflect", "constant"):
+        check("correlate", x, (9, 13, 14), weights=psf, mode=mode, cval=1.5)
+        check("correlate", x, ((1, 12, 13), (13,), (2, 12)), weights=psf, mode=mode, cval=1.5)
+
+
 def test_chunk_merging():
     assert dnd._merged((2, 2, 2, 2, 1), 3, 4) == (4, 5)
     assert dnd._merged((1, 1, 1), 5, 6) == (3,)

@@ -276,6 +276,82 @@ def test_dense_correlate_in_slabs(monkeypatch, dtype):
                 assert_close(whole, sn.correlate(x, w, **kw), bound)
 
 
+def psf_weights(size, width=2.0):
+    """A radial, non-separable point-spread function (a Lorentzian), normalised: its
+    float64 sums are exact in no order."""
+    r2 = np.sum(np.square(np.indices((size,) * 3) - (size - 1) / 2), axis=0)
+    psf = 1 / (1 + r2 / width ** 2)
+    return psf / psf.sum()
+
+
+def flat_and_textured(shape, dtype, seed):
+    """Integer data with flat regions (zeros, a constant block) beside random texture:
+    flat windows sum to within rounding of an integer, where truncation is fragile."""
+    x = sample(shape, dtype, seed)
+    x[: shape[0] // 3] = 0
+    x[shape[0] // 3: 2 * shape[0] // 3] = 200
+    return x
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16"])
+def test_large_integer_kernels_exact_to_scipy(dtype):
+    """Integer data and outputs with a kernel of FFT_TAPS or more go through the FFT;
+    every output that lies within the FFT's bound of an integer is summed again as scipy
+    sums it, so the result is scipy's exactly (no off-by-one), flat regions included,
+    on every mode, with a non-integral ``cval`` and origins, for correlate and convolve."""
+    from numbaconv.ndimage import _filters
+    w = psf_weights(11)
+    assert w.size >= _filters.FFT_TAPS
+    x = flat_and_textured((37, 15, 13), dtype, seed=8)
+    for mode in MODES:
+        for cval, origin in ((0.0, 0), (2.5, (1, -2, 0)), (3.0, 0)):
+            for fn in ("correlate", "convolve"):
+                kw = dict(mode=mode, cval=cval, origin=origin)
+                np.testing.assert_array_equal(getattr(nn, fn)(x, w, **kw),
+                                              getattr(sn, fn)(x, w, **kw))
+
+
+def test_resummed_outputs_are_scipys_float64_sums():
+    """What the resum changes: the FFT's values that lie near an integer (many, in flat
+    regions) become scipy's float64 sums bit for bit, and the rest are within the bound
+    of scipy's sums, by far more than the bound's margin (FFT_ERROR_CONSTANT)."""
+    import numbaconv as nc
+    from numbaconv.ndimage import _filters
+    from numbaconv.ndimage._boundary import extend
+    w = psf_weights(11, width=3.0)
+    for seed, mode in ((9, "reflect"), (10, "constant")):
+        x = flat_and_textured((36, 14, 12), "uint16", seed)
+        ext = extend(x, [(5, 5)] * 3, [mode] * 3, 1.5, np.float64)
+        fft = nc.conv3d(ext[None, None], w[None, None], algorithm="fft")[0, 0]
+        scipys = sn.correlate(x, w, output=np.float64, mode=mode, cval=1.5)
+        bound = _filters._truncation_bound(ext, w, "fft")
+        assert np.abs(fft - scipys).max() * 100 <= bound
+        near = np.abs(fft - np.rint(fft)) <= bound
+        assert near.sum() >= 20 and not near.all()
+        result = fft.copy()
+        _filters._resum_near_integers(ext, w, result, "fft")
+        assert result[near].tobytes() == scipys[near].tobytes()
+        assert result[~near].tobytes() == fft[~near].tobytes()
+
+
+def test_flat_windows():
+    """``flat_windows`` marks exactly the windows holding one value (naive check),
+    a non-integral value standing for itself by the sentinel."""
+    from numbaconv.kernels import scipy_sums
+    from numbaconv.kernels.registry import readonly
+    rng = np.random.default_rng(11)
+    ext = rng.integers(0, 2, (9, 10, 12)).astype(np.float64)
+    ext[:4] = 1.0
+    ext[6:, :, :5] = 2.5  # a non-integral cval's level
+    window = (3, 2, 4)
+    flat = np.zeros((7, 9, 9), np.bool_)
+    scipy_sums.flat_windows(readonly(ext), readonly(np.array(window, np.int64)), 2.0 ** 17, flat)
+    windows = np.lib.stride_tricks.sliding_window_view(ext, window)
+    expected = windows.max(axis=(3, 4, 5)) == windows.min(axis=(3, 4, 5))
+    assert expected.any() and not expected.all()
+    np.testing.assert_array_equal(flat, expected)
+
+
 def test_axes_argument():
     x = sample((4, 5, 6), "float64")
     w2 = np.random.default_rng(4).standard_normal((3, 2))
