@@ -59,6 +59,13 @@ def conv3d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         float16 is accumulated in float32 and returned as float16. Mixed float operands
         promote as in numpy; an integer operand takes the other's float dtype.
     """
+    return _forward(inp, weight, bias, stride, padding, dilation, groups, conv_mode,
+                    padding_mode, algorithm)
+
+
+def _forward(inp, weight, bias, stride, padding, dilation, groups, conv_mode, padding_mode,
+             algorithm, out=None) -> np.ndarray:
+    """:func:`conv3d`, written into ``out`` where :meth:`ForwardPlan.__call__` can."""
     key = _plan_key(inp, weight, bias, stride, padding, dilation, groups, conv_mode, algorithm,
                     padding_mode)
     plan = _PLANS.get(key) if key is not None else None
@@ -69,7 +76,14 @@ def conv3d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         plan = ForwardPlan(spec, algorithm)
         if key is not None:
             _PLANS.put(key, plan)
-    return plan(inp, weight, bias)
+    return plan(inp, weight, bias, out)
+
+
+def correlate_into(out: np.ndarray, inp: np.ndarray, weight: np.ndarray, algorithm: str) -> np.ndarray:
+    """The valid cross-correlation of ``inp`` (N, C, D, H, W) with ``weight``, written
+    into ``out`` when it is a C-contiguous array of the result's shape and dtype (else a
+    new array); returns the result. For numbaconv.ndimage's dense filters."""
+    return _forward(inp, weight, None, 1, 0, 1, 1, "cross_correlation", "zeros", algorithm, out)
 
 
 def check_algorithm(algorithm) -> str:
@@ -88,9 +102,14 @@ class ForwardPlan:
         self.kernel_spec = spec if spec.padding_mode == "zeros" else spec.zero_padded()
         self.kernel_plan = None if 0 in spec.out_shape else _dispatch.plan_for(self.kernel_spec, algorithm)
 
-    def __call__(self, inp, weight, bias) -> np.ndarray:
+    def __call__(self, inp, weight, bias, out=None) -> np.ndarray:
+        """``out``: an array to write the result into, used when it is C-contiguous and
+        of the result's shape and (compute) dtype; else a new one is returned."""
         dtype = self.dtype
-        out = np.empty(self.out_shape, dtype)
+        if not (out is not None and out.dtype == dtype == self.spec.dtype
+                and out.shape == self.out_shape and out.flags.c_contiguous
+                and out.flags.writeable):
+            out = np.empty(self.out_shape, dtype)
         if self.kernel_plan is not None:
             x = pad_input(self.spec, _operand(inp, dtype))
             w = prepare_weight(self.spec, weight)

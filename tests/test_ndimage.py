@@ -276,6 +276,32 @@ def test_dense_correlate_in_slabs(monkeypatch, dtype):
                 assert_close(whole, sn.correlate(x, w, **kw), bound)
 
 
+@pytest.mark.parametrize("out_dtype", ["float32", "float64", "uint16", "int16"])
+def test_dense_correlate_layouts(monkeypatch, out_dtype):
+    """The dense path's inputs and outputs of any layout and dtype: a strided input view,
+    an int64 input, outputs as a dtype and as a strided array, with
+    several slabs and in one; the sums go straight into a contiguous output of the work
+    dtype, else are cast into it, as scipy's."""
+    from numbaconv.ndimage import _filters
+    w = DENSE_WEIGHTS["random"](3)
+    backing = sample((9, 12, 14), "float32", seed=12)
+    for x in (backing[::2, 1:, ::2], (backing * 10).astype(np.int64)):
+        expected = sn.correlate(x, w, output=out_dtype, mode="nearest")
+        for slab_bytes in (1, _filters.SLAB_BYTES):
+            monkeypatch.setattr(_filters, "SLAB_BYTES", slab_bytes)
+            got = nn.correlate(x, w, output=out_dtype, mode="nearest")
+            strided = np.zeros(x.shape[:2] + (2 * x.shape[2],), out_dtype)[:, :, ::2]
+            assert nn.correlate(x, w, output=strided, mode="nearest") is strided
+            for result in (got, strided):
+                if result.dtype.kind in "iu":
+                    assert_dense_integer(result, x, w, "correlate", mode="nearest")
+                else:
+                    bound = single_pass_bound(sn.correlate, x.astype(np.float64), w,
+                                              eps_for(np.float32, out_dtype), mode="nearest")
+                    assert_close(result, expected, bound)
+            monkeypatch.undo()
+
+
 def psf_weights(size, width=2.0):
     """A radial, non-separable point-spread function (a Lorentzian), normalised: its
     float64 sums are exact in no order."""
@@ -506,16 +532,25 @@ def test_warmup_compiles_the_signatures_the_filters_run():
     from numbaconv.kernels import separable
     from numbaconv.kernels.registry import algorithm_names
     nc.warmup(algorithms=algorithm_names(separable.LINES))
+    from numbaconv.kernels import scipy_sums
+    nc.warmup(algorithms=algorithm_names(scipy_sums.SCIPY_SUMS))
     kernels = (separable.correlate_lines, separable.correlate_lines_serial,
-               separable.running_mean_lines, separable.running_mean_lines_serial)
+               separable.running_mean_lines, separable.running_mean_lines_serial,
+               separable.extend_volume, separable.store_rows, scipy_sums.count_near_integers,
+               scipy_sums.flat_windows, scipy_sums.resum_near_integers)
     before = [len(k.signatures) for k in kernels]
     x = np.random.default_rng(0).random((20, 21, 22))
     integers = [(x * 100).astype(t) for t in separable.WARM_INTEGERS]
+    dense = DENSE_WEIGHTS["random"](3)
+    psf = psf_weights(11)
     for data in [x.astype(np.float32), x] + integers:
         nn.gaussian_filter(data, 2.0)
         nn.uniform_filter(data, 3)
         nn.sobel(data[:2, :2, :3])  # small: the serial drivers
         nn.uniform_filter(data[:2, :2, :3], 3)
+        nn.correlate(data, dense)
+        nn.correlate(data, psf)
+        nn.correlate(np.zeros_like(data), psf)  # integers: near-integer outputs summed again
     assert [len(k.signatures) for k in kernels] == before
 
 

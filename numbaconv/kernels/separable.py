@@ -378,6 +378,50 @@ def running_mean_lines_serial(src, index, cval_row, size, out):
         _mean_item(src, index, cval_row, size, out, item)
 
 
+# ---- Whole volumes: extension and the cast into the output (the dense correlation) -----------
+@njit(parallel=True, cache=True)
+def extend_volume(src, rows, cols, lanes, before, cval_row, out):
+    """``out[p, q, r]`` (P, Q, R) := ``src[rows[p], cols[q], lanes[r]]`` (``src`` (D, H,
+    W) of any real dtype, each element converted to ``out``'s), or ``cval_row[0]`` where
+    any of the three is -1 (:func:`_boundary.source_index` maps). ``lanes`` is the
+    identity ``lanes[before + i] = i`` on the row itself, which is copied as a run;
+    the halo's few elements go through ``lanes``. One plane per work item: the planes'
+    gather, the extension and the conversion in one parallel pass (numpy took three
+    serial ones, a fifth of a 5^3 correlation's time)."""
+    width = src.shape[2]
+    cval = cval_row[0]
+    for p in prange(out.shape[0]):
+        plane = out[p]
+        z = rows[p]
+        for q in range(out.shape[1]):
+            dst = plane[q]
+            y = cols[q]
+            if z < 0 or y < 0:
+                for r in range(dst.shape[0]):
+                    dst[r] = cval
+                continue
+            row = src[z, y]
+            inside = dst[before:before + width]
+            for i in range(width):
+                inside[i] = row[i]
+            for r in range(before):
+                dst[r] = row[lanes[r]] if lanes[r] >= 0 else cval
+            for r in range(before + width, dst.shape[0]):
+                dst[r] = row[lanes[r]] if lanes[r] >= 0 else cval
+
+
+@njit(parallel=True, cache=True)
+def store_rows(values, wrap, out):
+    """``out`` (R, W) := ``values`` (R, W, the work dtype) cast as :func:`_store_row`
+    casts (integers: truncated toward zero; with ``wrap``, wrapped modulo 2^bits within
+    +-2^31). Returns how many values fell outside an integer ``out``'s range and were
+    not stored; one row per work item."""
+    outside = 0
+    for r in prange(values.shape[0]):
+        outside += _store_row(out[r], values[r], wrap)
+    return outside
+
+
 # ---- Declarations (for ``python -m numbaconv warmup``; numbaconv.ndimage calls them) ----------
 #: What these kernels compute: 1-D passes of numbaconv.ndimage, outside ``auto``'s choices.
 LINES = "lines"
@@ -402,7 +446,21 @@ def _mean_examples(dtype, data=None):
 #: default) ``python -m numbaconv warmup`` compiles too; others compile on first use.
 WARM_INTEGERS = ("uint8", "uint16", "int16")
 
+def _extend_examples(dtype, data=None):
+    data = dtype if data is None else data
+    index = readonly(np.zeros(1, np.int64))
+    return (readonly(np.zeros((1, 1, 1), data)), index, index, index, 0,
+            readonly(np.zeros(1, dtype)), np.zeros((1, 1, 1), dtype))
+
+
+def _store_examples(dtype, data=None):
+    data = dtype if data is None else data
+    return readonly(np.zeros((1, 1), dtype)), False, np.zeros((1, 1), data)
+
+
 for _name, _function, _examples, _what in (
+        ("extend_volume", extend_volume, _extend_examples, "a volume extended by index maps"),
+        ("store_rows", store_rows, _store_examples, "sums cast into the output, as numpy casts"),
         ("lines", correlate_lines, _correlate_examples, "1-D correlation along one axis"),
         ("lines_serial", correlate_lines_serial, _correlate_examples, "the same, on the calling thread"),
         ("running_mean", running_mean_lines, _mean_examples, "scipy's running-sum uniform filter"),

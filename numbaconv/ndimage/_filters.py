@@ -340,37 +340,52 @@ def _dense(x3, w3, halos, rule, cval, work, output3, exact: bool) -> None:
     """``output3`` (``x3``'s shape, any dtype and layout) = the valid cross-correlation
     of ``x3`` extended by ``halos`` (``rule``, ``cval``) with ``w3``, on numbaconv's
     forward conv3d (:func:`dense_algorithm`'s choice, made once for the whole volume),
-    slab by slab along axis 0: each slab's planes, halo included, come through the axis's
-    index map and are extended on the other two axes (a volume that fits one slab is
-    extended in one copy). Every output's sum is the same whatever the slab (the direct
-    kernels' taps in a fixed order)."""
-    from ..functional import conv3d
+    slab by slab along axis 0. Each slab is extended through the three axes' index maps
+    in one parallel pass (``separable.extend_volume``), and the sums go straight into
+    ``output3`` where it has the work dtype, else are cast into it in parallel. Every
+    output's sum is the same whatever the slab (the direct kernels' taps in a fixed
+    order)."""
+    from ..functional import correlate_into
     # scipy leaves out weights within DBL_EPSILON of zero; a zero weight adds exactly 0.
     w = np.where(np.abs(w3) > _DBL_EPSILON, w3, 0.0).astype(work)
     resum = _checks_truncation(x3, w, output3, cval)
     algorithm = dense_algorithm(w, x3.size, exact and not resum)
     depth, height, width = x3.shape
-    (before, after), *plane_halos = halos
-    plane_bytes = math.prod(n + b + a for n, (b, a) in zip(x3.shape[1:], plane_halos)) * \
-        np.dtype(work).itemsize
+    (before, after), (top, bottom), (left, right) = halos
+    ext_plane = (height + top + bottom, width + left + right)
     whole = algorithm == "fft" or resum
-    slab = depth if whole else max(1, SLAB_BYTES // plane_bytes - (before + after))
-    if slab < depth and np.shares_memory(x3, output3):
-        x3 = x3.copy()  # in place: later slabs read planes that earlier ones overwrite
-    rows = source_index(depth, before, after, rule) if slab < depth else None
+    slab = depth if whole else \
+        max(1, SLAB_BYTES // (math.prod(ext_plane) * np.dtype(work).itemsize) - (before + after))
+    if x3.dtype not in _AS_IS:
+        x3 = x3.astype(work)  # read as it is: the extension kernel converts each element
+    src = np.ascontiguousarray(x3)
+    if slab < depth and np.shares_memory(src, output3):
+        src = src.copy()  # in place: later slabs read planes that earlier ones overwrite
+    src = readonly(src)
+    rows = readonly(source_index(depth, before, after, rule))
+    cols = readonly(source_index(height, top, bottom, rule))
+    lanes = readonly(source_index(width, left, right, rule))
+    cval_row = readonly(np.full(1, cval, np.float64).astype(work))
+    w5 = w.reshape((1, 1) + w.shape)
     for start in range(0, depth, slab):
         stop = min(depth, start + slab)
-        if rows is None:  # one slab: the whole volume, extended in one copy
-            ext = extend(x3, halos, [rule] * 3, cval, work)
-        else:
-            index = rows[start:stop + before + after]
-            ext = extend(x3[np.maximum(index, 0)], [(0, 0)] + plane_halos, [rule] * 3, cval, work)
-            ext[index < 0] = np.float64(cval).astype(work)  # planes of the constant rule
-        result = conv3d(ext.reshape((1, 1) + ext.shape), w.reshape((1, 1) + w.shape),
-                        padding=0, algorithm=algorithm).reshape((stop - start, height, width))
+        ext = np.empty((stop - start + before + after,) + ext_plane, work)
+        separable.extend_volume(src, rows[start:stop + before + after], cols, lanes, left,
+                                cval_row, ext)
+        target = output3[start:stop]
+        into = None if resum or not target.flags.c_contiguous else \
+            target.reshape((1, 1) + target.shape)
+        result = correlate_into(into, ext.reshape((1, 1) + ext.shape), w5, algorithm)
+        result = result.reshape(target.shape)
         if resum:  # one slab
             _resum_near_integers(ext, w, result, algorithm)
-        _store(result, output3[start:stop])
+        if result is target or np.shares_memory(result, target):
+            continue  # written in place
+        if (target.flags.c_contiguous and target.dtype in _AS_IS and target.dtype != work
+                and width and not separable.store_rows(readonly(result.reshape(-1, width)),
+                                             numpy_wraps(target.dtype), target.reshape(-1, width))):
+            continue
+        _store(result, target)
 
 
 # ---- correlate and convolve --------------------------------------------------------------------
