@@ -52,8 +52,6 @@ def im2col_slab(x, n, c0, cin_g, geo, out_shape, s0, size, col):
     # division (per-run divisions cost more than the copies on 6-12 wide rows:
     # 256 -> 256 k3 on 12^3 spent half its time here).
     plane = out_h * out_w
-    x_flat = x.reshape(-1)
-    col_flat = col.reshape(-1)  # (rows, size), C-contiguous
     od = s0 // plane
     oh = (s0 - od * plane) // out_w
     ow0 = s0 - od * plane - oh * out_w
@@ -77,24 +75,22 @@ def im2col_slab(x, n, c0, cin_g, geo, out_shape, s0, size, col):
                     else:
                         lo = min(run, (sw - 1 - base) // sw) if base < 0 else 0
                         hi = max(lo, min(run, (width - base + sw - 1) // sw))
+                    # This term's rows of every input channel at once: 2-D views indexed
+                    # by plain range variables (flat offsets made numba check each index
+                    # for wrap-around; slice assignment copies through a temporary).
                     term = (t * kh_ + th) * kw_ + tw
+                    rows = col[term::kd_ * kh_ * kw_]
                     for ci in range(cin_g):
-                        # Flat offsets and element loops: a view per copy, or numba's
-                        # slice assignment (which guards against overlap with a
-                        # temporary), cost more than these 6-12 element copies.
-                        dst = (ci * kd_ * kh_ * kw_ + term) * size + j
                         for k in range(lo):
-                            col_flat[dst + k] = 0
-                        if hi > lo:
-                            src = (((n * x.shape[1] + c0 + ci) * depth + z) * height + y) * width + base
-                            if sw == 1:
-                                for k in range(lo, hi):
-                                    col_flat[dst + k] = x_flat[src + k]
-                            else:
-                                for k in range(lo, hi):
-                                    col_flat[dst + k] = x_flat[src + k * sw]
+                            rows[ci, j + k] = 0
                         for k in range(hi, run):
-                            col_flat[dst + k] = 0
+                            rows[ci, j + k] = 0
+                    if hi > lo:
+                        dst = rows[:cin_g, j + lo:j + hi]
+                        src = x[n, c0:c0 + cin_g, z, y, base + lo * sw:]
+                        for ci in range(cin_g):
+                            for k in range(hi - lo):
+                                dst[ci, k] = src[ci, k * sw]
         j += run
         ow0 = 0
         oh += 1
