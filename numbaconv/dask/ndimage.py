@@ -42,7 +42,9 @@ correlation (the direct conv3d kernels) in raster order; serial and parallel dri
 (chosen by size in ``numbaconv/ndimage/_filters.py``) share one loop body, and the
 separable-or-dense choice (``choose_algorithm``) and the dense kernel
 (``dense_algorithm``) depend on the weights and dtypes, not the shape. The block has the input's dtype, so the work dtype and that choice are the
-whole array's.
+whole array's. Integer outputs of large kernels on integer data (the FFT, or the serial
+direct sums on a tiny block, each checked and summed again near integers) are scipy's
+exactly, in a block as in the whole.
 
 Composed filters (gaussian_filter, uniform_filter, sobel, prewitt, laplace,
 gaussian_laplace, gaussian_gradient_magnitude) are the in-memory compositions written

@@ -22,9 +22,14 @@ How results relate to scipy's:
   toward zero into integer outputs, where float32 rounding would move values across an
   integer and flip the truncation.
 - In float64 the 1-D pass sums in scipy's order (it pairs symmetric and antisymmetric
-  taps, like ``NI_Correlate1D``; the uniform filter is scipy's running sum), and the
-  dense correlation sums the taps in raster order from zero (like ``NI_Correlate``), so
-  integer outputs are scipy's, cast as C casts (toward zero; out-of-range values wrap).
+  taps, like ``NI_Correlate1D``; the uniform filter is scipy's running sum), so integer
+  outputs are scipy's, cast as C casts (toward zero; out-of-range values wrap).
+- The dense correlation sums the taps in raster order from zero (like ``NI_Correlate``)
+  but with fused multiply-adds: an integer output whose sum lies within rounding of an
+  integer may truncate one away from scipy's. Kernels of ``FFT_TAPS`` (11^3) or more on
+  integer data of up to 16 bits go through the FFT, and every output within a proven
+  bound of an integer is summed again in scipy's exact order
+  (``numbaconv.kernels.scipy_sums``): those integer outputs are scipy's, bit for bit.
 - ``correlate``/``convolve`` with a rank-1 (outer product) kernel run as 1-D passes;
   for integer outputs only when the factors are integers reproducing the weights
   exactly (then every partial sum is exact).
