@@ -13,8 +13,9 @@ from numbaconv import _backward, _dispatch
 from numbaconv._spec import ConvSpec
 from numbaconv.kernels.registry import readonly
 from numbaconv.reference import conv3d_reference
-from helpers import (CASES, GOLDEN_DATA, assert_runs_bitwise_equal, configurations, load_golden,
-                     describe, make_case, outputs_per_thread_count, python_env, run_script)
+from helpers import (CASES, GOLDEN_DATA, assert_matches_reference, assert_runs_bitwise_equal,
+                     configurations, describe, load_golden, make_case, outputs_per_thread_count,
+                     python_env, run_script)
 
 CONV_GOLDEN = sorted(p for p in glob.glob(os.path.join(GOLDEN_DATA, "conv3d_*.npz")) if "_f16_" not in p)
 TRANSPOSE_GOLDEN = sorted(glob.glob(os.path.join(GOLDEN_DATA, "conv_transpose3d_*.npz")))
@@ -235,6 +236,30 @@ def test_gemm_scatter_input_gradient_matches_the_phases(config, seed):
     direct = _backward.grad_input(spec, g, w6, "direct")
     scale = _backward.grad_input(spec, np.abs(g), np.abs(w6), "direct")
     assert np.all(np.abs(scattered - direct) <= 1e-13 * (scale + 1e-300))
+
+
+def test_gemm_pointwise_row_blocks(monkeypatch, rng):
+    """Pointwise layers on few positions split their output rows into blocks, each one
+    product written straight into the output (forced here with blocks of 2 rows): the
+    forward pass with groups, a batch and a bias against the reference, and the input
+    gradient's product (such a layer) against the phases, with stride and groups."""
+    from numbaconv.kernels import gemm
+    monkeypatch.setattr(gemm, "ROW_BLOCK_ROWS", 2)
+    x = rng.standard_normal((2, 6, 3, 4, 5)).astype(np.float32)
+    w = rng.standard_normal((10, 3, 1, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    assert gemm.pointwise_row_blocks(ConvSpec.from_args(x, w, b, 1, 0, 1, 2)[0]) == 2
+    assert_matches_reference(nc.conv3d(x, w, b, groups=2, algorithm="gemm"), x, w, b, groups=2)
+    for stride, groups in ((1, 1), (2, 2)):
+        x = rng.standard_normal((2, 4, 7, 6, 5))
+        w = rng.standard_normal((6, 4 // groups, 3, 3, 3))
+        spec = ConvSpec.from_args(x, w, None, stride, 1, 1, groups)[0]
+        g = rng.standard_normal(spec.out_shape)
+        w6 = np.ascontiguousarray(w.reshape(spec.group_weight_shape))
+        scattered = _backward.grad_input(spec, g, w6, "gemm_scatter")
+        direct = _backward.grad_input(spec, g, w6, "direct")
+        scale = _backward.grad_input(spec, np.abs(g), np.abs(w6), "direct")
+        assert np.all(np.abs(scattered - direct) <= 1e-13 * (scale + 1e-300))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -54,6 +54,10 @@ def _store(result: np.ndarray, output: np.ndarray) -> None:
     result = result.reshape(output.shape)
     if result is output or np.shares_memory(result, output):
         return
+    if output.dtype == np.bool_:
+        # scipy stores a bool output as ``(npy_bool)sum``, an unsigned char: truncated
+        # (0.3 -> False), where numpy's cast to bool tests for nonzero.
+        output = output.view(np.uint8)
     with np.errstate(invalid="ignore", over="ignore"):
         np.copyto(output, result, casting="unsafe")
 
@@ -264,12 +268,12 @@ def _sums_exact_in_any_order(w: np.ndarray, dtype: np.dtype, cval) -> bool:
 def _checks_truncation(x3: np.ndarray, w: np.ndarray, output: np.ndarray, cval) -> bool:
     """Whether a dense correlation's integer output is made exact to scipy's by
     :func:`_resum_near_integers`: integer data of up to 16 bits (whose values
-    :func:`kernels.scipy_sums.flat_windows` can square and sum exactly), finite weights whose sums are not exact
-    in any order, and a kernel large enough for the FFT (whose rounding differs from
-    scipy's more than the direct sums'). Those then take the FFT."""
-    return (output.dtype.kind in "biu" and x3.dtype.kind in "biu" and x3.dtype.itemsize <= 2
-            and w.size >= FFT_TAPS
-            and bool(np.all(np.isfinite(w))) and not _sums_exact_in_any_order(w, x3.dtype, cval))
+    ``kernels.scipy_sums.flat_windows`` squares and sums exactly), finite weights whose
+    sums are not exact in any order, and a kernel large enough for the FFT (whose
+    rounding differs from scipy's more than the direct sums'). Those take the FFT."""
+    return (output.dtype.kind in "iu" and x3.dtype.kind in "iu" and x3.dtype.itemsize <= 2
+            and w.size >= FFT_TAPS and bool(np.all(np.isfinite(w)))
+            and not _sums_exact_in_any_order(w, x3.dtype, cval))
 
 
 #: The FFT's rounding: a float64 transform of N points errs by at most about
