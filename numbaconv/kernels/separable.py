@@ -458,19 +458,25 @@ def _store_examples(dtype, data=None):
     return readonly(np.zeros((1, 1), dtype)), False, np.zeros((1, 1), data)
 
 
-for _name, _function, _examples, _what in (
-        ("extend_volume", extend_volume, _extend_examples, "a volume extended by index maps"),
-        ("store_rows", store_rows, _store_examples, "sums cast into the output, as numpy casts"),
-        ("lines", correlate_lines, _correlate_examples, "1-D correlation along one axis"),
-        ("lines_serial", correlate_lines_serial, _correlate_examples, "the same, on the calling thread"),
-        ("running_mean", running_mean_lines, _mean_examples, "scipy's running-sum uniform filter"),
+# (name, function, examples, what, whether it runs on volumes of the work dtype too:
+# ``store_rows`` only casts into another dtype)
+for _name, _function, _examples, _what, _of_work_dtype in (
+        ("extend_volume", extend_volume, _extend_examples, "a volume extended by index maps", True),
+        ("store_rows", store_rows, _store_examples, "sums cast into an integer output", False),
+        ("lines", correlate_lines, _correlate_examples, "1-D correlation along one axis", True),
+        ("lines_serial", correlate_lines_serial, _correlate_examples,
+         "the same, on the calling thread", True),
+        ("running_mean", running_mean_lines, _mean_examples, "scipy's running-sum uniform filter",
+         True),
         ("running_mean_serial", running_mean_lines_serial, _mean_examples,
-         "the same, on the calling thread")):
-    register(name=_name, computes=LINES, function=_function, examples=_examples,
-             launch=called_directly("numbaconv.ndimage"), parallel=not _name.endswith("serial"), bitwise=None,
-             description=f"numbaconv.ndimage: {_what}")
+         "the same, on the calling thread", True)):
+    if _of_work_dtype:
+        register(name=_name, computes=LINES, function=_function, examples=_examples,
+                 launch=called_directly("numbaconv.ndimage"), parallel=not _name.endswith("serial"),
+                 bitwise=None, description=f"numbaconv.ndimage: {_what}")
     for _data in WARM_INTEGERS:
         register(name=f"{_name}_{_data}", computes=LINES, function=_function,
                  examples=lambda dtype, data=_data, examples=_examples: examples(dtype, data),
-                 launch=called_directly("numbaconv.ndimage"), parallel=not _name.endswith("serial"), bitwise=None,
-                 dtypes=("float64",), description=f"numbaconv.ndimage: {_what}, {_data} volumes")
+                 launch=called_directly("numbaconv.ndimage"), parallel=not _name.endswith("serial"),
+                 bitwise=None, dtypes=("float64",),
+                 description=f"numbaconv.ndimage: {_what}, {_data} volumes")
