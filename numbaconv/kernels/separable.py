@@ -153,6 +153,16 @@ def _store_row_impl(dst, sums, wrap):
     limit = 2.0 ** 31
 
     def store_integer(dst, sums, wrap):
+        # Rows wholly in range (the usual case) in two loops that vectorise: the test,
+        # then the casts (one branchy loop doing both cost 9 ms of a 256^3 uint16
+        # correlation's 137).
+        inside = True
+        for i in range(dst.shape[0]):
+            inside &= (sums[i] > low) & (sums[i] < high)
+        if inside:
+            for i in range(dst.shape[0]):
+                dst[i] = cast(sums[i])
+            return 0
         outside = 0
         for i in range(dst.shape[0]):
             v = sums[i]
