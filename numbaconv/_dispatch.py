@@ -153,6 +153,17 @@ def choose(spec, computes=FORWARD) -> str:
         # vs 9.53, 16x16 patches 3->96 5.24 vs 5.61; and, a loss, 64->128 on 24^3 2.88
         # vs 2.54).
         return "gemm"
+    overlapping = any(span > stride for span, stride in zip(spec.span, spec.stride))
+    if (spec.stride != (1, 1, 1) and overlapping and spec.out_per_group >= 32
+            and 4 * spec.reduction >= math.prod(spec.out_size)):
+        # Strided layers whose taps overlap (k3 s2 downsampling), unless positions
+        # outnumber the reduction 4 to 1: a strided register tile reuses few loads, and
+        # BLAS wins (Zen 4, 2026-12-05, float32, k3 s2 p1, ms, blocked vs gemm, with the
+        # reduction / positions ratio: 48->96 on 32^3 (0.32) 10.6 vs 9.4, 32->64 on 24^3
+        # (0.5) 3.3 vs 2.2, 64->128 on 24^3 (1.0) 8.7 vs 6.4, 128->256 on 24^3 (2.0) 32.9
+        # vs 22.6, 128->128 on 16^3 (6.8) 12.4 vs 4.4; blocked stays: 64->128 on 48^3
+        # (0.125) 54 vs 58.5, 32->64 on 48^3 (0.06) 16.5 vs 21.7).
+        return "gemm"
     if 16 * math.prod(spec.out_size) < spec.reduction and spec.out_per_group >= 32:
         # Deep layers on tiny volumes: too few positions to fill the register tiles, and
         # BLAS's blocking wins (Ice Lake, 2026-12-01, with the blocked kernel's L2-sized

@@ -104,6 +104,14 @@ def test_auto_choices():
     assert _dispatch.choose(strided(128, 12, 256)) == "gemm"
     assert _dispatch.choose(strided(128, 24, 64)) == dense
     assert _dispatch.choose(strided(64, 48, 32)) == dense
+    # strided layers with overlapping taps unless positions outnumber the reduction 4:1
+    def k3s2(cin, size, cout):
+        x = np.zeros((1, cin) + (size,) * 3, np.float32)
+        return ConvSpec.from_args(x, np.zeros((cout, cin, 3, 3, 3), np.float32), None, 2, 1)[0]
+    assert _dispatch.choose(k3s2(64, 24, 128)) == "gemm"
+    assert _dispatch.choose(k3s2(48, 32, 96)) == "gemm"
+    assert _dispatch.choose(k3s2(64, 48, 128)) == dense
+    assert _dispatch.choose(k3s2(32, 48, 64)) == dense
     # weight gradient: Winograd for 3x3x3 stride-1 layers where it pays; else GEMM from
     # WEIGHT_GRAD_GEMM_TERMS outputs per group, else blocked
     wgrad_blocked = "wgrad_blocked{}x{}".format(*_cpu.weight_grad_block(np.float32))
