@@ -11,6 +11,9 @@ in the middle (axis 0: ``(1, D, H*W)``; axis 1: ``(D, H, W)``; axis 2: ``(D*H, W
   operation (float64), so integer outputs truncate exactly as scipy's (integer sources
   along the last axis: the same exact sums, window by window). (A separate
   loop nest because scipy's uniform filter is not a correlation: its rounding differs.)
+- ``extend_volume`` and ``store_rows``: the same index maps on all three axes at once,
+  and the same cast into the output, for whole volumes (the dense correlation's slabs,
+  which the conv3d kernels then sum).
 
 Operands of other dtypes than the work dtype (the weights'), such as uint16 volumes,
 are read and written as they are: each element is converted when it is loaded, and the
