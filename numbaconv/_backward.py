@@ -200,7 +200,7 @@ def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.
     # (G, Cin/G*kD*kH*kW, Cout/G): a plain transpose of each group's weight matrix
     # (rows in (ci, tap) order), 2.5x faster than the 6-D permutation that puts a tap's
     # rows together (512 x 512 x 27: 16 vs 41 ms).
-    wt = np.ascontiguousarray(w6.reshape(groups, cout_g, cin_g * taps).transpose(0, 2, 1))
+    wt = _transposed(w6.reshape(groups, cout_g, cin_g * taps))
     # The products of every (sample, group) are one pointwise convolution of grad_output,
     # run by the GEMM kernel: BLAS single-threaded inside its parallel loop. (numpy's
     # matmul here ran OpenBLAS's own threads, which then spun against numba's: 512->256
@@ -214,6 +214,19 @@ def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.
         grad_out, wt.reshape(groups, taps * cin_g, cout_g, 1, 1, 1),
         np.zeros(products.out_channels, out.dtype), cols)
     _scatter(spec, cols, out)
+    return out
+
+
+def _transposed(w3: np.ndarray) -> np.ndarray:
+    """``w3`` (G, R, C) transposed to a new C-contiguous (G, C, R): the parallel
+    ``transpose_groups`` kernel, or numpy's copy while it compiles in the background
+    (and in a process forked after OpenMP started). A copy: the same values either way."""
+    kernel = None if _dispatch._forked_after_omp else \
+        _dispatch._kernel("transpose_groups", w3.dtype, wait=0)
+    if kernel is None:
+        return np.ascontiguousarray(w3.transpose(0, 2, 1))
+    out = np.empty((w3.shape[0], w3.shape[2], w3.shape[1]), w3.dtype)
+    _dispatch.launch(kernel, readonly(np.ascontiguousarray(w3)), out)
     return out
 
 

@@ -285,6 +285,20 @@ def test_col2im_kernel_same_bits_as_the_numpy_scatter(config, seed, dtype):
     np.testing.assert_array_equal(by_kernel, by_numpy)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transpose_kernel_equals_numpys(dtype, rng):
+    """The scatter's weight transpose (tiles in parallel) against numpy's, on shapes
+    that are and are not multiples of the tile, with groups."""
+    from numbaconv.kernels import gemm
+    kernel = _dispatch._kernel("transpose_groups", dtype)
+    tile = gemm.TRANSPOSE_TILE
+    for shape in [(1, 1, 1), (1, tile, tile), (3, tile + 5, 2 * tile - 3), (2, 7, 3 * tile + 1)]:
+        w = rng.standard_normal(shape).astype(dtype)
+        out = np.full((shape[0], shape[2], shape[1]), np.nan, dtype)
+        kernel(readonly(w), out)
+        np.testing.assert_array_equal(out, w.transpose(0, 2, 1))
+
+
 def test_auto_takes_gemm_scatter_for_strided_and_deep_layers():
     def spec(cin, cout, size, k, stride=1, groups=1):
         x = np.zeros((1, cin, size, size, size), np.float32)

@@ -344,11 +344,39 @@ def col2im(cols, geometry, out):
                         seg[k] += src[k]
 
 
+#: Side of the square tiles :func:`transpose_groups` copies (both tiles stay in L1).
+TRANSPOSE_TILE = 32
+
+
+@njit(parallel=True, cache=True)
+def transpose_groups(src, dst):
+    """``dst[g] = src[g].T``: (G, R, C) -> (G, C, R), tile by tile in parallel. The
+    input gradient's product needs its weight transposed: numpy took 17-20 ms for
+    512 x 13824 (single-threaded, reading across rows), these tiles 10."""
+    groups, rows, cols = src.shape
+    tiles_r = (rows + TRANSPOSE_TILE - 1) // TRANSPOSE_TILE
+    tiles_c = (cols + TRANSPOSE_TILE - 1) // TRANSPOSE_TILE
+    for item in prange(groups * tiles_r * tiles_c):
+        g, tile = item // (tiles_r * tiles_c), item % (tiles_r * tiles_c)
+        r0 = (tile // tiles_c) * TRANSPOSE_TILE
+        c0 = (tile % tiles_c) * TRANSPOSE_TILE
+        r1, c1 = min(rows, r0 + TRANSPOSE_TILE), min(cols, c0 + TRANSPOSE_TILE)
+        source, target = src[g], dst[g]
+        for c in range(c0, c1):
+            row = target[c]
+            for r in range(r0, r1):
+                row[r] = source[r, c]
+
+
 def _col2im_examples(dtype):
     cols, out = np.zeros((1, 1, 1, 1, 1), dtype), np.zeros((1, 1, 1, 1), dtype)
     return readonly(cols), EXAMPLE, out
 
 
+register(name="transpose_groups", computes=COL2IM, function=transpose_groups,
+         examples=lambda dtype: (readonly(np.zeros((1, 1, 1), dtype)), np.zeros((1, 1, 1), dtype)),
+         launch=called_directly("numbaconv._backward"), bitwise=None,
+         description="the GEMM-and-scatter input gradient's weight, transposed")
 register(name="col2im", computes=COL2IM, function=col2im, examples=_col2im_examples,
          launch=called_directly("numbaconv._backward"), bitwise=None,
          description="the input gradient's scatter-add of tap products (GEMM and scatter)")
