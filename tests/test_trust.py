@@ -551,8 +551,8 @@ def test_stale_cache_not_used_after_blocked_helper_edit(tmp_path, figure):
     root, cache = _copy_package(tmp_path), str(tmp_path / "cache")
     before = _stale_run(tmp_path, root, cache, "blocked", "before")
     _edit(root / "numbaconv" / "kernels" / "blocked.py",
-          "wsel[block, count] = wpack[g, block, row]",
-          "wsel[block, count] = 2 * wpack[g, block, row]")
+          "copy_row(wsel[block, count], wpack[g, block, row])",
+          "copy_row(wsel[block, count], 2 * wpack[g, block, row])")
     assert not _generated_is_current(root), "the guard does not notice the helper edit"
     forgotten = _stale_run(tmp_path, root, cache, "blocked", "not_regenerated")
     stale = forgotten.tobytes() == before.tobytes()
@@ -574,8 +574,8 @@ def test_stale_cache_not_used_after_direct_helper_edit_weight_gradient(tmp_path)
     root, cache = _copy_package(tmp_path), str(tmp_path / "cache")
     before = _stale_run(tmp_path, root, cache, "wgrad", "before")
     _edit(root / "numbaconv" / "kernels" / "direct.py",
-          "row[first:last] = src_row[start:start + last - first]",
-          "row[first:last] = 2 * src_row[start:start + last - first]")
+          "copy_row(row[first:], src_row[start:start + last - first])",
+          "copy_row(row[first:], 2 * src_row[start:start + last - first])")
     _regenerate(root)
     fresh = _stale_run(tmp_path, root, str(tmp_path / "fresh_cache"), "wgrad", "fresh")
     assert fresh.tobytes() == (2 * before).tobytes()  # the edit does double it

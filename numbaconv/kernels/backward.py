@@ -22,6 +22,7 @@ from numba import njit
 
 from .blocked_codegen import WGRAD_VARIANTS
 from .direct import depth_taps, fill_padded_planes, plane_layout, tap_offset
+from .loops import copy_row
 from .registry import WEIGHT_GRAD, example_arrays, readonly, register
 
 #: Partial sums per dot product (one 512-bit vector of float32).
@@ -61,10 +62,8 @@ def wgrad_prepare(x, grad_out, n, od, ci, co0, co_end, geo, planes, wide, tap_id
     for c in range(min(wide.shape[0], co_end - co0)):
         src = grad_out[n, co0 + c, od]
         for oh in range(out_h):
-            if runs > 1:  # a run per output row
-                wide[c, oh, :out_w] = src[oh]
-            else:  # one run over the flat plane, rows acc_pitch apart
-                wide[c, 0, oh * acc_pitch:oh * acc_pitch + out_w] = src[oh]
+            # a run per output row, or one run over the flat plane, rows acc_pitch apart
+            copy_row(wide[c, oh] if runs > 1 else wide[c, 0, oh * acc_pitch:], src[oh])
     count = 0
     for t in range(kd_):  # a tap outside the input in depth reads a zero plane
         for th in range(kh_):

@@ -26,6 +26,7 @@ from numba import njit
 from .. import _cpu
 from .blocked_codegen import VARIANTS
 from .direct import depth_taps, fill_padded_planes, tap_offset
+from .loops import copy_row
 from .registry import FORWARD, example_arrays, readonly, register
 
 
@@ -94,7 +95,7 @@ def reduction_terms(wpack, g, od, zmin, nz, x, geo):
                     offsets[count] = plane + tap_offset(th, tw, geo)
                     row = ((ci * kd_ + t) * kh_ + th) * kw_ + tw
                     for block in range(blocks):
-                        wsel[block, count] = wpack[g, block, row]
+                        copy_row(wsel[block, count], wpack[g, block, row])
                     count += 1
     return offsets[:count], wsel[:, :count]
 

@@ -190,7 +190,7 @@ def kernel_source(cob: int, vw: int) -> str:
 
 
 #: Modules whose inlined helpers the generated kernels compile in.
-DEPENDENCIES = ("backward.py", "blocked.py", "direct.py", "geometry.py")
+DEPENDENCIES = ("backward.py", "blocked.py", "direct.py", "geometry.py", "loops.py")
 
 
 def dependency_digest() -> str:

@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from .geometry import unpack
+from .loops import copy_row
 from .registry import FORWARD, example_arrays, readonly, register
 
 #: Output channels that share one pass over an input slice.
@@ -126,7 +127,7 @@ def fill_padded_planes(x, n, c0, channels, depth_index, buf, geo):
                     row[last:] = 0
                     start = phase + first * stride_w - pad_w
                     if stride_w == 1:  # a contiguous copy, kept apart so it vectorises
-                        row[first:last] = src_row[start:start + last - first]
+                        copy_row(row[first:], src_row[start:start + last - first])
                     else:
                         for k in range(last - first):
                             row[first + k] = src_row[start + k * stride_w]

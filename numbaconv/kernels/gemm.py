@@ -17,6 +17,7 @@ from numba import njit, prange
 
 from .direct import split_item
 from .geometry import EXAMPLE, unpack
+from .loops import add_matrix, copy_matrix, copy_row
 from .registry import FORWARD, WEIGHT_GRAD, called_directly, example_arrays, readonly, register
 
 #: Upper bound on one im2col slab, in bytes.
@@ -46,7 +47,7 @@ def im2col_slab(x, n, c0, cin_g, geo, out_shape, s0, size, col):
         # on 6^3: 1.17 ms single-threaded against 0.56 for its sgemm).
         channels = x.reshape((x.shape[0] * x.shape[1], depth * height * width))
         for ci in range(cin_g):
-            col[ci, :size] = channels[n * x.shape[1] + c0 + ci, s0:s0 + size]
+            copy_row(col[ci], channels[n * x.shape[1] + c0 + ci, s0:s0 + size])
         return
     # Output rows outermost: the slab's first position is split into (od, oh, ow) once,
     # then each row's run is one copy per kernel term, its bounds found without a
@@ -190,11 +191,11 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions):
                 # at 512 x 512 both run alike, and the transposed add would cost more).
                 product = np.dot(col, grad.T).T
                 if started[g]:
-                    partial[chunk, g] += product
+                    add_matrix(partial[chunk, g], product)
                 else:
-                    partial[chunk, g] = product
+                    copy_matrix(partial[chunk, g], product)
             elif started[g]:
-                partial[chunk, g] += np.dot(grad, col.T)
+                add_matrix(partial[chunk, g], np.dot(grad, col.T))
             else:
                 np.dot(grad, col.T, partial[chunk, g])
             started[g] = True

@@ -20,6 +20,7 @@ order, so the bits do not depend on the thread count.
 import numpy as np
 from numba import njit, prange
 
+from .loops import add_row, copy_row
 from .registry import called_directly, readonly, register
 
 
@@ -85,22 +86,24 @@ def flat_windows(ext, window, sentinel, flat):
     for z in prange(ext_depth):
         for m in range(2):
             sums, source = along_y[m, z], along_x[m, z]
-            sums[0] = source[0]
+            copy_row(sums[0], source[0])
             for t in range(1, kh):
-                sums[0] += source[t]
+                add_row(sums[0], source[t])
             for y in range(1, height):
-                sums[y] = sums[y - 1] + source[y + kh - 1] - source[y - 1]
+                for x in range(width):
+                    sums[y, x] = sums[y - 1, x] + source[y + kh - 1, x] - source[y - 1, x]
     count = kd * kh * kw
     for y in prange(height):
         total = along_y[0, 0, y].copy()
         squares = along_y[1, 0, y].copy()
         for t in range(1, kd):
-            total += along_y[0, t, y]
-            squares += along_y[1, t, y]
+            add_row(total, along_y[0, t, y])
+            add_row(squares, along_y[1, t, y])
         for z in range(depth):
             if z > 0:
-                total += along_y[0, z + kd - 1, y] - along_y[0, z - 1, y]
-                squares += along_y[1, z + kd - 1, y] - along_y[1, z - 1, y]
+                for x in range(width):
+                    total[x] += along_y[0, z + kd - 1, y, x] - along_y[0, z - 1, y, x]
+                    squares[x] += along_y[1, z + kd - 1, y, x] - along_y[1, z - 1, y, x]
             out = flat[z, y]
             for x in range(width):
                 out[x] = count * squares[x] == total[x] * total[x]

@@ -23,6 +23,7 @@ from numba import njit, prange
 
 from .direct import split_item
 from .geometry import unpack
+from .loops import add_matrix
 from .registry import FORWARD, WEIGHT_GRAD, example_arrays, readonly, register
 
 # F(2, 3) for a correlation y[i] = sum_k d[i + k] g[k], i = 0, 1:
@@ -346,7 +347,7 @@ def weight_grad_item(x, grad_out, part, geo, item, block_rows, mine):
     input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v)
     grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u)
     for xi in range(64):
-        part[g, xi] += np.dot(u[xi], v[xi].T)
+        add_matrix(part[g, xi], np.dot(u[xi], v[xi].T))
 
 
 @njit(cache=True, inline="always")
