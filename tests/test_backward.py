@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import numbaconv as nc
 from numbaconv import _backward, _dispatch
 from numbaconv._spec import ConvSpec
-from numbaconv.kernels.registry import readonly
+from numbaconv.kernels.registry import REGISTRY, readonly
 from numbaconv.reference import conv3d_reference
 from helpers import (CASES, GOLDEN_DATA, assert_matches_reference, assert_runs_bitwise_equal,
                      configurations, describe, load_golden, make_case, outputs_per_thread_count,
@@ -473,10 +473,13 @@ def test_output_padding_must_be_below_stride_or_dilation(rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", ["aniso", "groups3", "many_channels", "k7", "wide"])
 def test_weight_gradient_direct_and_blocked_agree_bitwise(name, dtype, rng):
-    """Both keep LANES partial sums per weight, added in the same order."""
+    """All keep LANES partial sums per weight, added in the same order: the direct ones
+    serve ``auto`` while the blocked kernel compiles (its declared fallbacks)."""
     x, w, b, args = make_case(rng, *CASES[name], dtype=dtype)
     spec = ConvSpec.from_args(x, w, None, **args)[0]
     grad_out = rng.standard_normal(spec.out_shape).astype(dtype)
-    direct = _backward.grad_weight(spec, x, grad_out, "wgrad_direct")
     blocked = _backward.grad_weight(spec, x, grad_out, "wgrad_blocked")
-    assert direct.tobytes() == blocked.tobytes()
+    assert REGISTRY[_dispatch.blocked_variant(spec, "weight_grad")].fallbacks == (
+        "wgrad_direct", "wgrad_direct_serial")
+    for fallback in ("wgrad_direct", "wgrad_direct_serial"):
+        assert _backward.grad_weight(spec, x, grad_out, fallback).tobytes() == blocked.tobytes()

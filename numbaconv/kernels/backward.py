@@ -145,6 +145,7 @@ for _cob, _tb in WGRAD_VARIANTS:  # all are declared; the dispatcher picks the t
     register(name=f"wgrad_blocked{_cob}x{_tb}", computes=WEIGHT_GRAD,
              function=_GENERATED + f"weight_grad_c{_cob}_t{_tb}", examples=_examples,
              launch=launch_weight_grad, plane_memory=True, bitwise="wgrad_direct",
-             serial="wgrad_direct_serial", variant_of="wgrad_blocked",
+             serial="wgrad_direct_serial", fallbacks=("wgrad_direct", "wgrad_direct_serial"),
+             variant_of="wgrad_blocked",
              description=f"register-blocked weight gradient: {_cob} output channels x {_tb} "
                          f"taps of {LANES} partial sums (generated)")
