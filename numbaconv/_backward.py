@@ -121,7 +121,7 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
     if not out.size:
         return out
     if algorithm == "auto" and _scatter_pays(spec) or algorithm == "gemm_scatter":
-        return _gemm_scatter(spec, grad_out, w6, out)
+        return _gemm_scatter(spec, grad_out, w6, out, tiered=algorithm == "auto")
     swapped = w6.transpose(0, 2, 1, 3, 4, 5)  # (G, Cin/G, Cout/G, k): Cin is the output here
     phases = input_grad_phases(spec)
     if _pointwise_phases(phases):
@@ -184,7 +184,8 @@ def _scatter_pays(spec: ConvSpec) -> bool:
     return deep
 
 
-def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.ndarray):
+def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.ndarray,
+                  tiered: bool):
     """The input gradient as one BLAS product per (sample, group) and a scatter-add.
 
     The product holds every tap's contribution, ``cols[ci, t, o] = sum_co w[co, ci, t] *
@@ -210,7 +211,8 @@ def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.
                        padding=(0, 0, 0), padding_hi=(0, 0, 0), dilation=(1, 1, 1), flip=False,
                        dtype=spec.compute_dtype, padding_mode="zeros", tail=(0, 0, 0))
     cols = np.empty(products.out_shape, out.dtype)
-    _dispatch.plan_for(products, "gemm").run(
+    # (``tiered``: under ``auto``, the GEMM kernel's numpy twin serves while it compiles.)
+    _dispatch.plan_for(products, "gemm", tiered=tiered).run(
         grad_out, wt.reshape(groups, taps * cin_g, cout_g, 1, 1, 1),
         np.zeros(products.out_channels, out.dtype), cols)
     _scatter(spec, cols, out)

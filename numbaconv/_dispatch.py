@@ -12,8 +12,8 @@ also persist on disk through numba's ``cache=True``, so a new process loads them
 instead of compiling.
 
 Tiers: a register-blocked kernel takes 5-20 s to compile the first time, the parallel
-direct one about 4 s, the serial direct one about 1.5 s; the Winograd kernel 19 s, its
-serial twin 6 s. When ``auto`` picks a kernel
+direct one about 4 s, the serial direct one about 2 s; the Winograd kernels 19-25 s, the
+GEMM kernels 6-12 s, whose numpy twins compile nothing. When ``auto`` picks a kernel
 that declares ``fallbacks`` and it is not ready, the fallbacks (same bits) serve while
 it compiles in a background thread: the last one is compiled on the spot if need be,
 and each call moves up to the best tier ready by then.
@@ -570,7 +570,9 @@ class Plan:
     """A checked convolution bound to its kernel: ``run(*operands)`` launches it (see
     :class:`~numbaconv.kernels.registry.Kernel` for the operands of each ``computes``)."""
 
-    def __init__(self, spec, algorithm="auto", computes=FORWARD):
+    def __init__(self, spec, algorithm="auto", computes=FORWARD, tiered=None):
+        """``tiered``: serve from the kernel's same-bits fallbacks while it compiles; by
+        default for ``auto`` only (a forced algorithm runs the kernel it names)."""
         self.spec = spec
         self.dtype = spec.compute_dtype
         kernel = REGISTRY[resolve(spec, algorithm, computes)]
@@ -584,7 +586,7 @@ class Plan:
                 f"algorithm='auto' or a GEMM algorithm"
             )
         tiers = [kernel.name]
-        if (algorithm == "auto" and kernel.fallbacks and background_enabled()
+        if ((algorithm == "auto" if tiered is None else tiered) and kernel.fallbacks and background_enabled()
                 and not _kernel_ready(kernel, self.dtype)):
             tiers += kernel.fallbacks
             if spec.flops < TINY_FLOOR_FLOPS and kernel.bitwise == REGISTRY["tiny"].bitwise:
@@ -629,10 +631,11 @@ class Plan:
 _PLANS = LRU(_config.SPEC_PLANS)
 
 
-def plan_for(spec, algorithm="auto", computes=FORWARD) -> Plan:
+def plan_for(spec, algorithm="auto", computes=FORWARD, tiered=None) -> Plan:
     """The :class:`Plan` for ``spec``, made once: choosing the kernel and fetching it
     (and, for ``auto``, waiting briefly for a tier) stays off the per-call path."""
-    return _PLANS.get_or_make((spec, algorithm, computes), lambda: Plan(spec, algorithm, computes))
+    return _PLANS.get_or_make((spec, algorithm, computes, tiered),
+                              lambda: Plan(spec, algorithm, computes, tiered))
 
 
 def clear_plans() -> None:
@@ -645,7 +648,8 @@ def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> lis
 
     ``algorithms``: names as ``algorithm=`` takes them (``"blocked"`` and
     ``"wgrad_blocked"`` mean the target CPU's register-blocked kernels, dense and
-    depthwise); by default every kernel ``auto`` may use, forward and weight gradient,
+    depthwise); by default every compiled kernel ``auto`` may use (the numpy twins
+    compile nothing), forward and weight gradient,
     numbaconv.ndimage's 1-D pass kernels and scipy-order sums, and the input gradient's
     scatter (``col2im``).
     Kernels not yet in numba's disk cache compile in child processes, one per core at a
@@ -656,8 +660,10 @@ def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> lis
     from ._spec import check_choice
 
     if algorithms is None:
+        uncompiled = {name for name, kernel in REGISTRY.items() if not kernel.compiled}
         algorithms = tuple(a for a in ALGORITHMS[1:] + WEIGHT_GRAD_ALGORITHMS[1:]
-                           if a != "wgrad_direct_serial") + algorithm_names(separable.LINES) \
+                           if a != "wgrad_direct_serial" and a not in uncompiled) \
+            + algorithm_names(separable.LINES) \
             + algorithm_names(gemm.COL2IM) + algorithm_names(scipy_sums.SCIPY_SUMS)
     choices = ALGORITHMS[1:] + WEIGHT_GRAD_ALGORITHMS[1:] + tuple(REGISTRY)
     algorithms = [check_choice("algorithms[]", name, choices) for name in algorithms]

@@ -229,3 +229,15 @@ def assert_runs_bitwise_equal(runs):
     for other in runs[1:]:
         for name, array in runs[0].items():
             assert array.tobytes() == other[name].tobytes(), name
+
+
+@st.composite
+def winograd_layers(draw):
+    """A random 3x3x3 stride-1 layer: sizes from 1, paddings 0-3 per axis, groups."""
+    groups = draw(st.integers(1, 3))
+    cin = groups * draw(st.integers(1, 4))
+    cout = groups * draw(st.integers(1, 4))
+    padding = tuple(draw(st.integers(0, 3)) for _ in range(3))
+    size = tuple(draw(st.integers(max(1, 3 - 2 * p), 10)) for p in padding)
+    batch = draw(st.integers(1, 2))
+    return batch, cin, size, cout, 3, 1, padding, 1, groups

@@ -158,3 +158,14 @@ def test_decoder_bench_runs_and_reports_each_layer(monkeypatch, capsys):
     assert lines[11].startswith("U-Net 8^3") and lines[12].startswith("U-Net forward + backward")
     for line in lines[1:11]:
         assert float(line.split("err")[1]) < 1e-5  # numbaconv's output against torch's
+
+
+def test_cold_bench_runs_each_layer_in_a_fresh_process(monkeypatch, capsys):
+    """--cold: one line per layer, with the figures of a fresh interpreter."""
+    from numbaconv.bench import cold
+    monkeypatch.setattr(cold, "LAYERS", {"pointwise 8->8 4^3": (8, 8, 4, 1, 1, "float32")})
+    assert cold.main() == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("pointwise 8->8 4^3")
+    imported, forward, backward, total = map(float, line.split()[-4:])
+    assert 0 < imported and 0 < forward and 0 < backward and imported + forward + backward < total

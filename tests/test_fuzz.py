@@ -34,7 +34,8 @@ FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, dat
                                        HealthCheck.filter_too_much])
 
 #: Algorithms that take every layer; Winograd's are added where they apply.
-WINOGRAD = ["winograd", "winograd_serial"]
+WINOGRAD = [a for a in _dispatch.ALGORITHMS
+            if a in _dispatch.REGISTRY and _dispatch.REGISTRY[a].bitwise == "winograd"]
 ALGORITHMS = [a for a in _dispatch.ALGORITHMS if a not in WINOGRAD]
 
 

@@ -16,19 +16,7 @@ from numbaconv._spec import ConvSpec
 from numbaconv.reference import conv3d_reference
 from helpers import (GOLDEN_DATA, assert_matches_reference, assert_runs_bitwise_equal, describe,
                      last_json, load_golden, make_case, outputs_per_thread_count, python_env,
-                     run_script)
-
-
-@st.composite
-def winograd_layers(draw):
-    """A random 3x3x3 stride-1 layer: sizes from 1, paddings 0-3 per axis, groups."""
-    groups = draw(st.integers(1, 3))
-    cin = groups * draw(st.integers(1, 4))
-    cout = groups * draw(st.integers(1, 4))
-    padding = tuple(draw(st.integers(0, 3)) for _ in range(3))
-    size = tuple(draw(st.integers(max(1, 3 - 2 * p), 10)) for p in padding)
-    batch = draw(st.integers(1, 2))
-    return batch, cin, size, cout, 3, 1, padding, 1, groups
+                     run_script, winograd_layers)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -53,10 +41,13 @@ def test_serial_twin_gives_the_same_bits(layer, dtype, seed):
     assert serial.tobytes() == parallel.tobytes()
 
 
-def test_serial_twin_is_the_tier_and_the_fork_fallback():
-    kernel = _dispatch.REGISTRY["winograd"]
-    assert kernel.fallbacks == ("winograd_serial",) and kernel.serial == "winograd_serial"
-    assert _dispatch.REGISTRY["winograd_serial"].bitwise == kernel.bitwise
+def test_serial_twin_is_the_fork_fallback_and_the_numpy_twin_the_tier():
+    """(The numpy twin's bits: tests/test_numpy_twins.py.)"""
+    for name in ("winograd", "wgrad_winograd"):
+        kernel = _dispatch.REGISTRY[name]
+        assert kernel.fallbacks == (name + "_numpy",) and kernel.serial == name + "_serial"
+        for other in (kernel.serial, kernel.fallbacks[0]):
+            assert _dispatch.REGISTRY[other].bitwise == kernel.bitwise
 
 
 def weight_grad_oracle(x, grad_out, padding, groups):

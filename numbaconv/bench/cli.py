@@ -37,7 +37,13 @@ def main(argv=None) -> int:
     parser.add_argument("--ndimage", action="store_true",
                         help="time numbaconv.ndimage's filters against scipy.ndimage on "
                              "128^3 and 256^3 volumes, float32 and uint16")
+    parser.add_argument("--cold", action="store_true",
+                        help="time each kind of layer's first calls in a fresh process with "
+                             "an empty numba cache (what a new user waits for)")
     args = parser.parse_args(argv)
+    if args.cold:
+        from .cold import main as cold_main
+        return cold_main()
     if args.ndimage:
         from .ndimage import main as ndimage_main
         return ndimage_main()

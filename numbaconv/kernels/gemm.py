@@ -285,14 +285,24 @@ def launch_weight_grad(run, spec, x, grad_out):
     return total.reshape(spec.group_weight_shape)
 
 
+# The numpy twins (kernels/gemm_numpy.py: the same BLAS calls, nothing to compile) serve
+# ``auto``'s first calls while these compile.
+_TWINS = "numbaconv.kernels.gemm_numpy:"
 register(name="gemm", computes=FORWARD, function=forward_gemm,
          examples=lambda dtype: example_arrays(dtype, 5, 3, 1, 5) + (1, 1),
-         launch=launch_forward, bitwise=None, serial="direct_serial", blas=True,
-         description="im2col slabs and BLAS (pointwise layers, huge padding)")
+         launch=launch_forward, bitwise=None, serial="direct_serial", fallbacks=("gemm_numpy",),
+         blas=True, description="im2col slabs and BLAS (pointwise layers, huge padding)")
+register(name="gemm_numpy", computes=FORWARD, function=_TWINS + "forward_gemm",
+         examples=lambda dtype: (), compiled=False, launch=launch_forward, parallel=False, bitwise=None,
+         blas=True, description="the GEMM kernel in numpy, the same bits (no compile)")
 register(name="wgrad_gemm", computes=WEIGHT_GRAD, function=weight_grad_gemm,
          examples=lambda dtype: example_arrays(dtype, 5, 5, 4) + (1,),
-         launch=launch_weight_grad, bitwise=None, serial="wgrad_direct_serial", blas=True,
+         launch=launch_weight_grad, bitwise=None, serial="wgrad_direct_serial",
+         fallbacks=("wgrad_gemm_numpy",), blas=True,
          description="weight gradient via im2col slabs and BLAS, 16 partial sums in order")
+register(name="wgrad_gemm_numpy", computes=WEIGHT_GRAD, function=_TWINS + "weight_grad_gemm",
+         examples=lambda dtype: (), compiled=False, launch=launch_weight_grad, parallel=False, bitwise=None,
+         blas=True, description="the GEMM weight gradient in numpy, the same bits (no compile)")
 
 
 # ---- col2im: the scatter-add after the input gradient's product ---------------------------------

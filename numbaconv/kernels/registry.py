@@ -67,6 +67,9 @@ class Kernel:
     direct_sums: bool = True
     #: The compute dtypes it is compiled for (``examples``' argument).
     dtypes: tuple = ("float32", "float64")
+    #: False for a plain Python function (the BLAS kernels' numpy twins): nothing to
+    #: compile, so ``warmup`` passes it by.
+    compiled: bool = True
 
     def dispatcher(self):
         """The numba dispatcher (imported now if it was declared by name)."""

@@ -301,8 +301,8 @@ def item_counts(x, w6, out, block_rows):
     return w6.shape[0] * w6.shape[1], x.shape[0] * w6.shape[0] * tile_blocks(out, block_rows)
 
 
-# One loop nest, two drivers with the same bits: the serial one compiles in a third of the
-# time (5.7 vs 19 s), so ``auto`` serves from it while the parallel one compiles.
+# One loop nest, two drivers with the same bits: the serial one serves processes forked
+# after OpenMP started (and its numpy twin serves ``auto`` while these compile).
 @njit(parallel=True, cache=True, nogil=True)
 def forward_winograd(x, w6, bias, out, geometry, block_rows, scratch):
     """out = conv3d(x, w) + bias for 3x3x3 stride-1 dilation-1 layers.
@@ -473,17 +473,24 @@ def _weight_grad_examples(dtype):
 
 
 _DESCRIPTION = "Winograd F(2x2x2, 3x3x3) and BLAS: 3.4x fewer multiplications (3x3x3, stride 1, dilation 1)"
+# The numpy twins (kernels/winograd_numpy.py: the same bits, nothing to compile) serve
+# ``auto``'s first calls while these compile; the serial kernels serve forked processes.
+_TWINS = "numbaconv.kernels.winograd_numpy:"
 register(name="winograd", computes=FORWARD, function=forward_winograd, examples=_examples,
          launch=_launcher(numba.get_num_threads), bitwise="winograd", serial="winograd_serial",
-         fallbacks=("winograd_serial",), blas=True, supports=supports, direct_sums=False,
+         fallbacks=("winograd_numpy",), blas=True, supports=supports, direct_sums=False,
          description=_DESCRIPTION)
+register(name="winograd_numpy", computes=FORWARD, function=_TWINS + "forward_winograd",
+         examples=lambda dtype: (), compiled=False, launch=_launcher(lambda: 1), parallel=False,
+         bitwise="winograd", blas=True, supports=supports, direct_sums=False,
+         description=_DESCRIPTION + ", in numpy (no compile)")
 register(name="winograd_serial", computes=FORWARD, function=forward_winograd_serial,
          examples=_examples, launch=_launcher(lambda: 1), parallel=False, bitwise="winograd",
          blas=True, supports=supports, direct_sums=False,
          description=_DESCRIPTION + ", on the calling thread")
 register(name="wgrad_winograd", computes=WEIGHT_GRAD, function=weight_grad_winograd,
          examples=_weight_grad_examples, launch=_weight_grad_launcher(numba.get_num_threads),
-         bitwise="winograd", serial="wgrad_winograd_serial", fallbacks=("wgrad_winograd_serial",),
+         bitwise="winograd", serial="wgrad_winograd_serial", fallbacks=("wgrad_winograd_numpy",),
          blas=True, supports=supports, direct_sums=False,
          description="weight gradient by Winograd F(3x3x3, 2x2x2) and BLAS: 3.4x fewer "
                      "multiplications (3x3x3, stride 1, dilation 1)")
@@ -491,3 +498,7 @@ register(name="wgrad_winograd_serial", computes=WEIGHT_GRAD, function=weight_gra
          examples=_weight_grad_examples, launch=_weight_grad_launcher(lambda: 1), parallel=False,
          bitwise="winograd", blas=True, supports=supports, direct_sums=False,
          description="the Winograd weight gradient on the calling thread")
+register(name="wgrad_winograd_numpy", computes=WEIGHT_GRAD, function=_TWINS + "weight_grad_winograd",
+         examples=lambda dtype: (), compiled=False, launch=_weight_grad_launcher(lambda: 1), parallel=False,
+         bitwise="winograd", blas=True, supports=supports, direct_sums=False,
+         description="the Winograd weight gradient in numpy (no compile)")

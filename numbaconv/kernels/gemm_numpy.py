@@ -1,0 +1,135 @@
+"""The GEMM kernels' twins in numpy: the same im2col slabs, the same BLAS calls, the same
+bits, and nothing to compile.
+
+``auto`` serves a new GEMM layer's first calls from these while the compiled kernels
+compile in a child process (6-12 s each on a 2-core machine). numba's ``np.dot`` inside
+njit calls scipy's BLAS gemm (``numba_xxgemm``, through ``scipy.linalg.cython_blas``)
+on the row-major operands read as column-major ones; :func:`dot` makes the same call
+through scipy's own wrapper of the same library function, with the same transposes,
+sizes and leading dimensions. Everything else here only copies values, or adds them
+in the kernels' order. Like the kernels, these run with BLAS single-threaded (the
+dispatcher arranges it for every kernel that declares ``blas``).
+
+Importing this module loads scipy's BLAS: the dispatcher's BLAS thread limit must see
+that library, so the twins are declared by name and imported when a plan first needs
+one, before any of them runs.
+"""
+import math
+
+import numpy as np
+from scipy.linalg import blas
+
+from .geometry import Geometry
+from .gemm import NARROW_GRAD_ROWS
+
+
+def dot(a, b, a_transposed=False, b_transposed=False):
+    """``op(a) @ op(b)`` as numba's ``np.dot`` computes it inside njit, C-contiguous.
+
+    a, b: C-contiguous 2-D arrays; ``op`` transposes the flagged ones (numba's
+    F-contiguous operands, e.g. ``grad.T``). numba reads the row-major operands as
+    column-major ones and calls gemm for ``out^T = op(b)^T op(a)^T``; where one side of
+    the product is 1 it calls gemv, or dot for a 1 x 1 result (numba/np/linalg.py,
+    ``dot_3_mm``). Each call here is that call, through scipy's wrapper of the function.
+    """
+    m = a.shape[1] if a_transposed else a.shape[0]
+    n = b.shape[0] if b_transposed else b.shape[1]
+    single = a.dtype == np.float32
+    if m == 1 and n == 1:
+        return np.array([[(blas.sdot if single else blas.ddot)(a.ravel(), b.ravel())]], a.dtype)
+    gemv = blas.sgemv if single else blas.dgemv
+    if n == 1:
+        return gemv(1.0, a.T, b.ravel(), trans=int(not a_transposed)).reshape(m, 1)
+    if m == 1:
+        return gemv(1.0, b.T, a.ravel(), trans=int(b_transposed)).reshape(1, n)
+    gemm = blas.sgemm if single else blas.dgemm
+    return gemm(1.0, b.T, a.T, trans_a=int(b_transposed), trans_b=int(a_transposed)).T
+
+
+def im2col(x_zero, dims, geo, out_shape, s0, size):
+    """:func:`gemm.slab_col`'s slab ((Cin/G * kD*kH*kW) x size, rows in (ci, kd, kh, kw)
+    order) for output positions ``s0 .. s0+size-1``. x_zero: (Cin/G, D*H*W + 1), one
+    group's input channels of one sample, flat, with a zero appended: padding reads it."""
+    depth, height, width = dims
+    out_h, out_w = out_shape[3], out_shape[4]
+    od, rest = np.divmod(np.arange(s0, s0 + size), out_h * out_w)
+    oh, ow = np.divmod(rest, out_w)
+    index = np.empty((geo.kernel_d, geo.kernel_h, geo.kernel_w, size), np.intp)
+    for t in range(geo.kernel_d):
+        z = od * geo.stride_d + t * geo.dilation_d - geo.pad_d
+        for u in range(geo.kernel_h):
+            y = oh * geo.stride_h + u * geo.dilation_h - geo.pad_h
+            for s in range(geo.kernel_w):
+                i = ow * geo.stride_w + s * geo.dilation_w - geo.pad_w
+                inside = (z >= 0) & (z < depth) & (y >= 0) & (y < height) & (i >= 0) & (i < width)
+                index[t, u, s] = np.where(inside, (z * height + y) * width + i, depth * height * width)
+    return x_zero[:, index].reshape(-1, size)
+
+
+def _group_channels(x, n, g, cin_g):
+    """x[n, g*cin_g:(g+1)*cin_g] flat, a zero appended (see :func:`im2col`)."""
+    channels = x[n, g * cin_g:(g + 1) * cin_g].reshape(cin_g, -1)
+    return np.concatenate([channels, np.zeros((cin_g, 1), x.dtype)], axis=1)
+
+
+def forward_gemm(x, wmat, bias, out, geometry, slab_positions, row_blocks):
+    """:func:`gemm.forward_gemm`, same arguments, same bits."""
+    geo = Geometry(*geometry.tolist())
+    n_batch = x.shape[0]
+    groups, cout_g, reduction = wmat.shape
+    positions = math.prod(out.shape[2:])
+    if row_blocks > 1:
+        channels = x.reshape(n_batch * x.shape[1], positions)
+        weights = wmat.reshape(groups * cout_g, reduction)
+        out_rows = out.reshape(n_batch * groups * cout_g, positions)
+        for item in range(n_batch * groups * row_blocks):
+            ng, block = divmod(item, row_blocks)
+            g = ng % groups
+            m0, m1 = block * cout_g // row_blocks, (block + 1) * cout_g // row_blocks
+            c0 = (ng // groups) * x.shape[1] + g * reduction
+            rows = dot(weights[g * cout_g + m0:g * cout_g + m1], channels[c0:c0 + reduction])
+            out_rows[ng * cout_g + m0:ng * cout_g + m1] = rows + bias[g * cout_g + m0:g * cout_g + m1, None]
+        return
+    cin_g = x.shape[1] // groups
+    out_flat = out.reshape(n_batch, groups, cout_g, positions)
+    for n in range(n_batch):
+        for g in range(groups):
+            x_zero = _group_channels(x, n, g, cin_g)
+            for s0 in range(0, positions, slab_positions):
+                size = min(slab_positions, positions - s0)
+                col = im2col(x_zero, x.shape[2:], geo, out.shape, s0, size)
+                out_flat[n, g, :, s0:s0 + size] = dot(wmat[g], col) + bias[g * cout_g:(g + 1) * cout_g, None]
+
+
+def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions):
+    """:func:`gemm.weight_grad_gemm`, same arguments, same bits."""
+    geo = Geometry(*geometry.tolist())
+    n_batch = x.shape[0]
+    chunks, groups, cout_g, _ = partial.shape
+    cin_g = x.shape[1] // groups
+    positions = math.prod(grad_out.shape[2:])
+    slabs = -(-positions // slab_positions)
+    total = n_batch * groups * slabs
+    grad_flat = grad_out.reshape(n_batch, groups, cout_g, positions)
+    loaded, x_zero = None, None
+    for chunk in range(chunks):
+        started = np.zeros(groups, bool)
+        for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
+            ng, slab = divmod(item, slabs)
+            n, g = divmod(ng, groups)
+            if loaded != (n, g):
+                loaded, x_zero = (n, g), _group_channels(x, n, g, cin_g)
+            s0 = slab * slab_positions
+            size = min(slab_positions, positions - s0)
+            col = im2col(x_zero, x.shape[2:], geo, grad_out.shape, s0, size)
+            grad = np.ascontiguousarray(grad_flat[n, g, :, s0:s0 + size])
+            if cout_g <= NARROW_GRAD_ROWS:
+                product = dot(col, grad, b_transposed=True).T
+            else:
+                product = dot(grad, col, b_transposed=True)
+            if started[g]:
+                partial[chunk, g] += product
+            else:
+                partial[chunk, g] = product
+            started[g] = True
+        partial[chunk, ~started] = 0

@@ -1,0 +1,121 @@
+"""The numpy twins of the BLAS kernels (GEMM and Winograd): ``auto`` serves a new
+layer's first calls from them while the compiled kernel compiles, so they must give that
+kernel's bits exactly, on every path of it (position slabs, pointwise row blocks,
+narrow and wide weight gradient products, one or many work items and partial sums,
+groups, batches, strides, padding, odd sizes, products with a side of 1)."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import numbaconv as nc
+from numbaconv import _backward, _dispatch
+from numbaconv._spec import ConvSpec
+from numbaconv.kernels import gemm, winograd
+from numbaconv.kernels.registry import REGISTRY
+from helpers import CASES, configurations, make_case, winograd_layers
+
+#: compiled kernel -> its twin
+TWINS = {"gemm": "gemm_numpy", "wgrad_gemm": "wgrad_gemm_numpy",
+         "winograd": "winograd_numpy", "wgrad_winograd": "wgrad_winograd_numpy"}
+
+#: Layers on the GEMM paths the table of CASES does not reach, in CASES' form.
+GEMM_LAYERS = {
+    # pointwise, >= 256 outputs per group on <= 4096 positions: row blocks
+    "row_blocks": (2, 24, (5, 6, 7), 512, 1, 1, 0, 1, 1),
+    "row_blocks_groups": (1, 16, (4, 4, 4), 1024, 1, 1, 0, 1, 2),
+    # > 64 outputs per group: the weight gradient's product untransposed; several slabs
+    "deep": (1, 40, (6, 6, 6), 80, 3, 1, 1, 1, 1),
+    "deep_strided": (2, 18, (9, 8, 7), 130, 3, 2, 1, 1, 2),
+    "one_output": (1, 5, (6, 7, 8), 1, 3, 1, 1, 1, 1),
+    "one_position": (2, 7, (3, 3, 3), 9, 3, 1, 0, 1, 1),
+}
+
+
+def assert_twins_agree(case, dtype, seed=0, family="gemm"):
+    """The twin's forward and weight gradient are the compiled kernels' bit for bit."""
+    rng = np.random.default_rng(seed)
+    x, w, b, args = make_case(rng, *case, dtype=dtype)
+    compiled = nc.conv3d(x, w, b, algorithm=family, **args)
+    twin = nc.conv3d(x, w, b, algorithm=TWINS[family], **args)
+    assert twin.tobytes() == compiled.tobytes()
+    spec = ConvSpec.from_args(x, w, None, **args)[0]
+    if not x.size:
+        return
+    grad_out = rng.standard_normal(spec.out_shape).astype(dtype)
+    compiled = _backward.grad_weight(spec, x, grad_out, "wgrad_" + family)
+    twin = _backward.grad_weight(spec, x, grad_out, TWINS["wgrad_" + family])
+    assert twin.tobytes() == compiled.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(CASES) + list(GEMM_LAYERS))
+def test_gemm_twins_give_the_kernels_bits(name, dtype):
+    assert_twins_agree({**CASES, **GEMM_LAYERS}[name], dtype)
+
+
+def test_the_layers_reach_the_paths():
+    """GEMM_LAYERS cover row blocks, both weight gradient products and several partials."""
+    def spec(name):
+        x, w, b, args = make_case(np.random.default_rng(0), *GEMM_LAYERS[name], dtype=np.float32)
+        return ConvSpec.from_args(x, w, None, **args)[0]
+    assert gemm.pointwise_row_blocks(spec("row_blocks")) > 1
+    assert gemm.pointwise_row_blocks(spec("row_blocks_groups")) > 1
+    assert spec("deep").out_per_group > gemm.NARROW_GRAD_ROWS
+    assert gemm.weight_grad_chunks(spec("deep_strided")) > 1
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=configurations(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**32 - 1))
+def test_gemm_twins_on_random_layers(case, dtype, seed):
+    assert_twins_agree(case, dtype, seed)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=winograd_layers(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**32 - 1))
+def test_winograd_twins_on_random_layers(case, dtype, seed):
+    assert_twins_agree(case, dtype, seed, family="winograd")
+
+
+@pytest.mark.parametrize("block_bytes", [1, 20_000, winograd.BLOCK_BYTES])
+def test_winograd_twins_in_blocks_and_chunks(monkeypatch, block_bytes):
+    """Blocks of one tile row up to whole (sample, group)s; the weight gradient's
+    partial sums each over several blocks, of several samples and groups."""
+    monkeypatch.setattr(winograd, "BLOCK_BYTES", block_bytes)
+    case = (2, 12, (9, 7, 8), 8, 3, 1, 1, 1, 2)
+    x, w, b, args = make_case(np.random.default_rng(0), *case, dtype=np.float32)
+    spec = ConvSpec.from_args(x, w, None, **args)[0]
+    if block_bytes == 1:
+        assert winograd.block_rows(spec) == 1 and winograd.weight_grad_chunks(spec) > 1
+    for dtype in (np.float32, np.float64):
+        assert_twins_agree(case, dtype, family="winograd")
+
+
+def test_twins_serve_auto_while_the_kernel_compiles(monkeypatch):
+    """A plan whose GEMM kernel is not ready runs the twin, and moves to the kernel once
+    it is; both calls give the same bits."""
+    for kernel, twin in TWINS.items():
+        assert REGISTRY[kernel].fallbacks == (twin,)
+        assert REGISTRY[twin].blas and REGISTRY[twin].bitwise == REGISTRY[kernel].bitwise
+    rng = np.random.default_rng(5)
+    x, w, b, args = make_case(rng, 1, 64, (8, 9, 10), 80, 1, 1, 0, 1, 1, dtype=np.float32)
+    spec = ConvSpec.from_args(x, w, b, **args)[0]
+    assert _dispatch.choose(spec) == "gemm"
+    nc.conv3d(x, w, b, algorithm="gemm", **args)  # compiled (or loaded) before the plan
+    ready = {"gemm": False}
+    monkeypatch.setattr(_dispatch, "_kernel_ready", lambda kernel, dtype: ready.get(kernel.name, True))
+    real = _dispatch._kernel
+    monkeypatch.setattr(_dispatch, "_kernel", lambda name, dtype, wait=None:
+                        None if name in ready and not ready[name] else real(name, dtype, wait))
+    plan = _dispatch.Plan(spec, "auto")
+    assert plan.state[0] == ["gemm", "gemm_numpy"]
+    w6 = w.reshape(spec.group_weight_shape)
+    first = np.empty(spec.out_shape, np.float32)
+    plan.run(x, w6, b.reshape(-1), first)
+    assert plan.kernel_name == "gemm_numpy"
+    ready["gemm"] = True
+    second = np.empty(spec.out_shape, np.float32)
+    plan.run(x, w6, b.reshape(-1), second)
+    assert plan.kernel_name == "gemm"
+    assert first.tobytes() == second.tobytes()
