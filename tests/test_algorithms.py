@@ -1,11 +1,13 @@
 """Every algorithm path, forced, against the reference; the tiers agree bitwise."""
+import math
+
 import numpy as np
 import pytest
 
 import numbaconv as nc
 from numbaconv import _cpu, _dispatch
 from numbaconv._spec import ConvSpec
-from numbaconv.kernels import blocked
+from numbaconv.kernels import blocked, gemm
 from numbaconv.reference import conv3d_reference
 from helpers import (CASES, FORCED, assert_matches_reference, assert_runs_bitwise_equal, make_case,
                      outputs_per_thread_count)
@@ -197,3 +199,16 @@ def test_gemm_pointwise_with_padding_after_only(rng):
                                              np.zeros(2, np.float32), out)
         padded = np.pad(x, ((0, 0), (0, 0)) + tuple((0, p) for p in padding_hi))
         assert_matches_reference(out, padded, w)
+
+
+def test_weight_gradient_slabs_fill_large_partials_in_one_product():
+    """Weights too large for WEIGHT_GRAD_MIN_SLABS partial sums: one slab per partial
+    (each a single product written into it); smaller weights keep their 8 slabs."""
+    def spec(channels, size, batch=1):
+        x = np.zeros((batch, channels) + (size,) * 3, np.float32)
+        return ConvSpec.from_args(x, np.zeros((channels, channels, 3, 3, 3), np.float32), None, 1, 1)[0]
+    for large in (spec(512, 6), spec(384, 8), spec(512, 6, batch=2)):
+        slabs = -(-math.prod(large.out_size) // gemm.weight_grad_slab_positions(large))
+        assert large.batch * slabs == gemm.weight_grad_chunks(large) < gemm.WEIGHT_GRAD_MIN_SLABS
+    small = spec(128, 12)
+    assert gemm.weight_grad_slab_positions(small) == gemm.slab_positions(small, gemm.WEIGHT_GRAD_MIN_SLABS)

@@ -235,14 +235,36 @@ PARTIAL_BYTES = 64 << 20
 WEIGHT_GRAD_MIN_SLABS = 8
 
 
+def _partials_within_budget(spec) -> int:
+    """Weight-sized partial sums that fit in ``PARTIAL_BYTES``."""
+    return PARTIAL_BYTES // (spec.out_channels * spec.reduction * spec.compute_dtype.itemsize)
+
+
+def weight_grad_slab_positions(spec) -> int:
+    """Positions per slab of the weight gradient: at least ``WEIGHT_GRAD_MIN_SLABS``
+    slabs per (sample, group) (:func:`slab_positions`), unless the weight is so large
+    that fewer partial sums than that fit in ``PARTIAL_BYTES``: then one slab per partial
+    sum, each a single product written straight into it, the slab bounded by the
+    weight's size rather than ``SLAB_BYTES`` (the partial it fills is that large anyway).
+    A partial filled by several slabs is written once per slab and added to through a
+    temporary: 512 -> 512 k3 on 6^3 had 4 slabs of 64 positions in 2 partials of 28 MB."""
+    budget = _partials_within_budget(spec)
+    if budget >= WEIGHT_GRAD_MIN_SLABS:
+        return slab_positions(spec, WEIGHT_GRAD_MIN_SLABS)
+    per_sample_group = max(1, budget // (spec.batch * spec.groups))
+    itemsize = spec.compute_dtype.itemsize
+    weight_bytes = spec.out_per_group * spec.reduction * itemsize
+    by_memory = max(SLAB_BYTES, weight_bytes) // (max(spec.reduction, spec.out_per_group) * itemsize)
+    return max(16, min(by_memory, -(-math.prod(spec.out_size) // per_sample_group)))
+
+
 def weight_grad_chunks(spec) -> int:
     """Partial sums of the weight gradient: ``WEIGHT_GRAD_CHUNKS``, or fewer when there
     are fewer work items or when more would exceed ``PARTIAL_BYTES``. A function of the
     layer only: the sums do not depend on the thread count."""
-    slabs = -(-math.prod(spec.out_size) // slab_positions(spec, WEIGHT_GRAD_MIN_SLABS))
-    weight_bytes = spec.out_channels * spec.reduction * spec.compute_dtype.itemsize
+    slabs = -(-math.prod(spec.out_size) // weight_grad_slab_positions(spec))
     return max(1, min(WEIGHT_GRAD_CHUNKS, spec.batch * spec.groups * slabs,
-                      PARTIAL_BYTES // weight_bytes))
+                      _partials_within_budget(spec)))
 
 
 #: Output rows per item, at least, where pointwise layers split rows (see below).
@@ -278,7 +300,7 @@ def launch_weight_grad(run, spec, x, grad_out):
     # Big slabs (each adds into a whole weight-sized partial), as few partials as items.
     partial = np.empty((weight_grad_chunks(spec), groups, cout_g, spec.reduction), spec.compute_dtype)
     run(readonly(x), readonly(grad_out), partial, spec.kernel_geometry,
-        slab_positions(spec, WEIGHT_GRAD_MIN_SLABS))
+        weight_grad_slab_positions(spec))
     total = partial[0]
     for chunk in partial[1:]:  # a fixed order: the same sum at every thread count
         total += chunk
