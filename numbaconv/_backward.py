@@ -159,8 +159,10 @@ def _phase_plan(spec: ConvSpec, sub: ConvSpec, algorithm):
 
 #: Largest product (taps x Cin/G x grad_output positions) the GEMM-and-scatter path makes.
 SCATTER_BYTES = 128 << 20
-#: grad_output positions up to which it beats the phases at stride 1 (deep layers).
+#: grad_output positions up to which it beats the phases at stride 1 (deep layers)...
 SCATTER_POSITIONS = 16 ** 3
+#: ...of at least this many output channels per group (the product's reduction).
+SCATTER_DEEP_CHANNELS = 128
 
 
 def _scatter_pays(spec: ConvSpec) -> bool:
@@ -179,9 +181,22 @@ def _scatter_pays(spec: ConvSpec) -> bool:
         return False
     if spec.stride != (1, 1, 1):
         return True
-    deep = cout_g >= 64 and (math.prod(spec.out_size) <= SCATTER_POSITIONS
-                             or math.prod(spec.kernel) <= 3)
-    return deep
+    if math.prod(spec.kernel) <= 3:
+        return cout_g >= 64
+    # Deep layers on small volumes, unless the phase runs on Winograd (Zen 4, 2026-12-05,
+    # float32, ms, scatter vs phases: 128 on 16^3 33 vs 19, 256 on 16^3 100 vs 84, 96 on
+    # 16^3 20 vs 13) or has under 128 channels (64 on 14^3 6.0 vs 4.2, on 12^3 3.8 vs
+    # 3.1, 96 on 12^3 7.4 vs 6.9); scatter stays for 128 on 13^3 15 vs 21, 256 on 14^3
+    # 67 vs 82 (128 on 14^3: a tie, 23 vs 23).
+    return (cout_g >= SCATTER_DEEP_CHANNELS and math.prod(spec.out_size) <= SCATTER_POSITIONS
+            and not _phase_on_winograd(spec))
+
+
+def _phase_on_winograd(spec: ConvSpec) -> bool:
+    """Whether ``auto`` runs the input gradient's one stride-1 phase on Winograd."""
+    phases = input_grad_phases(spec)
+    return len(phases) == 1 and phases[0][1] is not None and \
+        _dispatch.resolve(phases[0][1], "auto") == "winograd"
 
 
 def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.ndarray,
