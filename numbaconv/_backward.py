@@ -225,12 +225,15 @@ def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.
                        in_size=spec.out_size, kernel=(1, 1, 1), stride=(1, 1, 1),
                        padding=(0, 0, 0), padding_hi=(0, 0, 0), dilation=(1, 1, 1), flip=False,
                        dtype=spec.compute_dtype, padding_mode="zeros", tail=(0, 0, 0))
-    cols = np.empty(products.out_shape, out.dtype)
+    # A pointwise stride-1 layer's products are the input gradient itself, in its layout.
+    in_place = taps == 1 and spec.stride == (1, 1, 1) and spec.in_size == spec.out_size
+    cols = out if in_place else np.empty(products.out_shape, out.dtype)
     # (``tiered``: under ``auto``, the GEMM kernel's numpy twin serves while it compiles.)
     _dispatch.plan_for(products, "gemm", tiered=tiered).run(
         grad_out, wt.reshape(groups, taps * cin_g, cout_g, 1, 1, 1),
         np.zeros(products.out_channels, out.dtype), cols)
-    _scatter(spec, cols, out)
+    if not in_place:
+        _scatter(spec, cols, out)
     return out
 
 

@@ -263,6 +263,24 @@ def test_gemm_pointwise_row_blocks(monkeypatch, rng):
                                           w, rng)
 
 
+def test_gemm_pointwise_weight_gradient_row_blocks(monkeypatch, rng):
+    """The weight gradient of such layers in blocks of gradient rows (2 rows here), the
+    samples added in order: against the float64 sum over samples and positions."""
+    from numbaconv.kernels import gemm
+    monkeypatch.setattr(gemm, "WEIGHT_GRAD_ROW_BLOCK_ROWS", 2)
+    x = rng.standard_normal((3, 6, 3, 4, 5))
+    w = rng.standard_normal((10, 3, 1, 1, 1))
+    spec = ConvSpec.from_args(x, w, None, 1, 0, 1, 2)[0]
+    assert gemm.pointwise_weight_grad_row_blocks(spec) == 2
+    grad_out = rng.standard_normal(spec.out_shape)
+    gw = _backward.grad_weight(spec, x, grad_out, "wgrad_gemm").reshape(10, 3)
+    expected = np.concatenate([np.einsum("nop,ncp->oc", grad_out[:, 5 * g:5 * g + 5].reshape(3, 5, -1),
+                                         x[:, 3 * g:3 * g + 3].reshape(3, 3, -1)) for g in range(2)])
+    scale = np.concatenate([np.einsum("nop,ncp->oc", np.abs(grad_out[:, 5 * g:5 * g + 5]).reshape(3, 5, -1),
+                                      np.abs(x[:, 3 * g:3 * g + 3]).reshape(3, 3, -1)) for g in range(2)])
+    assert np.all(np.abs(gw - expected) <= 1e-13 * scale)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=configurations(), seed=st.integers(0, 2**32 - 1),
        dtype=st.sampled_from([np.float32, np.float64]))

@@ -60,6 +60,8 @@ def test_the_layers_reach_the_paths():
         return ConvSpec.from_args(x, w, None, **args)[0]
     assert gemm.pointwise_row_blocks(spec("row_blocks")) > 1
     assert gemm.pointwise_row_blocks(spec("row_blocks_groups")) > 1
+    assert gemm.pointwise_weight_grad_row_blocks(spec("row_blocks")) > 1
+    assert gemm.pointwise_weight_grad_row_blocks(spec("row_blocks_groups")) > 1
     assert spec("deep").out_per_group > gemm.NARROW_GRAD_ROWS
     assert gemm.weight_grad_chunks(spec("deep_strided")) > 1
 

@@ -101,13 +101,27 @@ def forward_gemm(x, wmat, bias, out, geometry, slab_positions, row_blocks):
                 out_flat[n, g, :, s0:s0 + size] = dot(wmat[g], col) + bias[g * cout_g:(g + 1) * cout_g, None]
 
 
-def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions):
+def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, row_blocks):
     """:func:`gemm.weight_grad_gemm`, same arguments, same bits."""
     geo = Geometry(*geometry.tolist())
     n_batch = x.shape[0]
     chunks, groups, cout_g, _ = partial.shape
     cin_g = x.shape[1] // groups
     positions = math.prod(grad_out.shape[2:])
+    if row_blocks > 1:
+        channels = x.reshape(n_batch * x.shape[1], positions)
+        grads = grad_out.reshape(n_batch * groups * cout_g, positions)
+        for item in range(groups * row_blocks):
+            g, block = divmod(item, row_blocks)
+            m0, m1 = block * cout_g // row_blocks, (block + 1) * cout_g // row_blocks
+            for n in range(n_batch):
+                r0, c0 = (n * groups + g) * cout_g, n * x.shape[1] + g * cin_g
+                product = dot(grads[r0 + m0:r0 + m1], channels[c0:c0 + cin_g], b_transposed=True)
+                if n == 0:
+                    partial[0, g, m0:m1] = product
+                else:
+                    partial[0, g, m0:m1] += product
+        return
     slabs = -(-positions // slab_positions)
     total = n_batch * groups * slabs
     grad_flat = grad_out.reshape(n_batch, groups, cout_g, positions)
