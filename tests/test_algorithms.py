@@ -202,12 +202,13 @@ def test_gemm_pointwise_with_padding_after_only(rng):
 
 
 def test_weight_gradient_slabs_fill_large_partials_in_one_product():
-    """Weights too large for WEIGHT_GRAD_MIN_SLABS partial sums: one slab per partial
+    """Weights too large for WEIGHT_GRAD_MIN_SLABS partial sums within
+    WEIGHT_GRAD_SLAB_PARTIAL_BYTES: one slab per partial
     (each a single product written into it); smaller weights keep their 8 slabs."""
     def spec(channels, size, batch=1):
         x = np.zeros((batch, channels) + (size,) * 3, np.float32)
         return ConvSpec.from_args(x, np.zeros((channels, channels, 3, 3, 3), np.float32), None, 1, 1)[0]
-    for large in (spec(512, 6), spec(384, 8), spec(512, 6, batch=2)):
+    for large in (spec(512, 6), spec(384, 8), spec(512, 6, batch=2), spec(256, 8)):
         slabs = -(-math.prod(large.out_size) // gemm.weight_grad_slab_positions(large))
         assert large.batch * slabs == gemm.weight_grad_chunks(large) < gemm.WEIGHT_GRAD_MIN_SLABS
     small = spec(128, 12)

@@ -261,15 +261,25 @@ def _partials_within_budget(spec) -> int:
     return PARTIAL_BYTES // (spec.out_channels * spec.reduction * spec.compute_dtype.itemsize)
 
 
+#: The weight gradient cuts fewer slabs than ``WEIGHT_GRAD_MIN_SLABS`` (and so fills fewer
+#: partial sums) where that many weight-sized partials would exceed this (at least two
+#: remain, for two threads). A/B, ms, 64 vs 16 MB: 384->384 k3 on 8^3 33 vs 27, 512->256
+#: on 6^3 18 vs 13, 256->256 on 8^3 17 vs 12.3, on 6^3 7.5 vs 5.3; 256->256 on 12^3 48
+#: vs 50 and 128->256 on 12^3 20 vs 21 (Zen 4, 2026-12-05, interleaved in one process).
+WEIGHT_GRAD_SLAB_PARTIAL_BYTES = 16 << 20
+
+
 def weight_grad_slab_positions(spec) -> int:
     """Positions per slab of the weight gradient: at least ``WEIGHT_GRAD_MIN_SLABS``
     slabs per (sample, group) (:func:`slab_positions`), unless the weight is so large
-    that fewer partial sums than that fit in ``PARTIAL_BYTES``: then one slab per partial
-    sum, each a single product written straight into it, the slab bounded by the
-    weight's size rather than ``SLAB_BYTES`` (the partial it fills is that large anyway).
+    that fewer partial sums than that fit in ``WEIGHT_GRAD_SLAB_PARTIAL_BYTES``: then
+    one slab per partial sum (two at least), each a single product written straight into
+    it, the slab bounded by the weight's size rather than ``SLAB_BYTES`` (the partial it
+    fills is that large anyway).
     A partial filled by several slabs is written once per slab and added to through a
     temporary: 512 -> 512 k3 on 6^3 had 4 slabs of 64 positions in 2 partials of 28 MB."""
-    budget = _partials_within_budget(spec)
+    weight_bytes = spec.out_channels * spec.reduction * spec.compute_dtype.itemsize
+    budget = max(2, WEIGHT_GRAD_SLAB_PARTIAL_BYTES // weight_bytes)
     if budget >= WEIGHT_GRAD_MIN_SLABS:
         return slab_positions(spec, WEIGHT_GRAD_MIN_SLABS)
     per_sample_group = max(1, budget // (spec.batch * spec.groups))
