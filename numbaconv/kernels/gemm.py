@@ -278,14 +278,13 @@ def weight_grad_slab_positions(spec) -> int:
     fills is that large anyway).
     A partial filled by several slabs is written once per slab and added to through a
     temporary: 512 -> 512 k3 on 6^3 had 4 slabs of 64 positions in 2 partials of 28 MB."""
-    weight_bytes = spec.out_channels * spec.reduction * spec.compute_dtype.itemsize
-    budget = max(2, WEIGHT_GRAD_SLAB_PARTIAL_BYTES // weight_bytes)
+    itemsize = spec.compute_dtype.itemsize
+    budget = max(2, WEIGHT_GRAD_SLAB_PARTIAL_BYTES // (spec.out_channels * spec.reduction * itemsize))
     if budget >= WEIGHT_GRAD_MIN_SLABS:
         return slab_positions(spec, WEIGHT_GRAD_MIN_SLABS)
     per_sample_group = max(1, budget // (spec.batch * spec.groups))
-    itemsize = spec.compute_dtype.itemsize
-    weight_bytes = spec.out_per_group * spec.reduction * itemsize
-    by_memory = max(SLAB_BYTES, weight_bytes) // (max(spec.reduction, spec.out_per_group) * itemsize)
+    group_weight_bytes = spec.out_per_group * spec.reduction * itemsize
+    by_memory = max(SLAB_BYTES, group_weight_bytes) // (max(spec.reduction, spec.out_per_group) * itemsize)
     return max(16, min(by_memory, -(-math.prod(spec.out_size) // per_sample_group)))
 
 
@@ -331,6 +330,10 @@ def launch_forward(run, spec, x, w6, bias, out):
         slab_positions(spec, MIN_SLABS), pointwise_row_blocks(spec))
 
 
+#: Gradient rows per item, at least, where pointwise weight gradients split rows.
+WEIGHT_GRAD_ROW_BLOCK_ROWS = 64
+
+
 def pointwise_weight_grad_row_blocks(spec) -> int:
     """Row blocks of :func:`weight_grad_gemm` for ``spec``: 1 (position slabs) unless it
     is a layer :func:`pointwise_row_blocks` could take, with at least two blocks of
@@ -340,10 +343,6 @@ def pointwise_weight_grad_row_blocks(spec) -> int:
     if not _pointwise_on_few_positions(spec):
         return 1
     return max(1, min(MAX_ROW_BLOCKS, spec.out_per_group // WEIGHT_GRAD_ROW_BLOCK_ROWS))
-
-
-#: Gradient rows per item, at least, where pointwise weight gradients split rows.
-WEIGHT_GRAD_ROW_BLOCK_ROWS = 64
 
 
 def launch_weight_grad(run, spec, x, grad_out):

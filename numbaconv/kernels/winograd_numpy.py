@@ -98,7 +98,8 @@ def _tiles(out_shape):
 
 def _items(out_shape, groups, block_rows):
     """The kernels' work items in order: (n, g, r0, r1)."""
-    rows = _tiles(out_shape)[0] * _tiles(out_shape)[1]
+    tiles_d, tiles_h, _ = _tiles(out_shape)
+    rows = tiles_d * tiles_h
     blocks = -(-rows // block_rows)
     for item in range(out_shape[0] * groups * blocks):
         rest, block = divmod(item, blocks)
@@ -116,7 +117,7 @@ def forward_winograd(x, w6, bias, out, geometry, block_rows, scratch):
     rows_total = tiles[0] * tiles[1]
     padded, tiled = None, None
     for n, g, r0, r1 in _items(out.shape, groups, block_rows):
-        if r0 == 0:
+        if r0 == 0:  # a (sample, group)'s first block: its items come in row order
             padded = _zero_bordered(x[n, g * cin_g:(g + 1) * cin_g], pads, tiles, x.dtype)
             # (Cout/G, tile rows, dz, dy, tiles_w, dx): the output's 2x2x2 tiles
             tiled = np.empty((cout_g, rows_total, 2, 2, tiles[2], 2), x.dtype)
