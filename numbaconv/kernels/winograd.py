@@ -475,13 +475,14 @@ def _weight_grad_examples(dtype):
 _DESCRIPTION = "Winograd F(2x2x2, 3x3x3) and BLAS: 3.4x fewer multiplications (3x3x3, stride 1, dilation 1)"
 # The numpy twins (kernels/winograd_numpy.py: the same bits, nothing to compile) serve
 # ``auto``'s first calls while these compile; the serial kernels serve forked processes.
+# (The twins use no scratch: their launchers allocate zero rows of it.)
 _TWINS = "numbaconv.kernels.winograd_numpy:"
 register(name="winograd", computes=FORWARD, function=forward_winograd, examples=_examples,
          launch=_launcher(numba.get_num_threads), bitwise="winograd", serial="winograd_serial",
          fallbacks=("winograd_numpy",), blas=True, supports=supports, direct_sums=False,
          description=_DESCRIPTION)
 register(name="winograd_numpy", computes=FORWARD, function=_TWINS + "forward_winograd",
-         examples=lambda dtype: (), compiled=False, launch=_launcher(lambda: 1), parallel=False,
+         examples=lambda dtype: (), compiled=False, launch=_launcher(lambda: 0), parallel=False,
          bitwise="winograd", blas=True, supports=supports, direct_sums=False,
          description=_DESCRIPTION + ", in numpy (no compile)")
 register(name="winograd_serial", computes=FORWARD, function=forward_winograd_serial,
@@ -499,6 +500,6 @@ register(name="wgrad_winograd_serial", computes=WEIGHT_GRAD, function=weight_gra
          bitwise="winograd", blas=True, supports=supports, direct_sums=False,
          description="the Winograd weight gradient on the calling thread")
 register(name="wgrad_winograd_numpy", computes=WEIGHT_GRAD, function=_TWINS + "weight_grad_winograd",
-         examples=lambda dtype: (), compiled=False, launch=_weight_grad_launcher(lambda: 1), parallel=False,
+         examples=lambda dtype: (), compiled=False, launch=_weight_grad_launcher(lambda: 0), parallel=False,
          bitwise="winograd", blas=True, supports=supports, direct_sums=False,
          description="the Winograd weight gradient in numpy (no compile)")
