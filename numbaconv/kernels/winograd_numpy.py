@@ -13,15 +13,13 @@ import numpy as np
 
 from .gemm_numpy import dot
 from .geometry import Geometry
-
-#: G of F(2, 3), as the kernel's ``transform_weight`` has it.
-_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+from .winograd import G_ROWS
 
 
 def _apply_g(k, axis):
     """G along ``axis`` (length 3 -> 4) of float64 ``k``, each row summed left to right."""
     k0, k1, k2 = (np.take(k, i, axis=axis) for i in range(3))
-    return np.stack([g0 * k0 + g1 * k1 + g2 * k2 for g0, g1, g2 in _G], axis=axis)
+    return np.stack([g0 * k0 + g1 * k1 + g2 * k2 for g0, g1, g2 in G_ROWS], axis=axis)
 
 
 def transformed_weights(w6, dtype):
