@@ -91,6 +91,10 @@ FFT_ADVANTAGE = 12
 FFT_MIN_TAPS = 64
 #: Output tiles (2x2x2) from which the Winograd kernel's weight transform pays.
 WINOGRAD_TILES = 512
+#: ...or at least this many where it runs staged (``winograd.staged``): the forward...
+WINOGRAD_STAGED_TILES = 64
+#: ...and the weight gradient, whose transform back to the taps costs more.
+WINOGRAD_STAGED_WEIGHT_GRAD_TILES = 200
 #: ...and for the weight gradient, at least this many partial sums (work for every
 #: thread) within ``winograd.PARTIAL_BYTES``.
 WINOGRAD_WEIGHT_GRAD_CHUNKS = 4
@@ -117,10 +121,13 @@ def choose(spec, computes=FORWARD) -> str:
     """The kernel ``auto`` runs for ``spec`` (rules measured on the benchmark suite; see
     the README)."""
     if computes == WEIGHT_GRAD:
-        if _winograd_pays(spec) and winograd.weight_grad_chunks(spec) >= WINOGRAD_WEIGHT_GRAD_CHUNKS:
+        if _winograd_pays(spec, computes) and (
+                winograd.staged(spec) or winograd.weight_grad_chunks(spec) >= WINOGRAD_WEIGHT_GRAD_CHUNKS):
             # Zen 4, 2026-12-05, float32, ms, wgrad_gemm vs winograd: 64->32 on 96^3
             # 1075 vs 502, 128->64 on 48^3 526 vs 243, 256->128 on 24^3 266 vs 168,
-            # 32->32 on 64^3 161 vs 65 (too few tiles: 256->256 on 12^3 76 vs 92).
+            # 32->32 on 64^3 161 vs 65; staged: 256 on 12^3 50 vs 40, 2 x 256 on 12^3 87
+            # vs 63, 256 on 16^3 99 vs 60, 128 on 12^3 11.6 vs 9.6, 96 on 12^3 6.4 vs 5.4
+            # (not on 64 tiles: 256 on 8^3 12.9 vs 28.7, 512 on 8^3 46 vs 110).
             return "wgrad_winograd"
         if spec.plane_bytes > PLANE_BYTES_LIMIT:
             return "wgrad_gemm"  # its buffers do not grow with the padding
@@ -181,17 +188,29 @@ def permitted(kernel, spec) -> bool:
     return kernel.direct_sums or _config.precision() == "fast"
 
 
-def _winograd_pays(spec) -> bool:
+def _winograd_pays(spec, computes=FORWARD) -> bool:
     """Winograd where it is permitted and measured faster: 3x3x3 stride-1 layers with
     >= 32 channels per group on both sides (the 64 matrix products are then big enough
     for BLAS) over >= WINOGRAD_TILES output tiles (the weight transform, 64 values per
     channel pair, is then small beside them). Ice Lake, 2026-12-01, float32 vs the
     blocked kernel, ms: b 72 vs 159, c 78 vs 104, l1 51 vs 76; losses where these
     fail: l2 (98 tiles) 35 vs 26, f (16 per group) 21 vs 16, d (1 input channel) 37 vs 31.
-    float64: b 142 vs 320, c 128 vs 224."""
-    return (permitted(REGISTRY["winograd"], spec)
-            and spec.in_per_group >= 32 and spec.out_per_group >= 32
-            and spec.batch * math.prod((o + 1) // 2 for o in spec.out_size) >= WINOGRAD_TILES)
+    float64: b 142 vs 320, c 128 vs 224.
+
+    Also where it runs staged (deep layers on small volumes) over >=
+    ``WINOGRAD_STAGED_TILES`` tiles (the forward; the weight gradient from
+    ``WINOGRAD_STAGED_WEIGHT_GRAD_TILES``, see ``choose``). Zen 4, 2026-12-05, ms, Winograd vs the rules before
+    (blocked, or GEMM for 384 and 512), float32: 128 channels on 8^3 2.9 vs 5.2, on 12^3
+    8.1 vs 13.2, 256 on 8^3 10.3 vs 22.5, on 12^3 22.3 vs 51.3, 384 on 8^3 23.5 vs 30.2,
+    512 on 8^3 46 vs 51; float64: 256 on 12^3 37 vs 90, 512 on 8^3 66 vs 130. Not on 6^3
+    (27 tiles), where the weight transform outweighs the products: 256 6.8 vs GEMM 6.0,
+    512 36 vs 24."""
+    if not (permitted(REGISTRY["winograd"], spec) and spec.in_per_group >= 32
+            and spec.out_per_group >= 32):
+        return False
+    tiles = spec.batch * math.prod((o + 1) // 2 for o in spec.out_size)
+    staged_tiles = WINOGRAD_STAGED_TILES if computes == FORWARD else WINOGRAD_STAGED_WEIGHT_GRAD_TILES
+    return tiles >= WINOGRAD_TILES or (tiles >= staged_tiles and winograd.staged(spec))
 
 
 def _fft_pays(spec) -> bool:

@@ -329,13 +329,17 @@ def test_auto_takes_gemm_scatter_for_strided_and_deep_layers():
     assert not _backward._scatter_pays(spec(64, 128, 56, 3))           # large stride-1 volume
     assert not _backward._scatter_pays(spec(96, 96, 28, 3, groups=96))  # depthwise
     assert not _backward._scatter_pays(spec(64, 64, 256, 3, stride=2))  # product over the cap
-    assert _backward._scatter_pays(spec(128, 128, 12, 3))              # deep, small volume
+    assert _backward._scatter_pays(spec(128, 128, 14, 3))              # deep, small volume
     assert not _backward._scatter_pays(spec(64, 64, 12, 3))            # too few channels
-    # the phase runs on Winograd under the default precision, not under "exact"
+    # the phase runs on Winograd under the default precision (staged on 12^3: Zen 4,
+    # float32, ms, phases vs scatter, 128 channels 8.0 vs 11.4, 256 26 vs 40), not under
+    # "exact"
     assert not _backward._scatter_pays(spec(128, 128, 16, 3))
+    assert not _backward._scatter_pays(spec(128, 128, 12, 3))
     previous = nc.set_precision("exact")
     try:
         assert _backward._scatter_pays(spec(128, 128, 16, 3))
+        assert _backward._scatter_pays(spec(128, 128, 12, 3))
     finally:
         nc.set_precision(previous)
 

@@ -80,18 +80,32 @@ def test_winograd_twins_on_random_layers(case, dtype, seed):
     assert_twins_agree(case, dtype, seed, family="winograd")
 
 
+@pytest.mark.parametrize("staged", [False, True])
 @pytest.mark.parametrize("block_bytes", [1, 20_000, winograd.BLOCK_BYTES])
-def test_winograd_twins_in_blocks_and_chunks(monkeypatch, block_bytes):
-    """Blocks of one tile row up to whole (sample, group)s; the weight gradient's
-    partial sums each over several blocks, of several samples and groups."""
+def test_winograd_twins_in_blocks_and_chunks(monkeypatch, block_bytes, staged):
+    """Blocks of one tile row up to whole (sample, group)s, item by item or stage by
+    stage (the forward); the weight gradient's partial sums each over several blocks,
+    of several samples and groups."""
     monkeypatch.setattr(winograd, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(winograd, "STAGED_BYTES", 1 << 40 if staged else 0)
+    monkeypatch.setattr(winograd, "STAGED_NARROW_TILES", 1 << 20)
     case = (2, 12, (9, 7, 8), 8, 3, 1, 1, 1, 2)
     x, w, b, args = make_case(np.random.default_rng(0), *case, dtype=np.float32)
     spec = ConvSpec.from_args(x, w, None, **args)[0]
-    if block_bytes == 1:
+    assert winograd.staged(spec) == staged
+    if block_bytes == 1 and not staged:
         assert winograd.block_rows(spec) == 1 and winograd.weight_grad_chunks(spec) > 1
+    if staged:  # whole (sample, group)s: 4 items, each in its own scratch row
+        assert winograd.item_rows(spec) == winograd._tile_rows(spec)[0] > 1
+        assert spec.batch * spec.groups == 4 and winograd.weight_grad_chunks(spec) == 1
     for dtype in (np.float32, np.float64):
         assert_twins_agree(case, dtype, family="winograd")
+        x, w, b, args = make_case(np.random.default_rng(1), *case, dtype=dtype)
+        serial = nc.conv3d(x, w, b, algorithm="winograd_serial", **args)
+        assert serial.tobytes() == nc.conv3d(x, w, b, algorithm="winograd", **args).tobytes()
+        grad_out = np.random.default_rng(2).standard_normal(spec.out_shape).astype(dtype)
+        serial = _backward.grad_weight(spec, x, grad_out, "wgrad_winograd_serial")
+        assert serial.tobytes() == _backward.grad_weight(spec, x, grad_out, "wgrad_winograd").tobytes()
 
 
 def test_twins_serve_auto_while_the_kernel_compiles(monkeypatch):

@@ -178,7 +178,17 @@ def test_same_bits_at_every_thread_count(tmp_path):
         out = nc.conv3d(x, w, padding=1, algorithm="winograd")
         gi, _, _ = nc.conv3d_backward(np.ones_like(out), x, w, padding=1, algorithm="winograd",
                                       need_weight_grad=False)
-        np.savez(sys.argv[1], out=out, grad_input=gi)
+        # a deep layer on a small volume: staged (whole samples, stage by stage)
+        from numbaconv import _backward
+        from numbaconv._spec import ConvSpec
+        from numbaconv.kernels import winograd
+        x = rng.standard_normal((2, 128, 8, 8, 7)).astype(np.float32)
+        w = rng.standard_normal((128, 128, 3, 3, 3)).astype(np.float32)
+        spec = ConvSpec.from_args(x, w, None, 1, 1)[0]
+        assert winograd.staged(spec)
+        deep = nc.conv3d(x, w, padding=1, algorithm="winograd")
+        deep_gw = _backward.grad_weight(spec, x, np.cos(deep), "wgrad_winograd")
+        np.savez(sys.argv[1], out=out, grad_input=gi, deep=deep, deep_gw=deep_gw)
     """, thread_counts=(1, 2, 2))
     assert_runs_bitwise_equal(runs)
 

@@ -7,13 +7,16 @@ In one dimension, F(2, 3) computes two outputs of a 3-tap correlation from four 
 axis; the products of a tile become 64 independent sums over input channels, i.e. 64
 matrix products (tiles x Cin/G) @ (Cin/G x Cout/G), which BLAS runs near the peak.
 
-The weights are transformed once per call, in a first parallel loop (about 1 % of the
-time of the layers ``auto`` gives this kernel). Then one ``prange`` iteration owns a
-block of whole tile rows of one (n, group): it transforms their input tiles (``v``: 64 x
-tiles x Cin/G), multiplies (``m``: 64 x tiles x Cout/G) and transforms back into the
-output, in a scratch row of its thread's. The block size depends only on the layer
-(never on the thread count), so results are the same at every thread count, and the
-serial twin's are the same too; BLAS runs single-threaded inside the loop (the
+The weights are transformed once per call, in a first parallel loop, into an array the
+caller allocates: numpy asks for huge pages for large arrays, and the transform of 512 x
+512 channels (67 MB) took 28 ms so, 42 when the kernel allocated it itself. Then one
+``prange`` iteration owns a block of whole tile rows of one (n, group): it transforms
+their input tiles (``v``: 64 x tiles x Cin/G), multiplies (``m``: 64 x tiles x Cout/G)
+and transforms back into the output, in a scratch row of its thread's. Deep layers on
+small volumes would have few, narrow blocks: there each (n, group) is one block, and
+the blocks run stage by stage, each stage split across threads (:func:`staged`). The
+block size depends only on the layer (never on the thread count), so results are the
+same at every thread count, and the serial twin's are the same too; BLAS runs single-threaded inside the loop (the
 dispatcher arranges it). Sums are rounded in another order, and through the transforms,
 than the direct kernels': the error bound is measured and stated in the README.
 """
@@ -172,14 +175,15 @@ def tile_counts(out):
 
 
 @njit(cache=True, inline="always")
-def input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v):
+def input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v, ci0, ci1):
     """v[xi, ci, t] = (B^T d B along each axis)[xi] for the input tiles d of tile rows
-    [r0, r1) of sample n, group g (t: tile index within the block, rows by width)."""
+    [r0, r1) of sample n, group g (t: tile index within the block, rows by width), for
+    the group's input channels ci in [ci0, ci1)."""
     cin_g = v.shape[1]
     raw = np.empty((2, 4, 4, tiles_w + 1), x.dtype)
     mixed = np.empty((2, 4, 4, tiles_w + 1), x.dtype)
     lines = np.empty((2, 4, 4, tiles_w + 1), x.dtype)
-    for ci in range(cin_g):
+    for ci in range(ci0, ci1):
         for r in range(r0, r1):
             tz, ty = r // tiles_h, r % tiles_h
             input_rows(x, n, g * cin_g + ci, 2 * tz - geo.pad_d, 2 * ty - geo.pad_h, geo.pad_w,
@@ -198,9 +202,10 @@ def input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v):
 
 
 @njit(cache=True, inline="always")
-def grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u):
+def grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u, co0, co1):
     """u[xi, co, t] = (A y A^T along each axis)[xi] for the 2x2x2 grad_output tiles y of
-    tile rows [r0, r1) of sample n, group g (zero past grad_output's end). A maps a
+    tile rows [r0, r1) of sample n, group g (zero past grad_output's end), for the
+    group's output channels co in [co0, co1). A maps a
     pair (y0, y1) to (y0, y0 + y1, y0 - y1, -y1): the transpose of the forward output
     transform, as the weight gradient is the adjoint of the forward product."""
     cout_g = u.shape[1]
@@ -208,7 +213,7 @@ def grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u):
     pairs = np.zeros((2, 2, 2, tiles_w), grad_out.dtype)  # (dz, dy, even/odd column, tile)
     rows = np.empty((2, 4, tiles_w), grad_out.dtype)  # (dz, height value b, tile)
     half = out_w // 2
-    for co in range(cout_g):
+    for co in range(co0, co1):
         for r in range(r0, r1):
             tz, ty = r // tiles_h, r % tiles_h
             t0 = (r - r0) * tiles_w
@@ -285,24 +290,39 @@ def item_block(out, groups, cin_g, cout_g, item, block_rows, mine):
 
 
 @njit(cache=True, inline="always")
-def forward_item(x, ut, bias, out, geo, item, block_rows, mine):
-    """Work item ``item`` = (n, group, block of ``block_rows`` tile rows): transform the
-    block's input tiles, multiply, transform back into ``out``. ``mine``: this thread's
-    scratch row (:func:`scratch_size`)."""
-    cout_g = ut.shape[2]
-    n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, ut.shape[0], ut.shape[3], cout_g,
-                                                      item, block_rows, mine)
-    input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v)
-    for xi in range(64):
-        np.dot(ut[g, xi], v[xi], m[xi])
-    r_buf = np.empty((32, tiles_w), x.dtype)
-    s_buf = np.empty((16, tiles_w), x.dtype)
-    ybuf = np.empty((8, tiles_w), x.dtype)
-    for co in range(cout_g):
+def products(ut, g, v, m, xi):
+    """m[xi] = ut[g, xi] @ v[xi]: one of a block's 64 products (Cout/G x Cin/G) @
+    (Cin/G x tiles)."""
+    np.dot(ut[g, xi], v[xi], m[xi])
+
+
+@njit(cache=True, inline="always")
+def output_block(m, out, bias, n, g, r0, r1, tiles_h, tiles_w, co0, co1):
+    """out[n, g*Cout/G + co] for co in [co0, co1), tile rows [r0, r1) = A^T m (along
+    each axis) + bias."""
+    cout_g = m.shape[1]
+    r_buf = np.empty((32, tiles_w), out.dtype)
+    s_buf = np.empty((16, tiles_w), out.dtype)
+    ybuf = np.empty((8, tiles_w), out.dtype)
+    for co in range(co0, co1):
         for r in range(r0, r1):
             tz, ty = r // tiles_h, r % tiles_h
             output_row(m, co, (r - r0) * tiles_w, tiles_w, out, n, g * cout_g + co, bias,
                        2 * tz, 2 * ty, r_buf, s_buf, ybuf)
+
+
+@njit(cache=True, inline="always")
+def forward_item(x, ut, bias, out, geo, item, block_rows, mine):
+    """Work item ``item`` = (n, group, block of ``block_rows`` tile rows): transform the
+    block's input tiles, multiply, transform back into ``out``. ``mine``: this thread's
+    scratch row (:func:`scratch_size`)."""
+    cin_g, cout_g = ut.shape[3], ut.shape[2]
+    n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, ut.shape[0], cin_g, cout_g,
+                                                      item, block_rows, mine)
+    input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v, 0, cin_g)
+    for xi in range(64):
+        products(ut, g, v, m, xi)
+    output_block(m, out, bias, n, g, r0, r1, tiles_h, tiles_w, 0, cout_g)
 
 
 @njit(cache=True, inline="always")
@@ -314,20 +334,45 @@ def item_counts(x, w6, out, block_rows):
 # One loop nest, two drivers with the same bits: the serial one serves processes forked
 # after OpenMP started (and its numpy twin serves ``auto`` while these compile).
 @njit(parallel=True, cache=True, nogil=True)
-def forward_winograd(x, w6, bias, out, geometry, block_rows, scratch):
+def forward_winograd(x, w6, bias, out, geometry, block_rows, staged, ut, scratch):
     """out = conv3d(x, w) + bias for 3x3x3 stride-1 dilation-1 layers.
 
     x: (N, Cin, D, H, W); w6: (G, Cout/G, Cin/G, 3, 3, 3); bias: (Cout,); out: (N, Cout,
     Do, Ho, Wo), written in full; block_rows: tile rows (2 output rows of 2 output
-    planes) per work item; scratch: (threads, scratch_size(spec)), x's dtype, one row per
-    thread that may run the loop.
+    planes) per work item; staged: run the items stage by stage (see :func:`staged`);
+    ut: (G, 64, Cout/G, Cin/G), x's dtype, overwritten with the transformed weights;
+    scratch: (threads, scratch_size(spec, block_rows)), x's dtype, one row per thread
+    that may run the loop (staged: one per item).
     """
     geo = unpack(geometry)
     weight_items, items = item_counts(x, w6, out, block_rows)
-    # The weights transformed once per call, (G, 64, Cout/G, Cin/G): 64 matrices per group.
-    ut = np.empty((w6.shape[0], 64, w6.shape[1], w6.shape[2]), x.dtype)
+    # The weights transformed once per call: 64 matrices per group.
     for item in prange(weight_items):
         transformed_weights(w6, item, ut)
+    if staged:
+        # Deep layers on few tiles (see ``staged``): items are few and each product
+        # narrow, so the items run stage by stage, each stage split finely: the input
+        # transforms by (item, input channel), the products by (item, xi), the output
+        # transforms by (item, output channel), every item in its own scratch row. The
+        # same operations on the same values as item by item: the same bits.
+        cout_g, cin_g = w6.shape[1], w6.shape[2]
+        groups = w6.shape[0]
+        for job in prange(items * cin_g):
+            item, ci = job // cin_g, job % cin_g
+            n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, groups, cin_g, cout_g, item,
+                                                              block_rows, scratch[item])
+            input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v, ci, ci + 1)
+        for job in prange(items * 64):
+            item, xi = job // 64, job % 64
+            n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, groups, cin_g, cout_g, item,
+                                                              block_rows, scratch[item])
+            products(ut, g, v, m, xi)
+        for job in prange(items * cout_g):
+            item, co = job // cout_g, job % cout_g
+            n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, groups, cin_g, cout_g, item,
+                                                              block_rows, scratch[item])
+            output_block(m, out, bias, n, g, r0, r1, tiles_h, tiles_w, co, co + 1)
+        return
     for item in prange(items):
         # A thread's items reuse its scratch row: a fresh block per item cost a page
         # fault per 4 KiB whenever the allocator had returned the last one to the OS
@@ -336,11 +381,11 @@ def forward_winograd(x, w6, bias, out, geometry, block_rows, scratch):
 
 
 @njit(cache=True, nogil=True)
-def forward_winograd_serial(x, w6, bias, out, geometry, block_rows, scratch):
-    """:func:`forward_winograd` on the calling thread, with the same bits."""
+def forward_winograd_serial(x, w6, bias, out, geometry, block_rows, staged, ut, scratch):
+    """:func:`forward_winograd` on the calling thread, item by item (``staged`` gives the
+    same bits either way), with the same bits."""
     geo = unpack(geometry)
     weight_items, items = item_counts(x, w6, out, block_rows)
-    ut = np.empty((w6.shape[0], 64, w6.shape[1], w6.shape[2]), x.dtype)
     for item in range(weight_items):
         transformed_weights(w6, item, ut)
     for item in range(items):
@@ -354,8 +399,8 @@ def weight_grad_item(x, grad_out, part, geo, item, block_rows, mine):
     part: (G, 64, Cout/G, Cin/G); mine: this thread's scratch row."""
     n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, part.shape[0], part.shape[3],
                                                       part.shape[2], item, block_rows, mine)
-    input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v)
-    grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u)
+    input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v, 0, v.shape[1])
+    grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u, 0, u.shape[1])
     for xi in range(64):
         add_matrix(part[g, xi], np.dot(u[xi], v[xi].T))
 
@@ -370,15 +415,37 @@ def weight_grad_items(x, grad_out, partial, block_rows):
 # into ``chunks`` fixed ranges, each summed into its own partial, so the sums do not
 # depend on the thread count; two drivers with the same bits, as for the forward.
 @njit(parallel=True, cache=True, nogil=True)
-def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, scratch):
+def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, staged, scratch):
     """partial[chunk] = the 64 transformed products of chunk ``chunk``'s work items.
 
     x: (N, Cin, D, H, W); grad_out: (N, Cout, Do, Ho, Wo) of a 3x3x3 stride-1 layer;
-    partial: (chunks, G, 64, Cout/G, Cin/G), zeroed; scratch as for the forward.
+    partial: (chunks, G, 64, Cout/G, Cin/G), zeroed; staged (one chunk of whole (sample,
+    group)s): stage by stage, as the forward; scratch as for the forward.
     """
     geo = unpack(geometry)
     chunks = partial.shape[0]
     total = weight_grad_items(x, grad_out, partial, block_rows)
+    if staged:
+        # Both transforms by (item, channel), then the products by (group, xi), each
+        # summing its samples' products in order, as the one chunk item by item does.
+        groups, cout_g, cin_g = partial.shape[1], partial.shape[3], partial.shape[4]
+        for job in prange(total * cin_g):
+            item, ci = job // cin_g, job % cin_g
+            n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
+                                                              item, block_rows, scratch[item])
+            input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v, ci, ci + 1)
+        for job in prange(total * cout_g):
+            item, co = job // cout_g, job % cout_g
+            n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
+                                                              item, block_rows, scratch[item])
+            grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u, co, co + 1)
+        for job in prange(groups * 64):
+            g, xi = job // 64, job % 64
+            for item in range(g, total, groups):  # item = n * groups + g
+                n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
+                                                                  item, block_rows, scratch[item])
+                add_matrix(partial[0, g, xi], np.dot(u[xi], v[xi].T))
+        return
     for chunk in prange(chunks):
         mine = scratch[numba.get_thread_id()]
         for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
@@ -386,8 +453,9 @@ def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, scratch):
 
 
 @njit(cache=True, nogil=True)
-def weight_grad_winograd_serial(x, grad_out, partial, geometry, block_rows, scratch):
-    """:func:`weight_grad_winograd` on the calling thread, with the same bits."""
+def weight_grad_winograd_serial(x, grad_out, partial, geometry, block_rows, staged, scratch):
+    """:func:`weight_grad_winograd` on the calling thread, item by item (``staged`` gives
+    the same bits either way), with the same bits."""
     geo = unpack(geometry)
     chunks = partial.shape[0]
     total = weight_grad_items(x, grad_out, partial, block_rows)
@@ -413,28 +481,78 @@ def block_rows(spec) -> int:
     return max(1, BLOCK_BYTES // (per_tile * tiles_w))
 
 
-def scratch_size(spec) -> int:
-    """Elements of one thread's scratch: a work item's ``v`` and ``m``."""
+#: The forward runs stage by stage (see ``forward_winograd``) where its blocks would hold
+#: fewer tiles than this (each of their 64 products too narrow for BLAS)...
+STAGED_NARROW_TILES = 32
+#: ...or fewer than this and be fewer than ``STAGED_FEW_ITEMS`` (too few to share between
+#: threads evenly)...
+STAGED_FEW_TILES = 64
+STAGED_FEW_ITEMS = 8
+#: ...while every (sample, group)'s transformed input and products fit in this together.
+STAGED_BYTES = 64 << 20
+
+
+def _tile_rows(spec) -> tuple:
+    """(tile rows, tiles per row) of the output."""
     tiles_d, tiles_h, tiles_w = (-(-size // 2) for size in spec.out_size)
-    rows = min(tiles_d * tiles_h, block_rows(spec))
-    return 64 * (spec.in_per_group + spec.out_per_group) * rows * tiles_w
+    return tiles_d * tiles_h, tiles_w
 
 
-def _scratch(spec, threads) -> np.ndarray:
-    """One scratch row per thread that may run the kernel."""
-    return np.empty((threads(), scratch_size(spec)), spec.compute_dtype)
+def staged(spec) -> bool:
+    """Whether the kernels run whole (sample, group)s stage by stage: deep layers on
+    few tiles, whose blocks (:func:`block_rows`) would be narrow or few. A function of
+    the layer only. Zen 4, 2026-12-05, float32, ms, blocks vs staged: 256 -> 256 on 12^3
+    32 vs 20 (blocks of 18 tiles), 2 x 256 on 12^3 61 vs 43, 256 on 16^3 67 vs 46 (24),
+    512 on 6^3 55 vs 36 (12), 256 on 6^3 9.2 vs 6.8 (24), 128 on 12^3 7.3 vs 6.1 (5
+    blocks of 48); blocks stay for 128 on 16^3 11.7 vs 14.4 (11 blocks of 48), 64 on 16^3
+    5.4 vs 6.6 (6 of 96), 48 on 16^3 4.3 vs 4.9 (4 of 128), 64 on 24^3 13.5 vs 19 (18 of
+    96), and where the whole exceeds ``STAGED_BYTES`` (256 -> 128 on 24^3 73 vs 80, 128
+    on 24^3 30 vs 45)."""
+    rows, tiles_w = _tile_rows(spec)
+    whole = 64 * (spec.in_per_group + spec.out_per_group) * rows * tiles_w * spec.compute_dtype.itemsize
+    per_item = min(rows, block_rows(spec))
+    items = spec.batch * spec.groups * -(-rows // per_item)
+    block_tiles = per_item * tiles_w
+    return ((block_tiles < STAGED_NARROW_TILES
+             or block_tiles < STAGED_FEW_TILES and items < STAGED_FEW_ITEMS)
+            and spec.batch * spec.groups * whole <= STAGED_BYTES)
 
 
-def _launcher(threads):
+def item_rows(spec) -> int:
+    """Tile rows per work item: all of them where the kernels run :func:`staged`, else
+    :func:`block_rows`."""
+    return _tile_rows(spec)[0] if staged(spec) else block_rows(spec)
+
+
+def scratch_size(spec, rows_per_item) -> int:
+    """Elements of one scratch row: a work item's ``v`` and ``m``."""
+    rows, tiles_w = _tile_rows(spec)
+    return 64 * (spec.in_per_group + spec.out_per_group) * min(rows, rows_per_item) * tiles_w
+
+
+def _scratch(spec, rows, rows_per_item) -> np.ndarray:
+    """``rows`` scratch rows (one per thread that may run the kernel, or per item)."""
+    return np.empty((rows, scratch_size(spec, rows_per_item)), spec.compute_dtype)
+
+
+def _launcher(scratch_rows):
+    """The forward's launcher for a kernel that uses ``scratch_rows(spec)`` scratch rows."""
     def launch_forward(run, spec, x, w6, bias, out):
-        scratch = _scratch(spec, threads)
-        run(readonly(x), readonly(w6), readonly(bias), out, spec.kernel_geometry, block_rows(spec),
-            scratch)
+        rows_per_item = item_rows(spec)
+        ut = np.empty((spec.groups, 64, spec.out_per_group, spec.in_per_group), spec.compute_dtype)
+        run(readonly(x), readonly(w6), readonly(bias), out, spec.kernel_geometry, rows_per_item,
+            staged(spec), ut, _scratch(spec, scratch_rows(spec), rows_per_item))
     return launch_forward
 
 
+def _parallel_scratch_rows(spec) -> int:
+    """One per thread, or, staged, one per item (every item's stages are open at once)."""
+    return spec.batch * spec.groups if staged(spec) else numba.get_num_threads()
+
+
 def _examples(dtype):
-    return example_arrays(dtype, 5, 6, 1, 5) + (1, np.empty((1, 1), dtype))
+    return example_arrays(dtype, 5, 6, 1, 5) + (1, False, np.empty((1, 64, 6, 5), dtype),
+                                                np.empty((1, 1), dtype))
 
 
 #: Bytes of the weight gradient's partial sums at most (each holds 64 products per
@@ -445,7 +563,10 @@ WEIGHT_GRAD_CHUNKS = 16
 
 
 def weight_grad_chunks(spec) -> int:
-    """Partial sums of the weight gradient: a function of the layer only."""
+    """Partial sums of the weight gradient: a function of the layer only (one where it
+    runs :func:`staged`)."""
+    if staged(spec):
+        return 1
     tiles_d, tiles_h, _ = (-(-size // 2) for size in spec.out_size)
     items = spec.batch * spec.groups * -(-(tiles_d * tiles_h) // block_rows(spec))
     chunk_bytes = spec.groups * 64 * spec.out_per_group * spec.in_per_group * spec.compute_dtype.itemsize
@@ -461,14 +582,16 @@ def _weight_transform() -> np.ndarray:
 WEIGHT_TRANSFORM = _weight_transform()
 
 
-def _weight_grad_launcher(threads):
+def _weight_grad_launcher(scratch_rows):
+    """The weight gradient's launcher for a kernel that uses ``scratch_rows(spec)`` scratch
+    rows."""
     def launch_weight_grad(run, spec, x, grad_out):
         dtype = spec.compute_dtype
         partial = np.zeros((weight_grad_chunks(spec), spec.groups, 64, spec.out_per_group,
                             spec.in_per_group), dtype)
-        scratch = _scratch(spec, threads)
-        run(readonly(x), readonly(grad_out), partial, spec.kernel_geometry, block_rows(spec),
-            scratch)
+        rows_per_item = item_rows(spec)
+        run(readonly(x), readonly(grad_out), partial, spec.kernel_geometry, rows_per_item,
+            staged(spec), _scratch(spec, scratch_rows(spec), rows_per_item))
         total = partial[0].astype(np.float64)
         for chunk in partial[1:]:  # a fixed order: the same sum at every thread count
             total += chunk
@@ -479,7 +602,7 @@ def _weight_grad_launcher(threads):
 
 
 def _weight_grad_examples(dtype):
-    return example_arrays(dtype, 5, 5, 5) + (1, np.empty((1, 1), dtype))
+    return example_arrays(dtype, 5, 5, 5) + (1, False, np.empty((1, 1), dtype))
 
 
 _DESCRIPTION = "Winograd F(2x2x2, 3x3x3) and BLAS: 3.4x fewer multiplications (3x3x3, stride 1, dilation 1)"
@@ -488,28 +611,28 @@ _DESCRIPTION = "Winograd F(2x2x2, 3x3x3) and BLAS: 3.4x fewer multiplications (3
 # (The twins use no scratch: their launchers allocate zero rows of it.)
 _TWINS = "numbaconv.kernels.winograd_numpy:"
 register(name="winograd", computes=FORWARD, function=forward_winograd, examples=_examples,
-         launch=_launcher(numba.get_num_threads), bitwise="winograd", serial="winograd_serial",
+         launch=_launcher(_parallel_scratch_rows), bitwise="winograd", serial="winograd_serial",
          fallbacks=("winograd_numpy",), blas=True, supports=supports, direct_sums=False,
          description=_DESCRIPTION)
 register(name="winograd_numpy", computes=FORWARD, function=_TWINS + "forward_winograd",
-         examples=lambda dtype: (), compiled=False, launch=_launcher(lambda: 0), parallel=False,
+         examples=lambda dtype: (), compiled=False, launch=_launcher(lambda spec: 0), parallel=False,
          bitwise="winograd", blas=True, supports=supports, direct_sums=False,
          description=_DESCRIPTION + ", in numpy (no compile)")
 register(name="winograd_serial", computes=FORWARD, function=forward_winograd_serial,
-         examples=_examples, launch=_launcher(lambda: 1), parallel=False, bitwise="winograd",
+         examples=_examples, launch=_launcher(lambda spec: 1), parallel=False, bitwise="winograd",
          blas=True, supports=supports, direct_sums=False,
          description=_DESCRIPTION + ", on the calling thread")
 register(name="wgrad_winograd", computes=WEIGHT_GRAD, function=weight_grad_winograd,
-         examples=_weight_grad_examples, launch=_weight_grad_launcher(numba.get_num_threads),
+         examples=_weight_grad_examples, launch=_weight_grad_launcher(_parallel_scratch_rows),
          bitwise="winograd", serial="wgrad_winograd_serial", fallbacks=("wgrad_winograd_numpy",),
          blas=True, supports=supports, direct_sums=False,
          description="weight gradient by Winograd F(3x3x3, 2x2x2) and BLAS: 3.4x fewer "
                      "multiplications (3x3x3, stride 1, dilation 1)")
 register(name="wgrad_winograd_serial", computes=WEIGHT_GRAD, function=weight_grad_winograd_serial,
-         examples=_weight_grad_examples, launch=_weight_grad_launcher(lambda: 1), parallel=False,
+         examples=_weight_grad_examples, launch=_weight_grad_launcher(lambda spec: 1), parallel=False,
          bitwise="winograd", blas=True, supports=supports, direct_sums=False,
          description="the Winograd weight gradient on the calling thread")
 register(name="wgrad_winograd_numpy", computes=WEIGHT_GRAD, function=_TWINS + "weight_grad_winograd",
-         examples=lambda dtype: (), compiled=False, launch=_weight_grad_launcher(lambda: 0), parallel=False,
+         examples=lambda dtype: (), compiled=False, launch=_weight_grad_launcher(lambda spec: 0), parallel=False,
          bitwise="winograd", blas=True, supports=supports, direct_sums=False,
          description="the Winograd weight gradient in numpy (no compile)")

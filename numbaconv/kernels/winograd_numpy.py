@@ -105,8 +105,9 @@ def _items(out_shape, groups, block_rows):
         yield n, g, block * block_rows, min(rows, (block + 1) * block_rows)
 
 
-def forward_winograd(x, w6, bias, out, geometry, block_rows, scratch):
-    """:func:`winograd.forward_winograd`, same arguments (``scratch`` unused), same bits."""
+def forward_winograd(x, w6, bias, out, geometry, block_rows, staged, ut, scratch):
+    """:func:`winograd.forward_winograd`, same arguments (``staged``, ``ut`` and
+    ``scratch`` unused: item by item gives the same bits), same bits."""
     groups, cout_g, cin_g = w6.shape[:3]
     geo = Geometry(*geometry.tolist())
     pads = (geo.pad_d, geo.pad_h, geo.pad_w)
@@ -131,9 +132,10 @@ def forward_winograd(x, w6, bias, out, geometry, block_rows, scratch):
             out[n, g * cout_g:(g + 1) * cout_g] = volume[:, :out.shape[2], :out.shape[3], :out.shape[4]]
 
 
-def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, scratch):
-    """:func:`winograd.weight_grad_winograd`, same arguments (``scratch`` unused), same
-    bits: ``partial[chunk]`` sums the products of its fixed range of work items."""
+def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, staged, scratch):
+    """:func:`winograd.weight_grad_winograd`, same arguments (``staged`` and ``scratch``
+    unused: item by item gives the same bits), same bits: ``partial[chunk]`` sums the
+    products of its fixed range of work items."""
     chunks, groups, _, cout_g, cin_g = partial.shape
     geo = Geometry(*geometry.tolist())
     pads = (geo.pad_d, geo.pad_h, geo.pad_w)
