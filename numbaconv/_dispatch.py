@@ -150,15 +150,16 @@ def choose(spec, computes=FORWARD) -> str:
         # A plain matrix product (pointwise), or nearly: too few taps per input channel
         # for a register tile to reuse its loads (k2, (3,1,1) 64 ch: 14.5 vs 19.3 ms).
         return "gemm"
-    if (spec.kernel == spec.stride and spec.dilation == (1, 1, 1) and spec.out_per_group >= 32
-            and 4 * math.prod(spec.out_size) < spec.reduction):
-        # Taps that never overlap (kernel = stride: k2 s2 downsampling, and so the input
-        # gradient of a k2 s2 transposed layer): a register tile reuses no input across
-        # positions, and on few positions BLAS wins sooner than below (Zen 4, 2026-12-05,
-        # float32, ms, blocked vs gemm: 128->256 on 12^3 2.74 vs 1.38, 256->128 on 12^3
-        # 3.01 vs 2.04; blocked stays: 128->64 on 24^3 3.57 vs 3.91, 64->32 on 48^3 8.16
-        # vs 9.53, 16x16 patches 3->96 5.24 vs 5.61; and, a loss, 64->128 on 24^3 2.88
-        # vs 2.54).
+    if spec.kernel == spec.stride and spec.dilation == (1, 1, 1) and math.prod(spec.kernel) > 1:
+        # Taps that never overlap (kernel = stride: k2 s2 downsampling, video patch
+        # embeddings, and so the input gradient of a k2 s2 transposed layer): im2col is
+        # a permutation, and a register tile reuses no input across positions. GEMM won
+        # on every such layer measured (Zen 4, 2026-12-05, float32, ms, blocked vs gemm,
+        # k2 s2 unless stated: 32->64 on 48^3 5.9 vs 4.1, 64->32 on 48^3 8.0 vs 6.9,
+        # 128->64 on 24^3 3.4 vs 2.1, 16->32 on 96^3 17.0 vs 14.9, 4->8 on 64^3 0.95 vs
+        # 0.63, 1->8 0.44 vs 0.20, 16->4 3.0 vs 2.4; 3->768 (2,16,16) patches on
+        # 16x224x224 30.0 vs 21.5; k4 s4 8->8 on 64^3 1.9 vs 1.5; depthwise 32 on 48^3
+        # 3.0 vs 2.1; 8 groups 64->64 on 48^3 8.6 vs 4.2).
         return "gemm"
     overlapping = any(span > stride for span, stride in zip(spec.span, spec.stride))
     if (spec.stride != (1, 1, 1) and overlapping and spec.out_per_group >= 32

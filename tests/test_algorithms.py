@@ -103,13 +103,19 @@ def test_auto_choices():
     assert _dispatch.choose(spec(2, 128, (8, 28, 28), 128, 3)) == "winograd"
     # few taps per input channel on many channels: GEMM
     assert _dispatch.choose(spec(1, 64, (8, 16, 16), 64, 1, padding=0)) == "gemm"
-    # taps that never overlap (kernel = stride) on few positions (< reduction / 4): GEMM
-    def strided(cin, size, cout):
+    # taps that never overlap (kernel = stride, dilation 1): GEMM, any channels and groups
+    def strided(cin, size, cout, groups=1, k=2):
         x = np.zeros((1, cin) + (size,) * 3, np.float32)
-        return ConvSpec.from_args(x, np.zeros((cout, cin, 2, 2, 2), np.float32), None, 2, 0)[0]
+        w = np.zeros((cout, cin // groups, k, k, k), np.float32)
+        return ConvSpec.from_args(x, w, None, k, 0, 1, groups)[0]
     assert _dispatch.choose(strided(128, 12, 256)) == "gemm"
-    assert _dispatch.choose(strided(128, 24, 64)) == dense
-    assert _dispatch.choose(strided(64, 48, 32)) == dense
+    assert _dispatch.choose(strided(128, 24, 64)) == "gemm"
+    assert _dispatch.choose(strided(64, 48, 32)) == "gemm"
+    assert _dispatch.choose(strided(4, 64, 8)) == "gemm"
+    assert _dispatch.choose(strided(32, 48, 32, groups=32)) == "gemm"
+    assert _dispatch.choose(strided(8, 64, 8, k=4)) == "gemm"
+    # ...but not pointwise layers of few channels
+    assert _dispatch.choose(spec(1, 16, (32, 32, 32), 16, 1, padding=0)) == dense
     # strided layers with overlapping taps unless positions outnumber the reduction 4:1
     def k3s2(cin, size, cout):
         x = np.zeros((1, cin) + (size,) * 3, np.float32)
