@@ -12,7 +12,7 @@ also persist on disk through numba's ``cache=True``, so a new process loads them
 instead of compiling.
 
 Tiers: a register-blocked kernel takes 5-20 s to compile the first time, the parallel
-direct one about 4 s, the serial direct one about 2 s; the Winograd kernels 19-25 s, the
+direct one about 4 s, the serial direct one about 2 s; the Winograd kernels 40-45 s, the
 GEMM kernels 6-12 s, whose numpy twins compile nothing. When ``auto`` picks a kernel
 that declares ``fallbacks`` and it is not ready, the fallbacks (same bits) serve while
 it compiles in a background thread: the last one is compiled on the spot if need be,
