@@ -4,9 +4,10 @@ calls, the same bits, and nothing to compile.
 ``auto`` serves a new Winograd layer's first calls from these while the compiled
 kernels compile: the serial kernels take 9 s each to compile on a 2-core machine, the
 parallel ones 40-45 s. Every transform step is one add, subtract or negation per
-element, done here in the kernels' order over whole blocks; the weight transform is the same float64 expression, rounded once; the
-products are :func:`gemm_numpy.dot`, numba's own BLAS call, per work item as in the
-kernels (see :mod:`numbaconv.kernels.winograd` for the algorithm).
+element, done here in the kernels' order over whole blocks; the weight transform is the
+same float64 expression, rounded once; the products are :func:`gemm_numpy.dot`, numba's
+own BLAS call, per work item as in the kernels (see :mod:`numbaconv.kernels.winograd`
+for the algorithm; its staged mode gives the same bits as item by item).
 """
 import numpy as np
 
