@@ -16,9 +16,10 @@ and transforms back into the output, in a scratch row of its thread's. Deep laye
 small volumes would have few, narrow blocks: there each (n, group) is one block, and
 the blocks run stage by stage, each stage split across threads (:func:`staged`). The
 block size depends only on the layer (never on the thread count), so results are the
-same at every thread count, and the serial twin's are the same too; BLAS runs single-threaded inside the loop (the
-dispatcher arranges it). Sums are rounded in another order, and through the transforms,
-than the direct kernels': the error bound is measured and stated in the README.
+same at every thread count, and the serial twin's are the same too; BLAS runs
+single-threaded inside the loop (the dispatcher arranges it). Sums are rounded in
+another order, and through the transforms, than the direct kernels': the error bound is
+measured and stated in the README.
 """
 import numba
 import numpy as np
