@@ -584,6 +584,8 @@ def _weight_transform() -> np.ndarray:
 
 
 WEIGHT_TRANSFORM = _weight_transform()
+#: (27, 64): the taps from the 64 products.
+TAPS_FROM_PRODUCTS = np.ascontiguousarray(WEIGHT_TRANSFORM.T)
 
 
 def _weight_grad_launcher(scratch_rows):
@@ -599,9 +601,14 @@ def _weight_grad_launcher(scratch_rows):
         total = partial[0].astype(np.float64)
         for chunk in partial[1:]:  # a fixed order: the same sum at every thread count
             total += chunk
-        # Back to the taps in float64, rounded once (BLAS is single-threaded here).
-        taps = np.tensordot(total, WEIGHT_TRANSFORM, axes=([1], [0]))  # (G, Cout/G, Cin/G, 27)
-        return taps.astype(dtype).reshape(spec.group_weight_shape)
+        # Back to the taps in float64, rounded once (BLAS is single-threaded here): per
+        # group (27 x 64) @ (64 x Cout/G*Cin/G), then one strided, rounding copy. As a
+        # tensordot over the 64 axis, which copies the whole float64 sum transposed
+        # first, this took 17 ms of a 43 ms call (256 -> 256 on 12^3).
+        taps = np.matmul(TAPS_FROM_PRODUCTS, total.reshape(spec.groups, 64, -1))
+        gw = np.empty(spec.group_weight_shape, dtype)
+        gw.reshape(spec.groups, -1, 27)[...] = taps.transpose(0, 2, 1)
+        return gw
     return launch_weight_grad
 
 
