@@ -16,9 +16,9 @@ from .geometry import Geometry
 from .winograd import G_ROWS
 
 
-def _apply_g(rows, count):
-    """G along the axis of ``count`` rows of 3 (length 3 -> 4): float64 ``rows`` (..., 3,
-    M) -> (..., 4, M), each value g0 k0 + g1 k1 + g2 k2 summed left to right."""
+def _apply_g(rows):
+    """G along the second-last axis (length 3 -> 4): float64 ``rows`` (..., 3, M) ->
+    (..., 4, M), each value g0 k0 + g1 k1 + g2 k2 summed left to right."""
     k0, k1, k2 = rows[..., 0, :], rows[..., 1, :], rows[..., 2, :]
     return np.stack([g0 * k0 + g1 * k1 + g2 * k2 for g0, g1, g2 in G_ROWS], axis=-2)
 
@@ -29,9 +29,9 @@ def transformed_weights(w6, dtype):
     step on rows of all (g, co, ci) at once (by kernel, it took 110 ms for 256 x 256)."""
     groups, cout_g, cin_g = w6.shape[:3]
     taps = np.ascontiguousarray(w6.reshape(-1, 27).T, np.float64)  # (27, G*Co*Ci)
-    along_w = _apply_g(taps.reshape(3, 3, 3, -1), 3)                # (3, 3, 4, M): kd, kh, c
-    along_h = _apply_g(along_w.transpose(0, 2, 1, 3), 3)           # (3, 4, 4, M): kd, c, b
-    u = _apply_g(along_h.transpose(2, 1, 0, 3), 3)                 # (4, 4, 4, M): b, c, a
+    along_w = _apply_g(taps.reshape(3, 3, 3, -1))                   # (3, 3, 4, M): kd, kh, c
+    along_h = _apply_g(along_w.transpose(0, 2, 1, 3))              # (3, 4, 4, M): kd, c, b
+    u = _apply_g(along_h.transpose(2, 1, 0, 3))                    # (4, 4, 4, M): b, c, a
     u = u.transpose(2, 0, 1, 3).reshape(64, groups, cout_g, cin_g)  # (a, b, c) order
     return np.ascontiguousarray(u.transpose(1, 0, 2, 3)).astype(dtype)
 
