@@ -571,8 +571,8 @@ def weight_grad_chunks(spec) -> int:
     runs :func:`staged`)."""
     if staged(spec):
         return 1
-    tiles_d, tiles_h, _ = (-(-size // 2) for size in spec.out_size)
-    items = spec.batch * spec.groups * -(-(tiles_d * tiles_h) // block_rows(spec))
+    rows, _ = _tile_rows(spec)
+    items = spec.batch * spec.groups * -(-rows // block_rows(spec))
     chunk_bytes = spec.groups * 64 * spec.out_per_group * spec.in_per_group * spec.compute_dtype.itemsize
     return max(1, min(WEIGHT_GRAD_CHUNKS, items, PARTIAL_BYTES // chunk_bytes))
 
