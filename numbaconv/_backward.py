@@ -24,6 +24,7 @@ import numpy as np
 from . import _config, _dispatch
 from ._lru import LRU
 from ._spec import ConvSpec
+from .kernels import gemm
 from .kernels.registry import WEIGHT_GRAD, readonly
 
 
@@ -286,9 +287,9 @@ def _scatter_in_numpy(spec: ConvSpec, cols: np.ndarray, out: np.ndarray) -> None
 
 def _scatter_range(in_length, out_length, stride, shift):
     """(grad_output slice, input slice) of the positions ``o`` whose input position
-    ``o*stride + shift`` lies in the input; None if there are none."""
-    first = max(0, -(shift // stride))  # the first o with o*stride + shift >= 0
-    last = min(out_length - 1, (in_length - 1 - shift) // stride)
+    ``o*stride + shift`` lies in the input; None if there are none. (The ``col2im``
+    kernel's own range, run as Python: the twin scatters what the kernel does.)"""
+    first, last = gemm.tap_range.py_func(in_length, out_length, stride, shift)
     if last < first:
         return None
     start = first * stride + shift
