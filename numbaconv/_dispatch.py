@@ -117,6 +117,10 @@ def _blocked_name(dtype, out_per_group, computes=FORWARD) -> str:
     return "blocked{}x{}".format(*_cpu.forward_block(dtype, out_per_group))
 
 
+#: Channels (in or out, per group) from which a layer of 2-3 taps goes to GEMM.
+FEW_TAPS_GEMM_CHANNELS = 128
+
+
 def choose(spec, computes=FORWARD) -> str:
     """The kernel ``auto`` runs for ``spec`` (rules measured on the benchmark suite; see
     the README)."""
@@ -146,9 +150,17 @@ def choose(spec, computes=FORWARD) -> str:
         return "direct_serial"
     if _winograd_pays(spec):
         return "winograd"
-    if math.prod(spec.kernel) <= 3 and spec.in_per_group >= 64:
+    taps = math.prod(spec.kernel)
+    if taps <= 3 and spec.in_per_group >= 64 and (
+            taps == 1 or max(spec.in_per_group, spec.out_per_group) >= FEW_TAPS_GEMM_CHANNELS):
         # A plain matrix product (pointwise), or nearly: too few taps per input channel
-        # for a register tile to reuse its loads (k2, (3,1,1) 64 ch: 14.5 vs 19.3 ms).
+        # for a register tile to reuse its loads (Ice Lake, 2026-12-01: k2, (3,1,1) 64
+        # ch, 14.5 vs 19.3 ms). Not below 128 channels, where the tile keeps up (Zen 4,
+        # 2026-12-05, float32, ms, blocked vs gemm; AVX-512 | AVX2 code): k2 (3,1,1) 64
+        # ch on 2x8x56x56 10.3 vs 14.0 | 10.8 vs 11.3, (1,1,3) 10.9 vs 13.3 | 10.7 vs
+        # 10.9, (1,3,1) 9.8 vs 12.0 | 10.0 vs 10.9, (2,1,1) 64 ch on 32^3 5.5 vs 6.6 |
+        # 8.4 vs 8.0; GEMM from 128: 128 on 16x28x28 9.7 vs 10.4 | 11.0 vs 10.6, 96->192
+        # on 16x32x32 12.6 vs 14.3 | 29.0 vs 15.8, 256 on 8x14x14 5.2 vs 3.9 | 6.0 vs 3.9.
         return "gemm"
     if spec.kernel == spec.stride and spec.dilation == (1, 1, 1) and math.prod(spec.kernel) > 1:
         # Taps that never overlap (kernel = stride: k2 s2 downsampling, video patch
