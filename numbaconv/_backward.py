@@ -131,6 +131,9 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
     # compute is refused before any work, in terms of the caller's layer.
     plans = [None if sub is None else _phase_plan(spec, sub, algorithm) for _, sub in phases]
     zeros = np.zeros(spec.in_channels, dtype)
+    # A single phase (stride 1) covers every position: its kernel writes the gradient in
+    # place, not into a copy (32 -> 32 on 64^3: 33 MB).
+    whole = len(phases) == 1
     for (phase, sub), plan in zip(phases, plans):
         where = _positions(spec, phase)
         if sub is None:
@@ -139,9 +142,6 @@ def grad_input(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, algorithm="
         weight = np.ascontiguousarray(swapped[(Ellipsis,) + tuple(_reversed(p.taps) for p in phase)])
         source = np.ascontiguousarray(grad_out[(slice(None), slice(None)) + tuple(
             slice(p.crop_lo, length - p.crop_hi) for p, length in zip(phase, spec.out_size))])
-        # A single phase (stride 1) covers every position: its kernel writes the
-        # gradient in place, not into a copy (32 -> 32 on 64^3: 33 MB).
-        whole = len(phases) == 1
         result = out if whole else np.empty(sub.out_shape, dtype)
         plan.run(source, weight, zeros, result)
         if not whole:

@@ -162,7 +162,7 @@ def choose(spec, computes=FORWARD) -> str:
         # 8.4 vs 8.0; GEMM from 128: 128 on 16x28x28 9.7 vs 10.4 | 11.0 vs 10.6, 96->192
         # on 16x32x32 12.6 vs 14.3 | 29.0 vs 15.8, 256 on 8x14x14 5.2 vs 3.9 | 6.0 vs 3.9.
         return "gemm"
-    if spec.kernel == spec.stride and spec.dilation == (1, 1, 1) and math.prod(spec.kernel) > 1:
+    if spec.kernel == spec.stride and spec.dilation == (1, 1, 1) and taps > 1:
         # Taps that never overlap (kernel = stride: k2 s2 downsampling, video patch
         # embeddings, and so the input gradient of a k2 s2 transposed layer): im2col is
         # a permutation, and a register tile reuses no input across positions. GEMM won
@@ -213,9 +213,9 @@ def _winograd_pays(spec, computes=FORWARD) -> bool:
     Also where it runs staged (deep layers on small volumes) over >=
     ``WINOGRAD_STAGED_TILES`` tiles (the forward; the weight gradient from
     ``WINOGRAD_STAGED_WEIGHT_GRAD_TILES``, see ``choose``). Zen 4, 2026-12-05, ms,
-    Winograd vs the rules before (blocked, or GEMM for 384 and 512), float32: 128 channels on 8^3 2.9 vs 5.2, on 12^3
-    8.1 vs 13.2, 256 on 8^3 10.3 vs 22.5, on 12^3 22.3 vs 51.3, 384 on 8^3 23.5 vs 30.2,
-    512 on 8^3 46 vs 51; float64: 256 on 12^3 37 vs 90, 512 on 8^3 66 vs 130. Not on 6^3
+    Winograd vs the rules before (blocked, or GEMM for 384 and 512), float32: 128
+    channels on 8^3 2.9 vs 5.2, on 12^3 8.1 vs 13.2, 256 on 8^3 10.3 vs 22.5, on 12^3
+    22.3 vs 51.3, 384 on 8^3 23.5 vs 30.2, 512 on 8^3 46 vs 51; float64: 256 on 12^3 37 vs 90, 512 on 8^3 66 vs 130. Not on 6^3
     (27 tiles), where the weight transform outweighs the products: 256 6.8 vs GEMM 6.0,
     512 36 vs 24."""
     if not (permitted(REGISTRY["winograd"], spec) and spec.in_per_group >= 32
