@@ -215,9 +215,9 @@ def _winograd_pays(spec, computes=FORWARD) -> bool:
     ``WINOGRAD_STAGED_WEIGHT_GRAD_TILES``, see ``choose``). Zen 4, 2026-12-05, ms,
     Winograd vs the rules before (blocked, or GEMM for 384 and 512), float32: 128
     channels on 8^3 2.9 vs 5.2, on 12^3 8.1 vs 13.2, 256 on 8^3 10.3 vs 22.5, on 12^3
-    22.3 vs 51.3, 384 on 8^3 23.5 vs 30.2, 512 on 8^3 46 vs 51; float64: 256 on 12^3 37 vs 90, 512 on 8^3 66 vs 130. Not on 6^3
-    (27 tiles), where the weight transform outweighs the products: 256 6.8 vs GEMM 6.0,
-    512 36 vs 24."""
+    22.3 vs 51.3, 384 on 8^3 23.5 vs 30.2, 512 on 8^3 46 vs 51; float64: 256 on 12^3 37
+    vs 90, 512 on 8^3 66 vs 130. Not on 6^3 (27 tiles), where the weight transform
+    outweighs the products: 256 6.8 vs GEMM 6.0, 512 36 vs 24."""
     if not (permitted(REGISTRY["winograd"], spec) and spec.in_per_group >= 32
             and spec.out_per_group >= 32):
         return False
