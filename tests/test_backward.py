@@ -254,7 +254,7 @@ def test_gemm_pointwise_row_blocks(monkeypatch, rng):
     x = rng.standard_normal((2, 6, 3, 4, 5)).astype(np.float32)
     w = rng.standard_normal((10, 3, 1, 1, 1)).astype(np.float32)
     b = rng.standard_normal(10).astype(np.float32)
-    assert gemm.pointwise_row_blocks(ConvSpec.from_args(x, w, b, 1, 0, 1, 2)[0]) == 2
+    assert gemm.forward_row_blocks(ConvSpec.from_args(x, w, b, 1, 0, 1, 2)[0]) == 2
     assert_matches_reference(nc.conv3d(x, w, b, groups=2, algorithm="gemm"), x, w, b, groups=2)
     for stride, groups in ((1, 1), (2, 2)):
         x = rng.standard_normal((2, 4, 7, 6, 5))
@@ -271,7 +271,7 @@ def test_gemm_pointwise_weight_gradient_row_blocks(monkeypatch, rng):
     x = rng.standard_normal((3, 6, 3, 4, 5))
     w = rng.standard_normal((10, 3, 1, 1, 1))
     spec = ConvSpec.from_args(x, w, None, 1, 0, 1, 2)[0]
-    assert gemm.pointwise_weight_grad_row_blocks(spec) == 2
+    assert gemm.weight_grad_row_blocks(spec) == 2
     grad_out = rng.standard_normal(spec.out_shape)
     gw = _backward.grad_weight(spec, x, grad_out, "wgrad_gemm").reshape(10, 3)
     expected = np.concatenate([np.einsum("nop,ncp->oc", grad_out[:, 5 * g:5 * g + 5].reshape(3, 5, -1),

@@ -23,6 +23,9 @@ GEMM_LAYERS = {
     # pointwise, >= 256 outputs per group on <= 4096 positions: row blocks
     "row_blocks": (2, 24, (5, 6, 7), 512, 1, 1, 0, 1, 1),
     "row_blocks_groups": (1, 16, (4, 4, 4), 1024, 1, 1, 0, 1, 2),
+    # >= 256 outputs per group on few positions, any kernel: row blocks of a whole im2col
+    "row_blocks_im2col": (2, 6, (3, 4, 5), 256, 3, 1, 1, 1, 1),
+    "row_blocks_im2col_strided": (1, 8, (5, 6, 7), 512, 3, 2, 1, 1, 2),
     # > 64 outputs per group: the weight gradient's product untransposed; several slabs
     "deep": (1, 40, (6, 6, 6), 80, 3, 1, 1, 1, 1),
     "deep_strided": (2, 18, (9, 8, 7), 130, 3, 2, 1, 1, 2),
@@ -54,14 +57,18 @@ def test_gemm_twins_give_the_kernels_bits(name, dtype):
 
 
 def test_the_layers_reach_the_paths():
-    """GEMM_LAYERS cover row blocks, both weight gradient products and several partials."""
+    """GEMM_LAYERS cover row blocks (of the input channels as they are and of a whole
+    im2col matrix), both weight gradient products and several partials."""
     def spec(name):
         x, w, b, args = make_case(np.random.default_rng(0), *GEMM_LAYERS[name], dtype=np.float32)
         return ConvSpec.from_args(x, w, None, **args)[0]
-    assert gemm.pointwise_row_blocks(spec("row_blocks")) > 1
-    assert gemm.pointwise_row_blocks(spec("row_blocks_groups")) > 1
-    assert gemm.pointwise_weight_grad_row_blocks(spec("row_blocks")) > 1
-    assert gemm.pointwise_weight_grad_row_blocks(spec("row_blocks_groups")) > 1
+    assert gemm.forward_row_blocks(spec("row_blocks")) > 1
+    assert gemm.forward_row_blocks(spec("row_blocks_groups")) > 1
+    assert gemm.weight_grad_row_blocks(spec("row_blocks")) > 1
+    assert gemm.weight_grad_row_blocks(spec("row_blocks_groups")) > 1
+    for name in ("row_blocks_im2col", "row_blocks_im2col_strided"):
+        assert spec(name).kernel != (1, 1, 1)
+        assert gemm.forward_row_blocks(spec(name)) > 1 and gemm.weight_grad_row_blocks(spec(name)) > 1
     assert spec("deep").out_per_group > gemm.NARROW_GRAD_ROWS
     assert gemm.weight_grad_chunks(spec("deep_strided")) > 1
 

@@ -31,6 +31,16 @@ WEIGHT_GRAD_CHUNKS = 16
 
 
 @njit(cache=True, inline="always")
+def channels_are_columns(x_shape, out_shape, geo):
+    """Whether the layer's im2col matrix is its input channels as they are (pointwise,
+    unpadded, stride 1: each output position reads the input at the same position)."""
+    return (geo.kernel_d * geo.kernel_h * geo.kernel_w == 1 and geo.stride_d == 1
+            and geo.stride_h == 1 and geo.stride_w == 1 and geo.pad_d == 0 and geo.pad_h == 0
+            and geo.pad_w == 0 and out_shape[2] == x_shape[2] and out_shape[3] == x_shape[3]
+            and out_shape[4] == x_shape[4])
+
+
+@njit(cache=True, inline="always")
 def im2col_slab(x, n, c0, cin_g, geo, out_shape, s0, size, col):
     """col[r, j] = input value under kernel term r for output position s0 + j
     (r runs over (ci, kd, kh, kw); zero where the term falls into the padding)."""
@@ -39,8 +49,7 @@ def im2col_slab(x, n, c0, cin_g, geo, out_shape, s0, size, col):
     sd, sh, sw, pd, ph, pw = geo.stride_d, geo.stride_h, geo.stride_w, geo.pad_d, geo.pad_h, geo.pad_w
     dd, dh, dw = geo.dilation_d, geo.dilation_h, geo.dilation_w
     kd_, kh_, kw_ = geo.kernel_d, geo.kernel_h, geo.kernel_w
-    if (kd_ * kh_ * kw_ == 1 and sd == 1 and sh == 1 and sw == 1 and pd == 0 and ph == 0
-            and pw == 0 and out_shape[2] == depth and out_h == height and out_w == width):
+    if channels_are_columns(x.shape, out_shape, geo):
         # Pointwise, unpadded (padding after included: the output has the input's
         # shape), stride 1: a slab row is a contiguous run of an input channel. Row by
         # row, as below, it cost 3-5 ns per element on 6-wide rows (512 -> 256 channels
@@ -116,38 +125,88 @@ def slab_col(x, out_shape, geo, groups, slabs, slab_positions, item):
     return n, g, s0, size, col
 
 
+#: Input-channel blocks of a whole im2col matrix filled in parallel (row blocks).
+COLUMN_BLOCKS = 16
+
+
+@njit(cache=True, inline="always")
+def fill_columns(x, n, c0, cin_g, geo, out_shape, cols):
+    """cols: the whole im2col matrix (Cin/G*kD*kH*kW, Do*Ho*Wo) of input channels c0 ..
+    c0+cin_g of sample n, filled in parallel by blocks of input channels (each block is a
+    contiguous band of rows)."""
+    taps = geo.kernel_d * geo.kernel_h * geo.kernel_w
+    positions = cols.shape[1]
+    blocks = min(cin_g, COLUMN_BLOCKS)
+    for block in prange(blocks):
+        ci0 = block * cin_g // blocks
+        ci1 = (block + 1) * cin_g // blocks
+        im2col_slab(x, n, c0 + ci0, ci1 - ci0, geo, out_shape, 0, positions, cols[ci0 * taps:ci1 * taps])
+
+
+@njit(cache=True, inline="always")
+def forward_block_products(weights, columns, bias, out_rows, ng, groups, cout_g, row_blocks):
+    """out_rows[ng*cout_g + m0 : ng*cout_g + m1] = weights' rows of the block @ columns
+    + bias, one BLAS product per block of output channels, in parallel."""
+    g = ng % groups
+    for block in prange(row_blocks):
+        m0 = block * cout_g // row_blocks
+        m1 = (block + 1) * cout_g // row_blocks
+        rows = out_rows[ng * cout_g + m0:ng * cout_g + m1]
+        np.dot(weights[g * cout_g + m0:g * cout_g + m1], columns, rows)
+        for c in range(m1 - m0):
+            b = bias[g * cout_g + m0 + c]
+            row = rows[c]
+            for j in range(row.shape[0]):
+                row[j] += b
+
+
+@njit(cache=True, inline="always")
+def weight_grad_block_products(grads, columns, partial, g, n, groups, cout_g, row_blocks):
+    """partial[0, g, block] (+)= grads' rows of sample n's block @ columns.T, one BLAS
+    product per block of gradient rows, in parallel; sample 0 stores, later ones add
+    (the samples in order)."""
+    r0 = (n * groups + g) * cout_g
+    for block in prange(row_blocks):
+        m0 = block * cout_g // row_blocks
+        m1 = (block + 1) * cout_g // row_blocks
+        product = np.dot(grads[r0 + m0:r0 + m1], columns.T)
+        if n == 0:
+            copy_matrix(partial[0, g, m0:m1], product)
+        else:
+            add_matrix(partial[0, g, m0:m1], product)
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def forward_gemm(x, wmat, bias, out, geometry, slab_positions, row_blocks):
     """out = conv3d(x, w) + bias via im2col slabs and BLAS.
 
     x: (N, Cin, D, H, W); wmat: (G, Cout/G, Cin/G*kD*kH*kW); bias: (Cout,);
     out: (N, Cout, Do, Ho, Wo), written in full; geo as in the direct kernels;
-    slab_positions: output positions per slab. ``row_blocks`` > 1 (pointwise, unpadded,
-    stride-1 layers only: :func:`pointwise_row_blocks`): items are blocks of output
-    rows over all positions instead, each one BLAS product of a block of the weight
-    with the input channels as they are, written straight into ``out``.
+    slab_positions: output positions per slab. ``row_blocks`` > 1 (layers on few
+    positions: :func:`forward_row_blocks`): for each (sample, group), the whole im2col matrix
+    (the input channels as they are, for a pointwise, unpadded, stride-1 layer), then
+    items are blocks of output rows over all positions, each one BLAS product of a block
+    of the weight with it, written straight into ``out``.
     """
     geo = unpack(geometry)
     n_batch = x.shape[0]
     groups, cout_g, reduction = wmat.shape
     positions = out.shape[2] * out.shape[3] * out.shape[4]
     if row_blocks > 1:
-        channels = x.reshape((n_batch * x.shape[1], positions))
         weights = wmat.reshape((groups * cout_g, reduction))
         out_rows = out.reshape((n_batch * groups * cout_g, positions))
-        for item in prange(n_batch * groups * row_blocks):
-            ng, block = item // row_blocks, item % row_blocks
-            n, g = ng // groups, ng % groups
-            m0 = block * cout_g // row_blocks
-            m1 = (block + 1) * cout_g // row_blocks
-            rows = out_rows[ng * cout_g + m0:ng * cout_g + m1]
-            c0 = n * x.shape[1] + g * reduction
-            np.dot(weights[g * cout_g + m0:g * cout_g + m1], channels[c0:c0 + reduction], rows)
-            for c in range(m1 - m0):
-                b = bias[g * cout_g + m0 + c]
-                row = rows[c]
-                for j in range(positions):
-                    row[j] += b
+        if channels_are_columns(x.shape, out.shape, geo):
+            channels = x.reshape((n_batch * x.shape[1], positions))
+            for ng in range(n_batch * groups):
+                c0 = (ng // groups) * x.shape[1] + (ng % groups) * reduction
+                forward_block_products(weights, channels[c0:c0 + reduction], bias, out_rows, ng,
+                                   groups, cout_g, row_blocks)
+        else:
+            cin_g = x.shape[1] // groups
+            cols = np.empty((reduction, positions), x.dtype)
+            for ng in range(n_batch * groups):
+                fill_columns(x, ng // groups, (ng % groups) * cin_g, cin_g, geo, out.shape, cols)
+                forward_block_products(weights, cols, bias, out_rows, ng, groups, cout_g, row_blocks)
         return
     slabs = (positions + slab_positions - 1) // slab_positions
     out_flat = out.reshape((n_batch, groups, cout_g, positions))
@@ -168,32 +227,32 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, row_blocks)
     x: (N, Cin, D, H, W); grad_out: (N, Cout, Do, Ho, Wo); partial: (chunks, G, Cout/G,
     Cin/G*kD*kH*kW), written in full: one partial sum per chunk. The (n, group, slab)
     items are split into ``chunks`` fixed, contiguous ranges (independent of the thread
-    count); the caller adds the chunks up in order. ``row_blocks`` > 1 (pointwise,
-    unpadded, stride-1 layers only: :func:`pointwise_weight_grad_row_blocks`, with one
-    chunk): items are blocks of the gradient's rows instead, each one BLAS product per
-    sample over all its positions, of grad_output's rows and the input channels as they
-    are (no im2col copy, no partial sums), the samples added in order.
+    count); the caller adds the chunks up in order. ``row_blocks`` > 1 (layers on few
+    positions: :func:`weight_grad_row_blocks`, with one chunk): for each (group,
+    sample), the whole im2col matrix (the input channels as they are, for a pointwise,
+    unpadded, stride-1 layer), then items are blocks of the gradient's rows, each one
+    BLAS product over all positions (no partial sums), the samples added in order.
     """
     geo = unpack(geometry)
     n_batch = x.shape[0]
-    chunks, groups, cout_g, _ = partial.shape
+    chunks, groups, cout_g, reduction = partial.shape
     positions = grad_out.shape[2] * grad_out.shape[3] * grad_out.shape[4]
     if row_blocks > 1:
         cin_g = x.shape[1] // groups
-        channels = x.reshape((n_batch * x.shape[1], positions))
         grads = grad_out.reshape((n_batch * groups * cout_g, positions))
-        for item in prange(groups * row_blocks):
-            g, block = item // row_blocks, item % row_blocks
-            m0 = block * cout_g // row_blocks
-            m1 = (block + 1) * cout_g // row_blocks
-            for n in range(n_batch):
-                r0 = (n * groups + g) * cout_g
-                c0 = n * x.shape[1] + g * cin_g
-                product = np.dot(grads[r0 + m0:r0 + m1], channels[c0:c0 + cin_g].T)
-                if n == 0:
-                    copy_matrix(partial[0, g, m0:m1], product)
-                else:
-                    add_matrix(partial[0, g, m0:m1], product)
+        if channels_are_columns(x.shape, grad_out.shape, geo):
+            channels = x.reshape((n_batch * x.shape[1], positions))
+            for g in range(groups):
+                for n in range(n_batch):
+                    c0 = n * x.shape[1] + g * cin_g
+                    weight_grad_block_products(grads, channels[c0:c0 + cin_g], partial, g, n, groups,
+                                           cout_g, row_blocks)
+        else:
+            cols = np.empty((reduction, positions), x.dtype)
+            for g in range(groups):
+                for n in range(n_batch):
+                    fill_columns(x, n, g * cin_g, cin_g, geo, grad_out.shape, cols)
+                    weight_grad_block_products(grads, cols, partial, g, n, groups, cout_g, row_blocks)
         return
     slabs = (positions + slab_positions - 1) // slab_positions
     total = n_batch * groups * slabs
@@ -297,57 +356,72 @@ def weight_grad_chunks(spec) -> int:
                       _partials_within_budget(spec)))
 
 
-#: Output rows per item, at least, where pointwise layers split rows (see below).
+#: Output rows per item, at least, where layers on few positions split rows (see below).
 ROW_BLOCK_ROWS = 128
-#: At most this many row blocks per (sample, group), and only up to this many positions
-#: (the input channels, the product's right operand, then stay a few MB).
+#: At most this many row blocks per (sample, group), and only up to this many positions.
 MAX_ROW_BLOCKS = 16
 ROW_BLOCK_POSITIONS = 4096
+#: The whole im2col matrix of one (sample, group) at most, where it is not the input
+#: channels as they are (row blocks need all positions at once): three slabs, so that
+#: only layers the slab path cuts into 3 items or fewer take row blocks. A/B, ms,
+#: forward / weight gradient, slabs vs row blocks (float32, Zen 4, 2 threads,
+#: 2026-12-06): 512 -> 512 k3 on 6^3 (3 slabs) 24.8-26.6 vs 20.9-21.4 / 25.5-26.4 vs
+#: 23.3-24.4; 256 -> 256 k3 on 6^3 6.1-6.4 vs 5.5-5.8; 256 -> 512 k3 s2 on 12^3
+#: 12.1-13.0 vs 10.7-11.2; but 256 -> 256 k3 on 8^3 (4 slabs, 14 MB) 12.5-12.9 vs
+#: 13.7-14.2 / 12.7-13.0 vs 14.2-17.1.
+ROW_BLOCK_COLUMN_BYTES = 3 * SLAB_BYTES
 
 
-def pointwise_row_blocks(spec) -> int:
-    """Row blocks of :func:`forward_gemm` for ``spec``: 1 (position slabs) unless it is
-    a pointwise, unpadded, stride-1 layer on at most ``ROW_BLOCK_POSITIONS`` positions
-    with at least two blocks of ``ROW_BLOCK_ROWS`` outputs per group. Position slabs of
-    such layers are short and each repacks the whole weight in BLAS: the input
-    gradient's product of 512 -> 512 k3 on 6^3 (13824 x 512 weight) took four 28 MB
-    repacks for 216 positions. A function of the layer only, as every item count."""
-    if not _pointwise_on_few_positions(spec):
+def forward_row_blocks(spec) -> int:
+    """Row blocks of :func:`forward_gemm` for ``spec``: 1 (position slabs) unless the
+    layer is on few positions (:func:`_few_positions`) with at least two blocks of
+    ``ROW_BLOCK_ROWS`` outputs per group. Position slabs of such layers are short, few,
+    and each repacks the whole weight in BLAS: the input gradient's product of 512 ->
+    512 k3 on 6^3 (13824 x 512 weight) took four 28 MB repacks for 216 positions, and
+    its forward's three slabs of 75 positions left one of two threads idle a third of
+    the time. A function of the layer only, as every item count."""
+    if not _few_positions(spec):
         return 1
     return max(1, min(MAX_ROW_BLOCKS, spec.out_per_group // ROW_BLOCK_ROWS))
 
 
-def _pointwise_on_few_positions(spec) -> bool:
-    """A pointwise, unpadded, stride-1 layer on at most ``ROW_BLOCK_POSITIONS`` positions
-    (per sample): its input channels are the product's operand as they are."""
-    return (spec.kernel == (1, 1, 1) and spec.stride == (1, 1, 1) and spec.out_size == spec.in_size
-            and math.prod(spec.out_size) <= ROW_BLOCK_POSITIONS)
+def _few_positions(spec) -> bool:
+    """At most ``ROW_BLOCK_POSITIONS`` output positions per sample, and the whole im2col
+    matrix of a (sample, group) is either the input channels as they are (a pointwise,
+    unpadded, stride-1 layer) or within ``ROW_BLOCK_COLUMN_BYTES``."""
+    positions = math.prod(spec.out_size)
+    if positions > ROW_BLOCK_POSITIONS:
+        return False
+    if spec.kernel == (1, 1, 1) and spec.stride == (1, 1, 1) and spec.out_size == spec.in_size:
+        return True
+    return spec.reduction * positions * spec.compute_dtype.itemsize <= ROW_BLOCK_COLUMN_BYTES
 
 
 def launch_forward(run, spec, x, w6, bias, out):
     wmat = w6.reshape(w6.shape[0], w6.shape[1], -1)
     run(readonly(x), readonly(wmat), readonly(bias), out, spec.kernel_geometry,
-        slab_positions(spec, MIN_SLABS), pointwise_row_blocks(spec))
+        slab_positions(spec, MIN_SLABS), forward_row_blocks(spec))
 
 
-#: Gradient rows per item, at least, where pointwise weight gradients split rows.
+#: Gradient rows per item, at least, where weight gradients split rows.
 WEIGHT_GRAD_ROW_BLOCK_ROWS = 64
 
 
-def pointwise_weight_grad_row_blocks(spec) -> int:
+def weight_grad_row_blocks(spec) -> int:
     """Row blocks of :func:`weight_grad_gemm` for ``spec``: 1 (position slabs) unless it
-    is a layer :func:`pointwise_row_blocks` could take, with at least two blocks of
+    is a layer :func:`forward_row_blocks` could take, with at least two blocks of
     ``WEIGHT_GRAD_ROW_BLOCK_ROWS`` gradient rows per group. Their position slabs each
     copied the input channels and filled a partial sum of their own: 512 -> 256 1x1x1
-    on 6^3 took 0.50 ms, numpy's one (multi-threaded) product 0.34."""
-    if not _pointwise_on_few_positions(spec):
+    on 6^3 took 0.50 ms, numpy's one (multi-threaded) product 0.34; 512 -> 512 k3 on
+    6^3 filled two 28 MB partial sums."""
+    if not _few_positions(spec):
         return 1
     return max(1, min(MAX_ROW_BLOCKS, spec.out_per_group // WEIGHT_GRAD_ROW_BLOCK_ROWS))
 
 
 def launch_weight_grad(run, spec, x, grad_out):
     groups, cout_g = spec.groups, spec.out_per_group
-    row_blocks = pointwise_weight_grad_row_blocks(spec)
+    row_blocks = weight_grad_row_blocks(spec)
     # Big slabs (each adds into a whole weight-sized partial), as few partials as items.
     chunks = 1 if row_blocks > 1 else weight_grad_chunks(spec)
     partial = np.empty((chunks, groups, cout_g, spec.reduction), spec.compute_dtype)

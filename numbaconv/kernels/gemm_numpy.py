@@ -20,6 +20,7 @@ import numpy as np
 from scipy.linalg import blas
 
 from .geometry import Geometry
+from . import gemm
 from .gemm import NARROW_GRAD_ROWS
 
 
@@ -72,25 +73,33 @@ def _group_channels(x, n, g, cin_g):
     return np.concatenate([channels, np.zeros((cin_g, 1), x.dtype)], axis=1)
 
 
+def _whole_columns(x, n, g, cin_g, geo, out_shape):
+    """The whole im2col matrix of sample n, group g (:func:`gemm.fill_columns`; the input
+    channels as they are where :func:`gemm.channels_are_columns`)."""
+    if gemm.channels_are_columns.py_func(x.shape, out_shape, geo):
+        return x[n, g * cin_g:(g + 1) * cin_g].reshape(cin_g, -1)
+    return np.ascontiguousarray(im2col(_group_channels(x, n, g, cin_g), x.shape[2:], geo, out_shape, 0,
+                                       math.prod(out_shape[2:])))
+
+
 def forward_gemm(x, wmat, bias, out, geometry, slab_positions, row_blocks):
     """:func:`gemm.forward_gemm`, same arguments, same bits."""
     geo = Geometry(*geometry.tolist())
     n_batch = x.shape[0]
     groups, cout_g, reduction = wmat.shape
     positions = math.prod(out.shape[2:])
+    cin_g = x.shape[1] // groups
     if row_blocks > 1:
-        channels = x.reshape(n_batch * x.shape[1], positions)
         weights = wmat.reshape(groups * cout_g, reduction)
         out_rows = out.reshape(n_batch * groups * cout_g, positions)
-        for item in range(n_batch * groups * row_blocks):
-            ng, block = divmod(item, row_blocks)
+        for ng in range(n_batch * groups):
+            columns = _whole_columns(x, *divmod(ng, groups), cin_g, geo, out.shape)
             g = ng % groups
-            m0, m1 = block * cout_g // row_blocks, (block + 1) * cout_g // row_blocks
-            c0 = (ng // groups) * x.shape[1] + g * reduction
-            rows = dot(weights[g * cout_g + m0:g * cout_g + m1], channels[c0:c0 + reduction])
-            out_rows[ng * cout_g + m0:ng * cout_g + m1] = rows + bias[g * cout_g + m0:g * cout_g + m1, None]
+            for block in range(row_blocks):
+                m0, m1 = block * cout_g // row_blocks, (block + 1) * cout_g // row_blocks
+                rows = dot(weights[g * cout_g + m0:g * cout_g + m1], columns)
+                out_rows[ng * cout_g + m0:ng * cout_g + m1] = rows + bias[g * cout_g + m0:g * cout_g + m1, None]
         return
-    cin_g = x.shape[1] // groups
     out_flat = out.reshape(n_batch, groups, cout_g, positions)
     for n in range(n_batch):
         for g in range(groups):
@@ -109,18 +118,18 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, row_blocks)
     cin_g = x.shape[1] // groups
     positions = math.prod(grad_out.shape[2:])
     if row_blocks > 1:
-        channels = x.reshape(n_batch * x.shape[1], positions)
         grads = grad_out.reshape(n_batch * groups * cout_g, positions)
-        for item in range(groups * row_blocks):
-            g, block = divmod(item, row_blocks)
-            m0, m1 = block * cout_g // row_blocks, (block + 1) * cout_g // row_blocks
+        for g in range(groups):
             for n in range(n_batch):
-                r0, c0 = (n * groups + g) * cout_g, n * x.shape[1] + g * cin_g
-                product = dot(grads[r0 + m0:r0 + m1], channels[c0:c0 + cin_g], b_transposed=True)
-                if n == 0:
-                    partial[0, g, m0:m1] = product
-                else:
-                    partial[0, g, m0:m1] += product
+                columns = _whole_columns(x, n, g, cin_g, geo, grad_out.shape)
+                r0 = (n * groups + g) * cout_g
+                for block in range(row_blocks):
+                    m0, m1 = block * cout_g // row_blocks, (block + 1) * cout_g // row_blocks
+                    product = dot(grads[r0 + m0:r0 + m1], columns, b_transposed=True)
+                    if n == 0:
+                        partial[0, g, m0:m1] = product
+                    else:
+                        partial[0, g, m0:m1] += product
         return
     slabs = -(-positions // slab_positions)
     total = n_batch * groups * slabs
