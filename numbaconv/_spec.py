@@ -348,13 +348,15 @@ class ConvSpec:
         return tuple(1 if o == 1 else s for s, o in zip(self.stride, self.out_size))
 
     @property
-    def plane_layout(self) -> tuple[int, int, int]:
-        """(phase_w, row_pitch, plane_size) of one zero-bordered input plane split by
-        W-stride phase: padded columns per phase, a padded row, a plane."""
-        stride_w = self.kernel_stride[2]
+    def plane_layout(self) -> tuple[int, int, int, int]:
+        """(phase_w, phase_h, row_pitch, plane_size) of one zero-bordered input plane
+        split by (H, W)-stride phase: padded columns and rows per phase, the pitch of a
+        padded row within a phase, a plane (``stride_h * stride_w`` phases)."""
+        stride_h, stride_w = self.kernel_stride[1:]
         padded_h, padded_w = self.padded_size[1:]
         phase_w = -(-padded_w // stride_w)
-        return phase_w, stride_w * phase_w, padded_h * stride_w * phase_w
+        phase_h = -(-padded_h // stride_h)
+        return phase_w, phase_h, phase_w, stride_h * stride_w * phase_h * phase_w
 
     @cached_property
     def geometry(self) -> Geometry:
@@ -376,7 +378,7 @@ class ConvSpec:
     def plane_bytes(self) -> int:
         """Bytes of the zero-bordered input planes one direct-kernel work item holds
         (one plane per input channel of a group and depth tap)."""
-        return (self.in_per_group * self.kernel[0] * self.plane_layout[2]
+        return (self.in_per_group * self.kernel[0] * self.plane_layout[3]
                 * self.compute_dtype.itemsize)
 
     # ---- Related convolutions ----------------------------------------------------------

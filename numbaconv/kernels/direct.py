@@ -7,9 +7,9 @@ iterations write the same element, and each element is summed in one fixed order
 Inside an iteration, the input planes it needs are copied once into a zero-bordered
 buffer (one flat ``Hp*Wp`` plane per input channel and kd tap), so that every tap
 (kh, kw) is a constant offset into a flat plane and no index can go negative. Output
-positions are walked in ``runs``: with unit stride in H and W the whole plane is one
-run over the flat padded plane (the ``Wp - Wo`` margin columns are computed and thrown
-away); otherwise each output row is a run. Each run is cut into chunks whose
+positions are walked in one run over the flat padded plane (the planes are split by
+H and W stride phase, so that consecutive output rows read consecutive rows of a phase;
+the margin columns of each row are computed and thrown away). Each run is cut into chunks whose
 accumulators stay in L1, and the innermost loop is an axpy over contiguous positions,
 which LLVM vectorises.
 """
@@ -32,12 +32,12 @@ def plane_layout(out_h, out_w, stride_h, stride_w, row_pitch):
 
     Returns (runs, run_length, acc_pitch): run ``r`` covers accumulator positions
     ``r * acc_pitch + q`` for ``q < run_length``, reading input row ``r * stride_h``
-    (plus the tap's offset) at contiguous positions. With unit strides all rows form
-    one run over the flat plane, margin columns included.
+    (plus the tap's offset) at contiguous positions. The planes are split by stride
+    phase, so that output row ``oh`` of a tap reads row ``oh`` of its phase (plus the
+    tap's offset): all rows form one run over the flat plane, margin columns included,
+    at every stride.
     """
-    if stride_h == 1 and stride_w == 1:
-        return 1, (out_h - 1) * row_pitch + out_w, row_pitch
-    return out_h, out_w, out_w
+    return 1, (out_h - 1) * row_pitch + out_w, row_pitch
 
 
 @njit(cache=True, inline="always")
@@ -51,10 +51,13 @@ def split_item(item, groups, inner):
 
 @njit(cache=True, inline="always")
 def tap_offset(th, tw, geo):
-    """Offset of kernel tap (kh=th, kw=tw) within a padded, phase-split plane: tap kw
-    reads the W-phase ``(kw*dW) % sW`` from column ``(kw*dW) // sW`` on."""
+    """Offset of kernel tap (kh=th, kw=tw) within a padded, phase-split plane: the tap
+    reads the phase ``((kh*dH) % sH, (kw*dW) % sW)`` from row ``(kh*dH) // sH`` and
+    column ``(kw*dW) // sW`` on."""
+    row = th * geo.dilation_h
     col = tw * geo.dilation_w
-    return th * geo.dilation_h * geo.row_pitch + (col % geo.stride_w) * geo.phase_w + col // geo.stride_w
+    phase = (row % geo.stride_h) * geo.stride_w + col % geo.stride_w
+    return (phase * geo.phase_h + row // geo.stride_h) * geo.row_pitch + col // geo.stride_w
 
 
 @njit(cache=True, inline="always")
@@ -101,15 +104,16 @@ def store_tile(tile, out, bias, n, g, od, co0, cout_g, pos0, valid, acc_pitch):
 @njit(cache=True)
 def fill_padded_planes(x, n, c0, channels, depth_index, buf, geo):
     """Copy ``x[n, c0 + c, depth_index[t]]`` into ``buf[c, t]``: zero-bordered and split
-    by column phase.
+    by stride phase.
 
-    Padded column ``i`` of padded row ``y`` lands at ``(y * stride_w + i % stride_w) *
-    phase_w + i // stride_w``, so that the columns one tap reads at a W-stride are
-    contiguous. Taps whose depth index is -1 (outside the input) are left as zeros.
+    Padded row ``y``, column ``i`` lands in phase ``(y % stride_h, i % stride_w)`` at
+    row ``y // stride_h``, column ``i // stride_w`` (``phase_h`` rows of ``row_pitch``
+    per phase), so that the rows and columns one tap reads at a stride are contiguous.
+    Taps whose depth index is -1 (outside the input) are left as zeros.
     """
     height, width = x.shape[3], x.shape[4]
-    pad_h, pad_w, stride_w, phase_w = geo.pad_h, geo.pad_w, geo.stride_w, geo.phase_w
-    row_pitch = geo.row_pitch
+    pad_h, pad_w, stride_h, stride_w = geo.pad_h, geo.pad_w, geo.stride_h, geo.stride_w
+    phase_w, phase_h, row_pitch = geo.phase_w, geo.phase_h, geo.row_pitch
     for c in range(channels):
         for t in range(depth_index.shape[0]):
             z = depth_index[t]
@@ -118,12 +122,14 @@ def fill_padded_planes(x, n, c0, channels, depth_index, buf, geo):
                 dst[:] = 0
                 continue
             src = x[n, c0 + c, z]
-            dst[:pad_h * row_pitch] = 0
-            dst[(pad_h + height) * row_pitch:] = 0
-            for y in range(height):
-                src_row = src[y]
+            for y in range(phase_h * stride_h):  # every row of every phase, padding included
+                iy = y - pad_h
                 for phase in range(stride_w):
-                    row = dst[((y + pad_h) * stride_w + phase) * phase_w:][:phase_w]
+                    at = (((y % stride_h) * stride_w + phase) * phase_h + y // stride_h) * row_pitch
+                    row = dst[at:at + phase_w]
+                    if iy < 0 or iy >= height:
+                        row[:] = 0
+                        continue
                     # padded column phase + k * stride_w is input column i, for k in
                     # [first, last): zeros before and after.
                     first = min(phase_w, (pad_w - phase + stride_w - 1) // stride_w)
@@ -131,6 +137,7 @@ def fill_padded_planes(x, n, c0, channels, depth_index, buf, geo):
                     row[:first] = 0
                     row[last:] = 0
                     start = phase + first * stride_w - pad_w
+                    src_row = src[iy]
                     if stride_w == 1:  # a contiguous copy, kept apart so it vectorises
                         copy_row(row[first:], src_row[start:start + last - first])
                     else:

@@ -18,9 +18,11 @@ class Geometry(NamedTuple):
     the layout of one zero-bordered input plane.
 
     The stride is 1 on an axis with one output position (it never applies there, and a
-    huge one would otherwise size the kernels' buffers). A plane is split by W-stride
-    phase (see ``kernels.direct.fill_padded_planes``): ``phase_w`` padded columns per
-    phase, ``row_pitch = stride_w * phase_w`` per padded row, ``plane_size`` in all.
+    huge one would otherwise size the kernels' buffers). A plane is split by H- and
+    W-stride phase (see ``kernels.direct.fill_padded_planes``) into ``stride_h *
+    stride_w`` phases of ``phase_h`` rows of ``phase_w`` padded columns, each row
+    ``row_pitch`` (= ``phase_w``) apart: consecutive output rows read consecutive rows of
+    a phase. ``plane_size`` in all.
     """
 
     stride_d: int
@@ -39,6 +41,7 @@ class Geometry(NamedTuple):
     kernel_h: int
     kernel_w: int
     phase_w: int
+    phase_h: int
     row_pitch: int
     plane_size: int
 
@@ -51,7 +54,7 @@ def unpack(array):
     """The :class:`Geometry` held in an int64 array (see :func:`pack`)."""
     return Geometry(array[0], array[1], array[2], array[3], array[4], array[5], array[6],
                     array[7], array[8], array[9], array[10], array[11], array[12], array[13],
-                    array[14], array[15], array[16], array[17])
+                    array[14], array[15], array[16], array[17], array[18])
 
 
 def pack(geometry: Geometry) -> np.ndarray:
