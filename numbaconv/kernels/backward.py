@@ -4,7 +4,7 @@
         grad_out[n, g*Cout/G + co, od, oh, ow] * x_padded[n, g*Cin/G + ci, od*sD + kd*dD, ...]
 
 It reuses the forward kernels' index arithmetic: the input planes are the same
-zero-bordered, phase-split planes, and output positions are walked in the same runs,
+zero-bordered, phase-split planes, and output positions are walked in the same run,
 so a tap is a constant offset. grad_output is laid out "wide" (zeros in the margin
 columns) so that each tap is one dot product over contiguous positions. Dot products are
 kept in ``LANES`` partial sums (vectorised) and summed in a fixed order at the end:
@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit
 
 from .blocked_codegen import WGRAD_VARIANTS
-from .direct import depth_taps, fill_padded_planes, plane_layout, tap_offset
+from .direct import depth_taps, fill_padded_planes, run_length, tap_offset
 from .loops import copy_row
 from .registry import WEIGHT_GRAD, example_arrays, readonly, register
 
@@ -32,12 +32,10 @@ POSITION_CHUNK = 1024
 
 
 @njit(cache=True, inline="always")
-def wgrad_layout(grad_out, geo):
-    """(runs, run_span): output positions walked as in the forward kernels, each run
-    rounded up to whole ``LANES``."""
-    runs, run_length, _ = plane_layout(grad_out.shape[3], grad_out.shape[4], geo.stride_h,
-                                       geo.stride_w, geo.row_pitch)
-    return runs, (run_length + LANES - 1) // LANES * LANES
+def wgrad_span(grad_out, geo):
+    """Output positions walked as in the forward kernels (:func:`run_length`), rounded up
+    to whole ``LANES``."""
+    return (run_length(grad_out.shape[3], grad_out.shape[4], geo) + LANES - 1) // LANES * LANES
 
 
 @njit(cache=True, inline="always")
@@ -47,23 +45,19 @@ def wgrad_prepare(x, grad_out, n, od, ci, co0, co_end, geo, planes, wide, tap_id
     channel indices).
 
     planes: (kD * plane_size + slack,) flat zero-bordered input planes, one per kd tap;
-    wide: (channels, runs, run_span) grad_out in run layout (margins stay zero: they
-    must be zero on entry); tap_ids/offsets: for each tap whose depth is inside the
+    wide: (channels, run_span) grad_out in run layout, rows ``row_pitch`` apart (margins
+    stay zero: they must be zero on entry); tap_ids/offsets: for each tap whose depth is inside the
     input, in (kd, kh, kw) order, its flattened index and its offset into ``planes``.
     Returns the number of such taps.
     """
     kd_, kh_, kw_ = geo.kernel_d, geo.kernel_h, geo.kernel_w
     plane_size = geo.plane_size
-    runs, run_length, acc_pitch = plane_layout(grad_out.shape[3], grad_out.shape[4], geo.stride_h,
-                                               geo.stride_w, geo.row_pitch)
     fill_padded_planes(x, n, ci, 1, depth_taps(od, geo, x.shape[2]),
                        planes[:kd_ * plane_size].reshape((1, kd_, plane_size)), geo)
-    out_h, out_w = grad_out.shape[3], grad_out.shape[4]
     for c in range(min(wide.shape[0], co_end - co0)):
         src = grad_out[n, co0 + c, od]
-        for oh in range(out_h):
-            # a run per output row, or one run over the flat plane, rows acc_pitch apart
-            copy_row(wide[c, oh] if runs > 1 else wide[c, 0, oh * acc_pitch:], src[oh])
+        for oh in range(grad_out.shape[3]):
+            copy_row(wide[c, oh * geo.row_pitch:], src[oh])
     count = 0
     for t in range(kd_):  # a tap outside the input in depth reads a zero plane
         for th in range(kh_):
@@ -93,14 +87,14 @@ def weight_grad_direct_item(x, grad_out, gw, geo, item):
     Wo). Its drivers, ``weight_grad_direct`` (parallel) and
     ``weight_grad_direct_serial``, live in the generated module."""
     groups, cout_g, cin_g, kd_, kh_, kw_ = gw.shape
-    runs, run_span = wgrad_layout(grad_out, geo)
-    row_pitch, plane_size = geo.row_pitch, geo.plane_size
+    run_span = wgrad_span(grad_out, geo)
+    plane_size = geo.plane_size
     taps = kd_ * kh_ * kw_
     g = item // cin_g
     ci = item % cin_g
     lanes = np.zeros((taps, cout_g, LANES), x.dtype)
     planes = np.zeros(kd_ * plane_size + run_span, x.dtype)
-    wide = np.zeros((cout_g, runs, run_span), x.dtype)
+    wide = np.zeros((cout_g, run_span), x.dtype)
     tap_ids = np.empty(taps, np.int64)
     offsets = np.empty(taps, np.int64)
     for n in range(x.shape[0]):
@@ -108,15 +102,13 @@ def weight_grad_direct_item(x, grad_out, gw, geo, item):
             count = wgrad_prepare(x, grad_out, n, od, g * cin_g + ci, g * cout_g,
                                   (g + 1) * cout_g, geo, planes, wide, tap_ids, offsets)
             for i in range(count):
-                for r in range(runs):
-                    base = r * geo.stride_h * row_pitch + offsets[i]
-                    xs = planes[base:base + run_span]
-                    for c in range(cout_g):
-                        gs = wide[c, r]
-                        a = lanes[tap_ids[i], c]
-                        for q0 in range(0, run_span, LANES):
-                            for lane in range(LANES):
-                                a[lane] += gs[q0 + lane] * xs[q0 + lane]
+                xs = planes[offsets[i]:offsets[i] + run_span]
+                for c in range(cout_g):
+                    gs = wide[c]
+                    a = lanes[tap_ids[i], c]
+                    for q0 in range(0, run_span, LANES):
+                        for lane in range(LANES):
+                            a[lane] += gs[q0 + lane] * xs[q0 + lane]
     sum_lanes(lanes, gw, g, 0, ci)
 
 

@@ -32,10 +32,10 @@ Every kernel has the contract described in ``blocked.py``.
 from numba import njit, prange
 import numpy as np
 
-from .backward import (LANES, POSITION_CHUNK, sum_lanes, weight_grad_direct_item, wgrad_layout,
-                       wgrad_prepare)
+from .backward import (LANES, POSITION_CHUNK, sum_lanes, weight_grad_direct_item, wgrad_prepare,
+                       wgrad_span)
 from .blocked import chunk_planes, reduction_terms
-from .direct import plane_layout, split_item, store_tile
+from .direct import run_length, split_item, store_tile
 from .geometry import unpack
 
 '''
@@ -47,9 +47,8 @@ def forward_c{cob}_v{vw}(x, wpack, bias, out, geometry, depth_chunk, pass_terms)
     groups, blocks = wpack.shape[0], wpack.shape[1]
     cout_g = out.shape[1] // groups
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
-    sh, row_pitch = geo.stride_h, geo.row_pitch
-    runs, run_length, acc_pitch = plane_layout(out_h, out_w, sh, geo.stride_w, row_pitch)
-    run_tiles = (run_length + {vw} - 1) // {vw}
+    positions = run_length(out_h, out_w, geo)
+    run_tiles = (positions + {vw} - 1) // {vw}
     chunks = (out_d + depth_chunk - 1) // depth_chunk
     for item in prange(x.shape[0] * groups * chunks):
         n, g, chunk = split_item(item, groups, chunks)
@@ -60,7 +59,7 @@ def forward_c{cob}_v{vw}(x, wpack, bias, out, geometry, depth_chunk, pass_terms)
         zero = tile[0, 0]
         # Partial sums [block, tile, c, j] between passes (none with a single pass).
         passes = (wpack.shape[2] + pass_terms - 1) // pass_terms
-        sums = np.empty((blocks * runs * run_tiles if passes > 1 else 1, {cob}, {vw}), x.dtype)
+        sums = np.empty((blocks * run_tiles if passes > 1 else 1, {cob}, {vw}), x.dtype)
         for od in range(od0, od1):
             offsets, wsel = reduction_terms(wpack, g, od, zmin, nz, x, geo)
             # Passes over ``pass_terms`` terms (whole input channels) whose weights stay
@@ -69,33 +68,30 @@ def forward_c{cob}_v{vw}(x, wpack, bias, out, geometry, depth_chunk, pass_terms)
                 t1 = min(offsets.shape[0], t0 + pass_terms)
                 pass_offsets = offsets[t0:t1]
                 # Blocks innermost: the input lines a tile reads stay in cache for every block.
-                for run in range(runs):
-                    for q0 in range(0, run_length, {vw}):
-                        base = np.uint64(run * sh * row_pitch + q0)
-                        at_tile = run * run_tiles + q0 // {vw}
-                        for block in range(blocks):
-                            # The accumulators pass through ``tile`` (zeros, or the
-                            # partial sums of the previous passes) in plain loops, so
-                            # that only the multiply-adds are written out: half the
-                            # generated statements.
-                            kept = sums[block * runs * run_tiles + at_tile if passes > 1 else 0]
-                            if t0 == 0:
-                                tile[:, :] = zero
-                            else:
-                                tile[:, :] = kept
+                for q0 in range(0, positions, {vw}):
+                    base = np.uint64(q0)
+                    for block in range(blocks):
+                        # The accumulators pass through ``tile`` (zeros, or the partial
+                        # sums of the previous passes) in plain loops, so that only the
+                        # multiply-adds are written out: half the generated statements.
+                        kept = sums[block * run_tiles + q0 // {vw} if passes > 1 else 0]
+                        if t0 == 0:
+                            tile[:, :] = zero
+                        else:
+                            tile[:, :] = kept
 {init}
-                            wblock = wsel[block, t0:t1]
-                            for i in range(pass_offsets.shape[0]):
-                                o = pass_offsets[i] + base
-                                ws = wblock[i]
+                        wblock = wsel[block, t0:t1]
+                        for i in range(pass_offsets.shape[0]):
+                            o = pass_offsets[i] + base
+                            ws = wblock[i]
 {loads}
 {fmas}
 {stores}
-                            if t1 < offsets.shape[0]:
-                                kept[:, :] = tile
-                            else:
-                                store_tile(tile, out, bias, n, g, od, block * {cob}, cout_g,
-                                           run * acc_pitch + q0, min({vw}, run_length - q0), acc_pitch)
+                        if t1 < offsets.shape[0]:
+                            kept[:, :] = tile
+                        else:
+                            store_tile(tile, out, bias, n, g, od, block * {cob}, cout_g, q0,
+                                       min({vw}, positions - q0), geo.row_pitch)
 '''
 
 
@@ -104,8 +100,8 @@ WGRAD_TEMPLATE = '''
 def weight_grad_c{cob}_t{tb}(x, grad_out, gw, geometry):
     geo = unpack(geometry)
     groups, cout_g, cin_g, kd_, kh_, kw_ = gw.shape
-    runs, run_span = wgrad_layout(grad_out, geo)
-    sh, row_pitch, plane_size = geo.stride_h, geo.row_pitch, geo.plane_size
+    run_span = wgrad_span(grad_out, geo)
+    plane_size = geo.plane_size
     taps = kd_ * kh_ * kw_
     blocks = (cout_g + {cob} - 1) // {cob}
     for item in prange(groups * blocks * cin_g):
@@ -113,7 +109,7 @@ def weight_grad_c{cob}_t{tb}(x, grad_out, gw, geometry):
         co0 = g * cout_g + block * {cob}
         lanes = np.zeros((taps + 1, {cob}, LANES), x.dtype)  # the last tap: scratch
         planes = np.zeros(kd_ * plane_size + run_span, x.dtype)
-        wide = np.zeros(({cob}, runs, run_span), x.dtype)
+        wide = np.zeros(({cob}, run_span), x.dtype)
         tap_ids = np.empty(taps + {tb}, np.int64)
         offsets = np.empty(taps + {tb}, np.int64)
         for n in range(x.shape[0]):
@@ -128,12 +124,10 @@ def weight_grad_c{cob}_t{tb}(x, grad_out, gw, geometry):
                 for p0 in range(0, run_span, POSITION_CHUNK):
                     p1 = min(run_span, p0 + POSITION_CHUNK)
                     for t0 in range(0, count, {tb}):
-                        for r in range(runs):
-                            rbase = r * sh * row_pitch
 {offs}
 {init}
-                            for q0 in range(p0, p1, LANES):
-                                uq = np.uint64(q0)
+                        for q0 in range(p0, p1, LANES):
+                            uq = np.uint64(q0)
 {loads}
 {fmas}
 {stores}
@@ -160,19 +154,19 @@ def weight_grad_direct_serial(x, grad_out, gw, geometry):
 def wgrad_kernel_source(cob: int, tb: int) -> str:
     """Accumulators a{{c}}_{{t}}_{{l}}: output channel c, tap t of the block, lane l."""
     acc = [[[f"a{c}_{t}_{l}" for l in range(LANES)] for t in range(tb)] for c in range(cob)]
-    offs = [f"o{t} = np.uint64(offsets[t0 + {t}] + rbase)" for t in range(tb)]
+    offs = [f"o{t} = np.uint64(offsets[t0 + {t}])" for t in range(tb)]
     offs += [f"lane{t} = lanes[tap_ids[t0 + {t}]]" for t in range(tb)]
     init = [f"{acc[c][t][l]} = lane{t}[{c}, {l}]"
             for c in range(cob) for t in range(tb) for l in range(LANES)]
-    loads = [f"g{c}_{l} = wide[{c}, r, uq + np.uint64({l})]" for c in range(cob) for l in range(LANES)]
+    loads = [f"g{c}_{l} = wide[{c}, uq + np.uint64({l})]" for c in range(cob) for l in range(LANES)]
     loads += [f"x{t}_{l} = planes[o{t} + uq + np.uint64({l})]" for t in range(tb) for l in range(LANES)]
     fmas = [f"{acc[c][t][l]} += g{c}_{l} * x{t}_{l}"
             for c in range(cob) for t in range(tb) for l in range(LANES)]
     stores = [f"lane{t}[{c}, {l}] = {acc[c][t][l]}"
               for c in range(cob) for t in range(tb) for l in range(LANES)]
-    return WGRAD_TEMPLATE.format(cob=cob, tb=tb, offs=_lines(offs, 28), init=_lines(init, 28),
-                                 loads=_lines(loads, 32), fmas=_lines(fmas, 32),
-                                 stores=_lines(stores, 28))
+    return WGRAD_TEMPLATE.format(cob=cob, tb=tb, offs=_lines(offs, 24), init=_lines(init, 24),
+                                 loads=_lines(loads, 28), fmas=_lines(fmas, 28),
+                                 stores=_lines(stores, 24))
 
 
 def _lines(statements, indent):
@@ -185,8 +179,8 @@ def kernel_source(cob: int, vw: int) -> str:
     loads = [f"x{j} = planes[o + np.uint64({j})]" for j in range(vw)] + [f"w{c} = ws[{c}]" for c in range(cob)]
     fmas = [f"{acc[c][j]} += w{c} * x{j}" for c in range(cob) for j in range(vw)]
     stores = [f"tile[{c}, {j}] = {acc[c][j]}" for c in range(cob) for j in range(vw)]
-    return TEMPLATE.format(cob=cob, vw=vw, init=_lines(init, 28), loads=_lines(loads, 32),
-                           fmas=_lines(fmas, 32), stores=_lines(stores, 28))
+    return TEMPLATE.format(cob=cob, vw=vw, init=_lines(init, 24), loads=_lines(loads, 28),
+                           fmas=_lines(fmas, 28), stores=_lines(stores, 24))
 
 
 #: Modules whose inlined helpers the generated kernels compile in.

@@ -27,17 +27,13 @@ CHUNK = 512
 
 
 @njit(cache=True, inline="always")
-def plane_layout(out_h, out_w, stride_h, stride_w, row_pitch):
-    """How output positions of one plane map onto the flat padded input plane.
-
-    Returns (runs, run_length, acc_pitch): run ``r`` covers accumulator positions
-    ``r * acc_pitch + q`` for ``q < run_length``, reading input row ``r * stride_h``
-    (plus the tap's offset) at contiguous positions. The planes are split by stride
-    phase, so that output row ``oh`` of a tap reads row ``oh`` of its phase (plus the
-    tap's offset): all rows form one run over the flat plane, margin columns included,
-    at every stride.
-    """
-    return 1, (out_h - 1) * row_pitch + out_w, row_pitch
+def run_length(out_h, out_w, geo):
+    """Accumulator positions of one output plane: the planes are split by stride phase,
+    so that output row ``oh`` of a tap reads row ``oh`` of its phase (plus the tap's
+    offset), and position ``oh * row_pitch + ow`` reads the input at that position plus
+    the tap's offset: all rows are one run over the flat plane, the margin columns of
+    each row included (computed and thrown away), at every stride."""
+    return (out_h - 1) * geo.row_pitch + out_w
 
 
 @njit(cache=True, inline="always")
@@ -73,7 +69,8 @@ def depth_taps(od, geo, depth):
 @njit(cache=True, inline="always")
 def store_tile(tile, out, bias, n, g, od, co0, cout_g, pos0, valid, acc_pitch):
     """out[n, g*cout_g + co0 + c, od] at accumulator positions pos0 .. pos0+valid-1
-    (row pitch ``acc_pitch``; margin columns dropped) = tile[c, :valid] + bias."""
+    (row pitch ``acc_pitch``, the geometry's ``row_pitch``; margin columns dropped) =
+    tile[c, :valid] + bias."""
     out_w = out.shape[4]
     oh0 = pos0 // acc_pitch
     ow0 = pos0 - oh0 * acc_pitch
@@ -177,8 +174,7 @@ def forward_direct_item(x, w, bias, out, geo, item, planes, acc_space):
     using the scratch space from :func:`item_buffers`."""
     groups, cout_g, cin_g, kd_, kh_, kw_ = w.shape
     out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
-    row_pitch = geo.row_pitch
-    runs, run_length, acc_pitch = plane_layout(out_h, out_w, geo.stride_h, geo.stride_w, row_pitch)
+    positions = run_length(out_h, out_w, geo)
     blocks = (cout_g + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
 
     n, g, inner = split_item(item, groups, blocks * out_d)
@@ -188,19 +184,17 @@ def forward_direct_item(x, w, bias, out, geo, item, planes, acc_space):
 
     fill_padded_planes(x, n, g * cin_g, cin_g, depth_taps(od, geo, x.shape[2]), planes, geo)
     acc = acc_space[:count]
-    for r in range(runs):
-        for q0 in range(0, run_length, CHUNK):
-            m = min(CHUNK, run_length - q0)
-            acc[:, :m] = 0
-            for ci in range(cin_g):
-                for t in range(kd_):  # a tap outside the input in depth reads zeros
-                    plane = planes[ci, t]
-                    for th in range(kh_):
-                        for tw in range(kw_):
-                            start = r * geo.stride_h * row_pitch + tap_offset(th, tw, geo) + q0
-                            axpy_block(acc, w[g, co0:co0 + count, ci, t, th, tw],
-                                       plane[start:start + m])
-            store_tile(acc, out, bias, n, g, od, co0, cout_g, r * acc_pitch + q0, m, acc_pitch)
+    for q0 in range(0, positions, CHUNK):
+        m = min(CHUNK, positions - q0)
+        acc[:, :m] = 0
+        for ci in range(cin_g):
+            for t in range(kd_):  # a tap outside the input in depth reads zeros
+                plane = planes[ci, t]
+                for th in range(kh_):
+                    for tw in range(kw_):
+                        start = tap_offset(th, tw, geo) + q0
+                        axpy_block(acc, w[g, co0:co0 + count, ci, t, th, tw], plane[start:start + m])
+        store_tile(acc, out, bias, n, g, od, co0, cout_g, q0, m, geo.row_pitch)
 
 
 # One loop nest, two drivers: the serial one avoids waking the thread pool for tiny
