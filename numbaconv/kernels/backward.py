@@ -46,9 +46,9 @@ def wgrad_prepare(x, grad_out, n, od, ci, co0, co_end, geo, planes, wide, tap_id
 
     planes: (kD * plane_size + slack,) flat zero-bordered input planes, one per kd tap;
     wide: (channels, run_span) grad_out in run layout, rows ``row_pitch`` apart (margins
-    stay zero: they must be zero on entry); tap_ids/offsets: for each tap whose depth is inside the
-    input, in (kd, kh, kw) order, its flattened index and its offset into ``planes``.
-    Returns the number of such taps.
+    stay zero: they must be zero on entry); tap_ids/offsets: for each tap whose depth is
+    inside the input, in (kd, kh, kw) order, its flattened index and its offset into
+    ``planes``. Returns the number of such taps.
     """
     kd_, kh_, kw_ = geo.kernel_d, geo.kernel_h, geo.kernel_w
     plane_size = geo.plane_size

@@ -5,13 +5,13 @@ iterations write the same element, and each element is summed in one fixed order
 (input channel, then kd, kh, kw), so the result does not depend on the thread count.
 
 Inside an iteration, the input planes it needs are copied once into a zero-bordered
-buffer (one flat ``Hp*Wp`` plane per input channel and kd tap), so that every tap
+buffer (one flat plane of about ``Hp*Wp`` per input channel and kd tap), so that every tap
 (kh, kw) is a constant offset into a flat plane and no index can go negative. Output
-positions are walked in one run over the flat padded plane (the planes are split by
-H and W stride phase, so that consecutive output rows read consecutive rows of a phase;
-the margin columns of each row are computed and thrown away). Each run is cut into chunks whose
-accumulators stay in L1, and the innermost loop is an axpy over contiguous positions,
-which LLVM vectorises.
+positions are walked in one run over the flat padded plane (the planes are split by H
+and W stride phase, so that consecutive output rows read consecutive rows of a phase;
+the margin columns of each row are computed and thrown away). The run is cut into
+chunks whose accumulators stay in L1, and the innermost loop is an axpy over contiguous
+positions, which LLVM vectorises.
 """
 import numpy as np
 from numba import njit, prange

@@ -183,10 +183,10 @@ def forward_gemm(x, wmat, bias, out, geometry, slab_positions, row_blocks):
     x: (N, Cin, D, H, W); wmat: (G, Cout/G, Cin/G*kD*kH*kW); bias: (Cout,);
     out: (N, Cout, Do, Ho, Wo), written in full; geo as in the direct kernels;
     slab_positions: output positions per slab. ``row_blocks`` > 1 (layers on few
-    positions: :func:`forward_row_blocks`): for each (sample, group), the whole im2col matrix
-    (the input channels as they are, for a pointwise, unpadded, stride-1 layer), then
-    items are blocks of output rows over all positions, each one BLAS product of a block
-    of the weight with it, written straight into ``out``.
+    positions: :func:`forward_row_blocks`): for each (sample, group), the whole im2col
+    matrix (the input channels as they are, for a pointwise, unpadded, stride-1 layer),
+    then items are blocks of output rows over all positions, each one BLAS product of a
+    block of the weight with it, written straight into ``out``.
     """
     geo = unpack(geometry)
     n_batch = x.shape[0]
@@ -200,7 +200,7 @@ def forward_gemm(x, wmat, bias, out, geometry, slab_positions, row_blocks):
             for ng in range(n_batch * groups):
                 c0 = (ng // groups) * x.shape[1] + (ng % groups) * reduction
                 forward_block_products(weights, channels[c0:c0 + reduction], bias, out_rows, ng,
-                                   groups, cout_g, row_blocks)
+                                       groups, cout_g, row_blocks)
         else:
             cin_g = x.shape[1] // groups
             cols = np.empty((reduction, positions), x.dtype)
