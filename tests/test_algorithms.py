@@ -226,3 +226,36 @@ def test_weight_gradient_slabs_fill_large_partials_in_one_product():
         assert large.batch * slabs == gemm.weight_grad_chunks(large) < gemm.WEIGHT_GRAD_MIN_SLABS
     small = spec(128, 12)
     assert gemm.weight_grad_slab_positions(small) == gemm.slab_positions(small, gemm.WEIGHT_GRAD_MIN_SLABS)
+
+
+@pytest.mark.parametrize("stride, dilation, padding", [
+    ((1, 2, 3), (1, 3, 2), (0, 1, 2)),
+    ((1, 3, 2), (1, 1, 3), (0, 2, 0)),
+    ((1, 2, 2), (1, 2, 1), (0, 3, 1)),
+    ((1, 1, 1), (1, 2, 2), (0, 1, 1)),
+])
+def test_phase_split_planes_put_each_tap_at_a_constant_offset(stride, dilation, padding, rng):
+    """The index arithmetic every direct, blocked and weight-gradient kernel shares, read
+    through its own functions: in a plane from ``fill_padded_planes``, tap (kh, kw) of
+    output position (oh, ow) sits at ``tap_offset + oh * row_pitch + ow`` and holds the
+    zero-padded input at (oh*sH + kh*dH, ow*sW + kw*dW); every position of the run
+    (``run_length``), margin columns included, lies inside the plane."""
+    from numbaconv.kernels import direct
+    x = rng.standard_normal((1, 1, 1, 11, 13))
+    w = np.ones((1, 1, 1, 3, 4))
+    spec = ConvSpec.from_args(x, w, None, stride, padding, dilation, 1)[0]
+    geo = spec.geometry
+    planes = np.full((1, 1, geo.plane_size), np.nan)
+    direct.fill_padded_planes.py_func(x, 0, 0, 1, np.array([0]), planes, geo)
+    assert not np.isnan(planes).any()  # every element written: data or zero
+    padded = np.pad(x[0, 0, 0], [(padding[1], spec.padding_hi[1]), (padding[2], spec.padding_hi[2])])
+    _, out_h, out_w = spec.out_size
+    positions = direct.run_length.py_func(out_h, out_w, geo)
+    for th in range(3):
+        for tw in range(4):
+            offset = direct.tap_offset.py_func(th, tw, geo)
+            assert offset + positions <= geo.plane_size
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    expected = padded[oh * stride[1] + th * dilation[1], ow * stride[2] + tw * dilation[2]]
+                    assert planes[0, 0, offset + oh * geo.row_pitch + ow] == expected
