@@ -514,3 +514,18 @@ def test_weight_gradient_direct_and_blocked_agree_bitwise(name, dtype, rng):
         "wgrad_direct", "wgrad_direct_serial")
     for fallback in ("wgrad_direct", "wgrad_direct_serial"):
         assert _backward.grad_weight(spec, x, grad_out, fallback).tobytes() == blocked.tobytes()
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_weight_gradient_blocked_parts_keep_the_bits(parts, monkeypatch, rng):
+    """The register-blocked weight gradient splits each (group, input channel)'s blocks
+    of output channels into parts (as many as the thread count asks for); every sum
+    keeps its order, so any split gives the direct kernel's bits: one part, some, and
+    one block per part (9 output channels per group: 3 blocks of 4 or fewer)."""
+    from numbaconv.kernels import backward
+    x, w, b, args = make_case(rng, 2, 6, (5, 7, 9), 18, 3, (1, 2, 2), 1, 1, 2, dtype=np.float32)
+    spec = ConvSpec.from_args(x, w, None, **args)[0]
+    grad_out = rng.standard_normal(spec.out_shape).astype(np.float32)
+    direct = _backward.grad_weight(spec, x, grad_out, "wgrad_direct")
+    monkeypatch.setattr(backward, "block_parts", lambda spec, cob: min(parts, -(-9 // cob)))
+    assert _backward.grad_weight(spec, x, grad_out, "wgrad_blocked").tobytes() == direct.tobytes()

@@ -18,6 +18,9 @@ bits. Their parallel drivers live in the generated module, so that numba's disk 
 is invalidated when these helpers change.
 """
 import numpy as np
+import functools
+
+import numba
 from numba import njit
 
 from .blocked_codegen import WGRAD_VARIANTS
@@ -123,6 +126,30 @@ def _examples(dtype):
     return example_arrays(dtype, 5, 5, 6)
 
 
+#: Work items per thread, at least, that the register-blocked weight gradient makes by
+#: splitting the output-channel blocks of each (group, input channel) into parts.
+WGRAD_ITEMS_PER_THREAD = 4
+
+
+def block_parts(spec, cob) -> int:
+    """Parts the output-channel blocks (of ``cob`` channels) of each (group, input
+    channel) item of the register-blocked weight gradient are split into: as few as
+    give ``WGRAD_ITEMS_PER_THREAD`` items per thread. A part copies its input planes once
+    for all its blocks (a copy per block made strided layers copy-bound: 32 -> 64 k3 s2
+    on 48^3 70-76 -> 14-24 ms). Every sum runs in the same order whatever the parts, so
+    the result does not depend on the thread count."""
+    items = spec.groups * spec.in_per_group
+    blocks = -(-spec.out_per_group // cob)
+    wanted = WGRAD_ITEMS_PER_THREAD * numba.get_num_threads()
+    return max(1, min(blocks, -(-wanted // items)))
+
+
+def launch_weight_grad_blocked(run, spec, x, grad_out, cob):
+    gw = np.empty(spec.group_weight_shape, spec.compute_dtype)
+    run(readonly(x), readonly(grad_out), gw, spec.kernel_geometry, block_parts(spec, cob))
+    return gw
+
+
 _GENERATED = "numbaconv.kernels._blocked_generated:"
 register(name="wgrad_direct", computes=WEIGHT_GRAD, function=_GENERATED + "weight_grad_direct",
          examples=_examples, launch=launch_weight_grad, plane_memory=True,
@@ -135,8 +162,10 @@ register(name="wgrad_direct_serial", computes=WEIGHT_GRAD,
          description="the direct weight gradient on the calling thread")
 for _cob, _tb in WGRAD_VARIANTS:  # all are declared; the dispatcher picks the target CPU's
     register(name=f"wgrad_blocked{_cob}x{_tb}", computes=WEIGHT_GRAD,
-             function=_GENERATED + f"weight_grad_c{_cob}_t{_tb}", examples=_examples,
-             launch=launch_weight_grad, plane_memory=True, bitwise="wgrad_direct",
+             function=_GENERATED + f"weight_grad_c{_cob}_t{_tb}",
+             examples=lambda dtype: _examples(dtype) + (1,),
+             launch=functools.partial(launch_weight_grad_blocked, cob=_cob), plane_memory=True,
+             bitwise="wgrad_direct",
              serial="wgrad_direct_serial", fallbacks=("wgrad_direct", "wgrad_direct_serial"),
              variant_of="wgrad_blocked",
              description=f"register-blocked weight gradient: {_cob} output channels x {_tb} "

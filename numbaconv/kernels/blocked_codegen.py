@@ -97,41 +97,47 @@ def forward_c{cob}_v{vw}(x, wpack, bias, out, geometry, depth_chunk, pass_terms)
 
 WGRAD_TEMPLATE = '''
 @njit(parallel=True, cache=True, nogil=True, fastmath={{"contract"}})
-def weight_grad_c{cob}_t{tb}(x, grad_out, gw, geometry):
+def weight_grad_c{cob}_t{tb}(x, grad_out, gw, geometry, parts):
     geo = unpack(geometry)
     groups, cout_g, cin_g, kd_, kh_, kw_ = gw.shape
     run_span = wgrad_span(grad_out, geo)
     plane_size = geo.plane_size
     taps = kd_ * kh_ * kw_
     blocks = (cout_g + {cob} - 1) // {cob}
-    for item in prange(groups * blocks * cin_g):
-        g, block, ci = split_item(item, blocks, cin_g)
-        co0 = g * cout_g + block * {cob}
-        lanes = np.zeros((taps + 1, {cob}, LANES), x.dtype)  # the last tap: scratch
+    for item in prange(groups * parts * cin_g):
+        g, part, ci = split_item(item, parts, cin_g)
+        b0 = part * blocks // parts
+        b1 = (part + 1) * blocks // parts
+        lanes = np.zeros((b1 - b0, taps + 1, {cob}, LANES), x.dtype)  # last tap: scratch
         planes = np.zeros(kd_ * plane_size + run_span, x.dtype)
-        wide = np.zeros(({cob}, run_span), x.dtype)
+        wide = np.zeros(((b1 - b0) * {cob}, run_span), x.dtype)
         tap_ids = np.empty(taps + {tb}, np.int64)
         offsets = np.empty(taps + {tb}, np.int64)
         for n in range(x.shape[0]):
             for od in range(grad_out.shape[2]):
-                count = wgrad_prepare(x, grad_out, n, od, g * cin_g + ci, co0, (g + 1) * cout_g,
-                                      geo, planes, wide, tap_ids, offsets)
+                # The input planes once for every block of the part.
+                count = wgrad_prepare(x, grad_out, n, od, g * cin_g + ci, g * cout_g + b0 * {cob},
+                                      (g + 1) * cout_g, geo, planes, wide, tap_ids, offsets)
                 for i in range(count, count + {tb}):  # pad the last tap block
                     tap_ids[i] = taps
                     offsets[i] = 0
-                # Positions in pieces whose grad_output rows and input lines stay in L1
-                # across all the tap blocks (the same sums, in the same order).
-                for p0 in range(0, run_span, POSITION_CHUNK):
-                    p1 = min(run_span, p0 + POSITION_CHUNK)
-                    for t0 in range(0, count, {tb}):
+                for block in range(b1 - b0):
+                    block_lanes = lanes[block]
+                    block_wide = wide[block * {cob}:(block + 1) * {cob}]
+                    # Positions in pieces whose grad_output rows and input lines stay in
+                    # L1 across all the tap blocks (the same sums, in the same order).
+                    for p0 in range(0, run_span, POSITION_CHUNK):
+                        p1 = min(run_span, p0 + POSITION_CHUNK)
+                        for t0 in range(0, count, {tb}):
 {offs}
 {init}
-                        for q0 in range(p0, p1, LANES):
-                            uq = np.uint64(q0)
+                            for q0 in range(p0, p1, LANES):
+                                uq = np.uint64(q0)
 {loads}
 {fmas}
 {stores}
-        sum_lanes(lanes, gw, g, block * {cob}, ci)
+        for block in range(b1 - b0):
+            sum_lanes(lanes[block], gw, g, (b0 + block) * {cob}, ci)
 '''
 
 
@@ -155,18 +161,18 @@ def wgrad_kernel_source(cob: int, tb: int) -> str:
     """Accumulators a{{c}}_{{t}}_{{l}}: output channel c, tap t of the block, lane l."""
     acc = [[[f"a{c}_{t}_{l}" for l in range(LANES)] for t in range(tb)] for c in range(cob)]
     offs = [f"o{t} = np.uint64(offsets[t0 + {t}])" for t in range(tb)]
-    offs += [f"lane{t} = lanes[tap_ids[t0 + {t}]]" for t in range(tb)]
+    offs += [f"lane{t} = block_lanes[tap_ids[t0 + {t}]]" for t in range(tb)]
     init = [f"{acc[c][t][l]} = lane{t}[{c}, {l}]"
             for c in range(cob) for t in range(tb) for l in range(LANES)]
-    loads = [f"g{c}_{l} = wide[{c}, uq + np.uint64({l})]" for c in range(cob) for l in range(LANES)]
+    loads = [f"g{c}_{l} = block_wide[{c}, uq + np.uint64({l})]" for c in range(cob) for l in range(LANES)]
     loads += [f"x{t}_{l} = planes[o{t} + uq + np.uint64({l})]" for t in range(tb) for l in range(LANES)]
     fmas = [f"{acc[c][t][l]} += g{c}_{l} * x{t}_{l}"
             for c in range(cob) for t in range(tb) for l in range(LANES)]
     stores = [f"lane{t}[{c}, {l}] = {acc[c][t][l]}"
               for c in range(cob) for t in range(tb) for l in range(LANES)]
-    return WGRAD_TEMPLATE.format(cob=cob, tb=tb, offs=_lines(offs, 24), init=_lines(init, 24),
-                                 loads=_lines(loads, 28), fmas=_lines(fmas, 28),
-                                 stores=_lines(stores, 24))
+    return WGRAD_TEMPLATE.format(cob=cob, tb=tb, offs=_lines(offs, 28), init=_lines(init, 28),
+                                 loads=_lines(loads, 32), fmas=_lines(fmas, 32),
+                                 stores=_lines(stores, 28))
 
 
 def _lines(statements, indent):
