@@ -17,10 +17,10 @@ with few channels per group (depthwise); dense layers run the register-blocked o
 bits. Their parallel drivers live in the generated module, so that numba's disk cache
 is invalidated when these helpers change.
 """
-import numpy as np
 import functools
 
 import numba
+import numpy as np
 from numba import njit
 
 from .blocked_codegen import WGRAD_VARIANTS

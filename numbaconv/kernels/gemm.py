@@ -169,11 +169,10 @@ def weight_grad_block_products(grads, columns, partial, g, n, groups, cout_g, ro
     for block in prange(row_blocks):
         m0 = block * cout_g // row_blocks
         m1 = (block + 1) * cout_g // row_blocks
-        product = np.dot(grads[r0 + m0:r0 + m1], columns.T)
-        if n == 0:
-            copy_matrix(partial[0, g, m0:m1], product)
+        if n == 0:  # straight into the partial sum: no weight-sized copy
+            np.dot(grads[r0 + m0:r0 + m1], columns.T, partial[0, g, m0:m1])
         else:
-            add_matrix(partial[0, g, m0:m1], product)
+            add_matrix(partial[0, g, m0:m1], np.dot(grads[r0 + m0:r0 + m1], columns.T))
 
 
 @njit(parallel=True, cache=True, nogil=True)

@@ -78,8 +78,7 @@ def _whole_columns(x, n, g, cin_g, geo, out_shape):
     channels as they are where :func:`gemm.channels_are_columns`)."""
     if gemm.channels_are_columns.py_func(x.shape, out_shape, geo):
         return x[n, g * cin_g:(g + 1) * cin_g].reshape(cin_g, -1)
-    return np.ascontiguousarray(im2col(_group_channels(x, n, g, cin_g), x.shape[2:], geo, out_shape, 0,
-                                       math.prod(out_shape[2:])))
+    return im2col(_group_channels(x, n, g, cin_g), x.shape[2:], geo, out_shape, 0, math.prod(out_shape[2:]))
 
 
 def forward_gemm(x, wmat, bias, out, geometry, slab_positions, row_blocks):
