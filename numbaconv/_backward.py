@@ -216,43 +216,37 @@ def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.
     sums round as the GEMM path's.
     """
     groups, cout_g, cin_g = w6.shape[:3]
-    kernel = spec.kernel
-    taps = math.prod(kernel)
-    # (G, Cin/G*kD*kH*kW, Cout/G): a plain transpose of each group's weight matrix
-    # (rows in (ci, tap) order), 2.5x faster than the 6-D permutation that puts a tap's
-    # rows together (512 x 512 x 27: 16 vs 41 ms).
-    wt = _transposed(w6.reshape(groups, cout_g, cin_g * taps))
-    # The products of every (sample, group) are one pointwise convolution of grad_output,
-    # run by the GEMM kernel: BLAS single-threaded inside its parallel loop. (numpy's
-    # matmul here ran OpenBLAS's own threads, which then spun against numba's: 512->256
-    # 1x1x1 on 6^3, both gradients 8.0 ms, each alone 0.8 and 2.0 ms.)
-    products = replace(spec, in_channels=spec.out_channels, out_channels=groups * taps * cin_g,
-                       in_size=spec.out_size, kernel=(1, 1, 1), stride=(1, 1, 1),
-                       padding=(0, 0, 0), padding_hi=(0, 0, 0), dilation=(1, 1, 1), flip=False,
-                       dtype=spec.compute_dtype, padding_mode="zeros", tail=(0, 0, 0))
+    taps = math.prod(spec.kernel)
+    positions = math.prod(spec.out_size)
     # A pointwise stride-1 layer's products are the input gradient itself, in its layout.
     in_place = taps == 1 and spec.stride == (1, 1, 1) and spec.in_size == spec.out_size
-    cols = out if in_place else np.empty(products.out_shape, out.dtype)
-    # (``tiered``: under ``auto``, the GEMM kernel's numpy twin serves while it compiles.)
-    _dispatch.plan_for(products, "gemm", tiered=tiered).run(
-        grad_out, wt.reshape(groups, taps * cin_g, cout_g, 1, 1, 1),
-        np.zeros(products.out_channels, out.dtype), cols)
+    cols = out if in_place else np.empty(
+        (spec.batch, groups * cin_g * taps) + spec.out_size, out.dtype)
+    _tap_products(w6.reshape(groups, cout_g, cin_g * taps),
+                  grad_out.reshape(spec.batch * groups, cout_g, positions),
+                  cols.reshape(spec.batch * groups, cin_g * taps, positions), tiered)
     if not in_place:
         _scatter(spec, cols, out)
     return out
 
 
-def _transposed(w3: np.ndarray) -> np.ndarray:
-    """``w3`` (G, R, C) transposed to a new C-contiguous (G, C, R): the parallel
-    ``transpose_groups`` kernel, or numpy's copy while it compiles in the background
-    (and in a process forked after OpenMP started). A copy: the same values either way."""
+def _tap_products(w3: np.ndarray, grads: np.ndarray, cols: np.ndarray, tiered: bool) -> None:
+    """``cols[i] = w3[i % G].T @ grads[i]``: the ``tap_products`` kernel, BLAS
+    single-threaded inside its parallel loop, reading the weight transposed in place
+    (it was copied transposed before: 512 x 512 x 27 on 6^3, products 23.3 -> 18.6 ms,
+    the same bits). While it compiles (``tiered``), and in a process forked after OpenMP
+    started, its numpy twin makes the same BLAS calls. (numpy's own matmul here ran
+    OpenBLAS's threads, which then spun against numba's: 512->256 1x1x1 on 6^3, both
+    gradients 8.0 ms, each alone 0.8 and 2.0 ms.)"""
+    blocks = gemm.tap_product_blocks(w3.shape[2], grads.shape[2])
     kernel = None if _dispatch._forked_after_omp else \
-        _dispatch._kernel("transpose_groups", w3.dtype, wait=0)
-    if kernel is None:
-        return np.ascontiguousarray(w3.transpose(0, 2, 1))
-    out = np.empty((w3.shape[0], w3.shape[2], w3.shape[1]), w3.dtype)
-    _dispatch.launch(kernel, readonly(np.ascontiguousarray(w3)), out)
-    return out
+        _dispatch._kernel("tap_products", w3.dtype, wait=0 if tiered else None)
+    with _dispatch.single_threaded_blas():
+        if kernel is None:
+            from .kernels import gemm_numpy
+            gemm_numpy.tap_products(w3, grads, cols, *blocks)
+        else:
+            _dispatch.launch(kernel, readonly(w3), readonly(grads), cols, *blocks)
 
 
 def _scatter(spec: ConvSpec, cols: np.ndarray, out: np.ndarray) -> None:

@@ -305,17 +305,28 @@ def test_col2im_kernel_same_bits_as_the_numpy_scatter(config, seed, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_transpose_kernel_equals_numpys(dtype, rng):
-    """The scatter's weight transpose (tiles in parallel) against numpy's, on shapes
-    that are and are not multiples of the tile, with groups."""
-    from numbaconv.kernels import gemm
-    kernel = _dispatch._kernel("transpose_groups", dtype)
-    tile = gemm.TRANSPOSE_TILE
-    for shape in [(1, 1, 1), (1, tile, tile), (3, tile + 5, 2 * tile - 3), (2, 7, 3 * tile + 1)]:
-        w = rng.standard_normal(shape).astype(dtype)
-        out = np.full((shape[0], shape[2], shape[1]), np.nan, dtype)
-        kernel(readonly(w), out)
-        np.testing.assert_array_equal(out, w.transpose(0, 2, 1))
+def test_tap_products_read_the_weight_transposed(dtype, rng):
+    """The scatter's products (BLAS reading the weight transposed, by blocks of rows and
+    positions) against a float64 product, and bit for bit against the numpy twin that
+    serves while the kernel compiles; with groups, samples, and blocks that do and do
+    not divide the rows and positions."""
+    from numbaconv.kernels import gemm_numpy
+    kernel = _dispatch._kernel("tap_products", dtype)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-13
+    for groups, cout_g, rows, batch, positions, row_blocks, column_blocks in [
+            (1, 1, 1, 1, 1, 1, 1), (1, 64, 1728, 1, 216, 13, 1), (2, 7, 33, 2, 500, 3, 2),
+            (3, 4, 9, 1, 7, 2, 3), (1, 16, 300, 1, 2, 1, 1)]:
+        w3 = rng.standard_normal((groups, cout_g, rows)).astype(dtype)
+        grads = rng.standard_normal((batch * groups, cout_g, positions)).astype(dtype)
+        by_kernel = np.full((batch * groups, rows, positions), np.nan, dtype)
+        by_twin = by_kernel.copy()
+        with _dispatch.single_threaded_blas():
+            kernel(readonly(w3), readonly(grads), by_kernel, row_blocks, column_blocks)
+            gemm_numpy.tap_products(w3, grads, by_twin, row_blocks, column_blocks)
+        expected = np.stack([w3[i % groups].T.astype(np.float64) @ grads[i]
+                             for i in range(batch * groups)])
+        np.testing.assert_allclose(by_kernel, expected, rtol=tolerance, atol=tolerance * cout_g)
+        np.testing.assert_array_equal(by_kernel, by_twin)
 
 
 def test_auto_takes_gemm_scatter_for_strided_and_deep_layers():

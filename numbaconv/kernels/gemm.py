@@ -15,6 +15,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .blas import product_tn
 from .direct import split_item
 from .geometry import EXAMPLE, unpack
 from .loops import add_matrix, copy_matrix, copy_row
@@ -502,28 +503,39 @@ def col2im(cols, geometry, out):
                         seg[k] += src[k]
 
 
-#: Side of the square tiles :func:`transpose_groups` copies (both tiles stay in L1).
-TRANSPOSE_TILE = 32
+@njit(parallel=True, cache=True, nogil=True)
+def tap_products(w3, grads, cols, row_blocks, column_blocks):
+    """The input gradient's tap products, ``cols[i] = w3[i % G].T @ grads[i]`` for every
+    (sample, group) ``i``, by blocks of rows x positions, one BLAS product each.
+
+    w3: (G, Cout/G, Cin/G*kD*kH*kW), the weight as it is (rows of the product in (ci,
+    kd, kh, kw) order); grads: (N*G, Cout/G, Do*Ho*Wo); cols: (N*G, Cin/G*kD*kH*kW,
+    Do*Ho*Wo). BLAS reads the weight transposed and every block in place
+    (``blas.product_tn``). The blocks are a function of the layer, and each element is
+    one BLAS dot product over Cout/G whatever the block: the same bits at every thread
+    count, and as the numpy twin's.
+    """
+    groups, _, rows = w3.shape
+    positions = grads.shape[2]
+    per_item = row_blocks * column_blocks
+    for job in prange(grads.shape[0] * per_item):
+        i, block = job // per_item, job % per_item
+        rb, cb = block // column_blocks, block % column_blocks
+        r0, r1 = rb * rows // row_blocks, (rb + 1) * rows // row_blocks
+        p0, p1 = cb * positions // column_blocks, (cb + 1) * positions // column_blocks
+        product_tn(w3[i % groups, :, r0:r1], grads[i, :, p0:p1], cols[i, r0:r1, p0:p1])
 
 
-@njit(parallel=True, cache=True)
-def transpose_groups(src, dst):
-    """``dst[g] = src[g].T``: (G, R, C) -> (G, C, R), tile by tile in parallel. The
-    input gradient's product needs its weight transposed: numpy took 17-20 ms for
-    512 x 13824 (single-threaded, reading across rows), these tiles 10."""
-    groups, rows, cols = src.shape
-    tiles_r = (rows + TRANSPOSE_TILE - 1) // TRANSPOSE_TILE
-    tiles_c = (cols + TRANSPOSE_TILE - 1) // TRANSPOSE_TILE
-    for item in prange(groups * tiles_r * tiles_c):
-        g, tile = item // (tiles_r * tiles_c), item % (tiles_r * tiles_c)
-        r0 = (tile // tiles_c) * TRANSPOSE_TILE
-        c0 = (tile % tiles_c) * TRANSPOSE_TILE
-        r1, c1 = min(rows, r0 + TRANSPOSE_TILE), min(cols, c0 + TRANSPOSE_TILE)
-        source, target = src[g], dst[g]
-        for c in range(c0, c1):
-            row = target[c]
-            for r in range(r0, r1):
-                row[r] = source[r, c]
+#: The tap products' blocks: at least this many rows and positions each, and at most
+#: ``MAX_ROW_BLOCKS`` x ``MAX_TAP_COLUMN_BLOCKS`` per (sample, group).
+TAP_BLOCK_POSITIONS = 2048
+MAX_TAP_COLUMN_BLOCKS = 16
+
+
+def tap_product_blocks(rows: int, positions: int) -> tuple[int, int]:
+    """(row blocks, position blocks) of :func:`tap_products`: a function of the layer only."""
+    return (max(1, min(MAX_ROW_BLOCKS, rows // ROW_BLOCK_ROWS)),
+            max(1, min(MAX_TAP_COLUMN_BLOCKS, positions // TAP_BLOCK_POSITIONS)))
 
 
 def _col2im_examples(dtype):
@@ -531,10 +543,11 @@ def _col2im_examples(dtype):
     return readonly(cols), EXAMPLE, out
 
 
-register(name="transpose_groups", computes=COL2IM, function=transpose_groups,
-         examples=lambda dtype: (readonly(np.zeros((1, 1, 1), dtype)), np.zeros((1, 1, 1), dtype)),
-         launch=called_directly("numbaconv._backward"), bitwise=None,
-         description="the GEMM-and-scatter input gradient's weight, transposed")
+register(name="tap_products", computes=COL2IM, function=tap_products,
+         examples=lambda dtype: (readonly(np.zeros((1, 1, 1), dtype)),
+                                 readonly(np.zeros((1, 1, 1), dtype)), np.zeros((1, 1, 1), dtype), 1, 1),
+         launch=called_directly("numbaconv._backward"), bitwise=None, blas=True,
+         description="the GEMM-and-scatter input gradient's products (BLAS reads the weight transposed)")
 register(name="col2im", computes=COL2IM, function=col2im, examples=_col2im_examples,
          launch=called_directly("numbaconv._backward"), bitwise=None,
          description="the input gradient's scatter-add of tap products (GEMM and scatter)")
