@@ -569,8 +569,13 @@ class _BlasLimit:
             if self._users == 0:
                 if self._controller is None:
                     # Finding the BLAS libraries reads /proc/self/maps: 1.2 ms, once per
-                    # call it was 10x the GEMM of a small layer. They are loaded by the
-                    # time a BLAS kernel runs (numba loads scipy's with the kernel).
+                    # call it was 10x the GEMM of a small layer. So the library the
+                    # kernels' gemm calls is loaded first: a first BLAS call that ran
+                    # before any kernel had loaded (a numpy twin while the kernel loads
+                    # in the background) listed the libraries without it, and scipy's
+                    # OpenBLAS then ran its own threads inside numba's parallel loops
+                    # ("OpenBLAS Warning : Detect OpenMP Loop"), for the process's life.
+                    import scipy.linalg.cython_blas  # noqa: F401
                     from threadpoolctl import ThreadpoolController
 
                     self._controller = ThreadpoolController()

@@ -170,11 +170,11 @@ def test_concurrent_gemm_calls_restore_blas_threads():
     def blas_threads():
         return sorted(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
 
-    before = blas_threads()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 64, 6, 6, 6)).astype(np.float32)
     w = rng.standard_normal((64, 64, 1, 1, 1)).astype(np.float32)
-    expected = nc.conv3d(x, w, algorithm="gemm")
+    expected = nc.conv3d(x, w, algorithm="gemm")  # loads scipy's BLAS, whatever ran before
+    before = blas_threads()
     errors = []
 
     def worker():
@@ -191,6 +191,36 @@ def test_concurrent_gemm_calls_restore_blas_threads():
         t.join(120)
     assert not errors
     assert blas_threads() == before, "a call changed BLAS's thread count for the process"
+
+
+_FIRST_BLAS_CALL_SCRIPT = r'''
+import json
+import numpy as np
+import numbaconv as nc
+from numbaconv import _dispatch
+from threadpoolctl import threadpool_info
+x = np.ones((1, 64, 6, 6, 6), np.float32)
+w = np.ones((64, 32, 3, 3, 3), np.float32)
+# The process's first BLAS call: the GEMM-and-scatter products, on their numpy twin while
+# the kernel loads in the background; the later calls run the kernel.
+for _ in range(5):
+    nc.conv_transpose3d(x, w, stride=2, padding=1, output_padding=1)
+with _dispatch.single_threaded_blas():
+    limited = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+print(json.dumps({"limited": limited}))
+'''
+
+
+def test_blas_limit_covers_the_kernels_blas_from_the_first_call(tmp_path):
+    """The BLAS thread limit around every BLAS kernel must cover the library the kernels'
+    gemm calls even when the process's first BLAS call comes before any kernel has loaded
+    (it once listed the libraries too early, and scipy's OpenBLAS then ran two threads
+    inside numba's parallel loops for the rest of the process)."""
+    proc = run_script(tmp_path, _FIRST_BLAS_CALL_SCRIPT, env=python_env(), timeout=300)
+    assert proc.returncode == 0, describe(proc)
+    limited = last_json(proc)["limited"]
+    assert limited and all(n == 1 for n in limited), limited
+    assert "OpenBLAS Warning" not in proc.stderr, proc.stderr[-2000:]
 
 
 # ---- NUMBA_DISABLE_JIT ------------------------------------------------------------------------
