@@ -12,7 +12,6 @@ like any other).
 import numpy as np
 from numba import types
 from numba.extending import overload
-from numba.np.linalg import ensure_blas
 
 
 def _gemm_function(dtype):
@@ -34,6 +33,8 @@ def product_tn(a, b, out):
 def _product_tn(a, b, out):
     if a.dtype not in (types.float32, types.float64):
         return None
+    from numba.np.linalg import ensure_blas  # when a kernel compiles, not at import
+
     ensure_blas()
     gemm = _gemm_function(a.dtype)
     kind = ord("s" if a.dtype == types.float32 else "d")
