@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from .geometry import unpack
-from .loops import copy_row
+from .loops import copy_every, copy_row
 from .registry import FORWARD, example_arrays, readonly, register
 
 #: Output channels that share one pass over an input slice.
@@ -138,8 +138,7 @@ def fill_padded_planes(x, n, c0, channels, depth_index, buf, geo):
                     if stride_w == 1:  # a contiguous copy, kept apart so it vectorises
                         copy_row(row[first:], src_row[start:start + last - first])
                     else:
-                        for k in range(last - first):
-                            row[first + k] = src_row[start + k * stride_w]
+                        copy_every(row[first:last], src_row[start:], stride_w)
 
 
 @njit(cache=True, inline="always")

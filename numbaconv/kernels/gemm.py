@@ -18,7 +18,7 @@ from numba import njit, prange
 from .blas import product_tn
 from .direct import split_item
 from .geometry import EXAMPLE, unpack
-from .loops import add_matrix, copy_matrix, copy_row
+from .loops import add_matrix, copy_matrix, copy_row, copy_rows_every
 from .registry import FORWARD, WEIGHT_GRAD, called_directly, example_arrays, readonly, register
 
 #: Upper bound on one im2col slab, in bytes.
@@ -100,11 +100,8 @@ def im2col_slab(x, n, c0, cin_g, geo, out_shape, s0, size, col):
                         for k in range(hi, run):
                             rows[ci, j + k] = 0
                     if hi > lo:
-                        dst = rows[:cin_g, j + lo:j + hi]
-                        src = x[n, c0:c0 + cin_g, z, y, base + lo * sw:]
-                        for ci in range(cin_g):
-                            for k in range(hi - lo):
-                                dst[ci, k] = src[ci, k * sw]
+                        copy_rows_every(rows[:cin_g, j + lo:j + hi],
+                                        x[n, c0:c0 + cin_g, z, y, base + lo * sw:], sw)
         j += run
         ow0 = 0
         oh += 1
