@@ -673,9 +673,9 @@ def _start_weight_grad_floor(spec) -> None:
     fallback (``wgrad_direct_serial``, about 3 s). Its child process runs on the core
     the forward's foreground compile leaves idle, and leaves the kernel in numba's disk
     cache, so it is one compile per machine and dtype even for a script that never
-    calls backward. ``bench --cold``, blocked 16->16 on 32^3, float32 (Zen 4,
-    2026-12-06, twice each): first backward 3.06-3.13 -> 1.54-1.78 s, first forward
-    unchanged (2.89-3.23 vs 2.83-2.89 s)."""
+    calls backward. Blocked 16->16 on 32^3, empty caches, 8 interleaved pairs (Zen 4,
+    2026-12-06): first backward 2.8-4.2 -> 1.3-2.0 s; first forward 0.15 s slower on
+    average (float64 +0.33-0.40 s, float32 -0.2 to +0.3 s)."""
     kernel = REGISTRY[resolve(spec, "auto", WEIGHT_GRAD)]
     if kernel.fallbacks:
         _kernel(kernel.fallbacks[-1], spec.compute_dtype, wait=0)

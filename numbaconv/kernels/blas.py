@@ -47,8 +47,10 @@ def _product_tn(a, b, out):
             raise ValueError("product_tn needs rows with contiguous elements")
         if m == 0 or n == 0:
             return
-        if k == 0:
-            out[:, :] = 0
+        if k == 0:  # (a loop: numba's slice assignment compiles slowly, see loops.py)
+            for i in range(m):
+                for j in range(n):
+                    out[i, j] = 0
             return
         scale = np.ones(1, out.dtype)
         keep = np.zeros(1, out.dtype)
@@ -60,4 +62,3 @@ def _product_tn(a, b, out):
         if status != 0:
             raise RuntimeError("BLAS gemm is not available (scipy's cython_blas)")
     return impl
-
