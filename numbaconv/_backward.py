@@ -239,8 +239,7 @@ def _tap_products(w3: np.ndarray, grads: np.ndarray, cols: np.ndarray, tiered: b
     OpenBLAS's threads, which then spun against numba's: 512->256 1x1x1 on 6^3, both
     gradients 8.0 ms, each alone 0.8 and 2.0 ms.)"""
     blocks = gemm.tap_product_blocks(w3.shape[2], grads.shape[2])
-    kernel = None if _dispatch._forked_after_omp else \
-        _dispatch._kernel("tap_products", w3.dtype, wait=0 if tiered else None)
+    kernel = _dispatch.called_kernel("tap_products", w3.dtype, wait=0 if tiered else None)
     with _dispatch.single_threaded_blas():
         if kernel is None:
             from .kernels import gemm_numpy
@@ -254,7 +253,7 @@ def _scatter(spec: ConvSpec, cols: np.ndarray, out: np.ndarray) -> None:
     rows in (group, ci, tap) order) added at their input positions: the ``col2im``
     kernel, or, while it compiles in the background (and in a process forked after
     OpenMP started), :func:`_scatter_in_numpy`, whose adds come in the same order."""
-    kernel = None if _dispatch._forked_after_omp else _dispatch._kernel("col2im", out.dtype, wait=0)
+    kernel = _dispatch.called_kernel("col2im", out.dtype)
     if kernel is None or not out.flags.c_contiguous:
         _scatter_in_numpy(spec, cols, out)
         return

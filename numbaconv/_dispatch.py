@@ -512,6 +512,14 @@ def _warn_cache(dispatcher, what: str) -> None:
 CACHE = KernelCache()
 
 
+def called_kernel(name, dtype, wait=0):
+    """A kernel its caller launches itself (declared with ``called_directly``), or None
+    where the caller's numpy version must serve: while it compiles in the background
+    (not ready within ``wait`` seconds; None waits for it) and in a process forked after
+    OpenMP started."""
+    return None if _forked_after_omp else _kernel(name, dtype, wait)
+
+
 def _kernel(name, dtype, wait=None):
     """The compiled kernel ``name``: now, or (``wait`` seconds given) None if it is not
     ready by then, while it compiles in the background."""
@@ -677,7 +685,7 @@ def _start_weight_grad_floor(spec) -> None:
     2026-12-06): first backward 2.8-4.2 -> 1.3-2.0 s; first forward 0.15 s slower on
     average (float64 +0.33-0.40 s, float32 -0.2 to +0.3 s)."""
     kernel = REGISTRY[resolve(spec, "auto", WEIGHT_GRAD)]
-    if kernel.fallbacks:
+    if kernel.fallbacks and REGISTRY[kernel.fallbacks[-1]].compiled:  # a twin compiles nothing
         _kernel(kernel.fallbacks[-1], spec.compute_dtype, wait=0)
 
 
