@@ -175,14 +175,18 @@ def choose(spec, computes=FORWARD) -> str:
         return "gemm"
     overlapping = any(span > stride for span, stride in zip(spec.span, spec.stride))
     if (spec.stride != (1, 1, 1) and overlapping and spec.out_per_group >= 32
-            and 4 * spec.reduction >= math.prod(spec.out_size)):
+            and 2 * spec.reduction >= math.prod(spec.out_size)):
         # Strided layers whose taps overlap (k3 s2 downsampling), unless positions
-        # outnumber the reduction 4 to 1: a strided register tile reuses few loads, and
-        # BLAS wins (Zen 4, 2026-12-05, float32, k3 s2 p1, ms, blocked vs gemm, with the
-        # reduction / positions ratio: 48->96 on 32^3 (0.32) 10.6 vs 9.4, 32->64 on 24^3
-        # (0.5) 3.3 vs 2.2, 64->128 on 24^3 (1.0) 8.7 vs 6.4, 128->256 on 24^3 (2.0) 32.9
-        # vs 22.6, 128->128 on 16^3 (6.8) 12.4 vs 4.4; blocked stays: 64->128 on 48^3
-        # (0.125) 54 vs 58.5, 32->64 on 48^3 (0.06) 16.5 vs 21.7).
+        # outnumber the reduction 2 to 1: a strided register tile reuses few loads, and
+        # BLAS wins. Zen 4, 2026-12-07, float32, k3 s2 p1, ms, blocked vs gemm, AVX-512 |
+        # AVX2 code, with the reduction / positions ratio: gemm 32->64 on 24^3 (0.5) 1.65
+        # vs 1.70 | 1.93 vs 1.88, 16->32 on 16^3 (0.84) 0.25 vs 0.20 | 0.30 vs 0.28,
+        # 64->128 on 24^3 (1.0) 5.4 vs 5.5 | 6.7 vs 6.1, 128->256 on 24^3 (2.0) 19.9 vs
+        # 19.7 | 24.8 vs 23.0, 128->128 on 16^3 (6.8) 4.0 vs 3.4 | 5.1 vs 3.9; blocked
+        # 48->96 on 32^3 (0.32) 6.8 vs 8.5 | 8.6 vs 10.5, 64->128 on 32^3 (0.42) 11.5 vs
+        # 14.8 | 14.4 vs 17.0, 96->192 on 40^3 (0.32) 48 vs 56 | 74 vs 75, 40->80 on 28^3
+        # (0.39) 3.9 vs 4.3 | 5.6 vs 6.1. (The ratio was 4 before the blocked kernel
+        # stopped copying its weights per output depth.)
         return "gemm"
     if 16 * math.prod(spec.out_size) < spec.reduction and spec.out_per_group >= 32:
         # Deep layers on tiny volumes: too few positions to fill the register tiles, and

@@ -116,12 +116,13 @@ def test_auto_choices():
     assert _dispatch.choose(strided(8, 64, 8, k=4)) == "gemm"
     # ...but not pointwise layers of few channels
     assert _dispatch.choose(spec(1, 16, (32, 32, 32), 16, 1, padding=0)) == dense
-    # strided layers with overlapping taps unless positions outnumber the reduction 4:1
+    # strided layers with overlapping taps unless positions outnumber the reduction 2:1
     def k3s2(cin, size, cout):
         x = np.zeros((1, cin) + (size,) * 3, np.float32)
         return ConvSpec.from_args(x, np.zeros((cout, cin, 3, 3, 3), np.float32), None, 2, 1)[0]
     assert _dispatch.choose(k3s2(64, 24, 128)) == "gemm"
-    assert _dispatch.choose(k3s2(48, 32, 96)) == "gemm"
+    assert _dispatch.choose(k3s2(32, 24, 64)) == "gemm"  # ratio 0.5
+    assert _dispatch.choose(k3s2(48, 32, 96)) == dense  # ratio 0.32
     assert _dispatch.choose(k3s2(64, 48, 128)) == dense
     assert _dispatch.choose(k3s2(32, 48, 64)) == dense
     # weight gradient: Winograd for 3x3x3 stride-1 layers where it pays; else GEMM from

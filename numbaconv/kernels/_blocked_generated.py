@@ -2,7 +2,7 @@
 
 Every kernel has the contract described in ``blocked.py``.
 """
-# The helpers these kernels inline come from backward.py, blocked.py, direct.py, geometry.py, loops.py (sha256 22e8e060b0b9fd41).
+# The helpers these kernels inline come from backward.py, blocked.py, direct.py, geometry.py, loops.py (sha256 8f939319cc07e393).
 # numba's disk cache checks only this file's own time stamp, so this line changes,
 # and the cache is invalidated, whenever they change.
 from numba import njit, prange
@@ -35,7 +35,7 @@ def forward_c8_v16(x, wpack, bias, out, geometry, depth_chunk, pass_terms):
         passes = (wpack.shape[2] + pass_terms - 1) // pass_terms
         sums = np.empty((blocks * run_tiles if passes > 1 else 1, 8, 16), x.dtype)
         for od in range(od0, od1):
-            offsets, wsel = reduction_terms(wpack, g, od, zmin, nz, x, geo)
+            offsets, weights = reduction_terms(wpack, g, od, zmin, nz, x, geo)
             # Passes over ``pass_terms`` terms (whole input channels) whose weights stay
             # in L2 while every tile uses them; each sum still adds its terms in order.
             for t0 in range(0, offsets.shape[0], pass_terms):
@@ -181,7 +181,7 @@ def forward_c8_v16(x, wpack, bias, out, geometry, depth_chunk, pass_terms):
                         a7_13 = tile[7, 13]
                         a7_14 = tile[7, 14]
                         a7_15 = tile[7, 15]
-                        wblock = wsel[block, t0:t1]
+                        wblock = weights[block, t0:t1]
                         for i in range(pass_offsets.shape[0]):
                             o = pass_offsets[i] + base
                             ws = wblock[i]
@@ -491,7 +491,7 @@ def forward_c4_v16(x, wpack, bias, out, geometry, depth_chunk, pass_terms):
         passes = (wpack.shape[2] + pass_terms - 1) // pass_terms
         sums = np.empty((blocks * run_tiles if passes > 1 else 1, 4, 16), x.dtype)
         for od in range(od0, od1):
-            offsets, wsel = reduction_terms(wpack, g, od, zmin, nz, x, geo)
+            offsets, weights = reduction_terms(wpack, g, od, zmin, nz, x, geo)
             # Passes over ``pass_terms`` terms (whole input channels) whose weights stay
             # in L2 while every tile uses them; each sum still adds its terms in order.
             for t0 in range(0, offsets.shape[0], pass_terms):
@@ -573,7 +573,7 @@ def forward_c4_v16(x, wpack, bias, out, geometry, depth_chunk, pass_terms):
                         a3_13 = tile[3, 13]
                         a3_14 = tile[3, 14]
                         a3_15 = tile[3, 15]
-                        wblock = wsel[block, t0:t1]
+                        wblock = weights[block, t0:t1]
                         for i in range(pass_offsets.shape[0]):
                             o = pass_offsets[i] + base
                             ws = wblock[i]
@@ -751,7 +751,7 @@ def forward_c4_v8(x, wpack, bias, out, geometry, depth_chunk, pass_terms):
         passes = (wpack.shape[2] + pass_terms - 1) // pass_terms
         sums = np.empty((blocks * run_tiles if passes > 1 else 1, 4, 8), x.dtype)
         for od in range(od0, od1):
-            offsets, wsel = reduction_terms(wpack, g, od, zmin, nz, x, geo)
+            offsets, weights = reduction_terms(wpack, g, od, zmin, nz, x, geo)
             # Passes over ``pass_terms`` terms (whole input channels) whose weights stay
             # in L2 while every tile uses them; each sum still adds its terms in order.
             for t0 in range(0, offsets.shape[0], pass_terms):
@@ -801,7 +801,7 @@ def forward_c4_v8(x, wpack, bias, out, geometry, depth_chunk, pass_terms):
                         a3_5 = tile[3, 5]
                         a3_6 = tile[3, 6]
                         a3_7 = tile[3, 7]
-                        wblock = wsel[block, t0:t1]
+                        wblock = weights[block, t0:t1]
                         for i in range(pass_offsets.shape[0]):
                             o = pass_offsets[i] + base
                             ws = wblock[i]
@@ -907,7 +907,7 @@ def forward_c2_v8(x, wpack, bias, out, geometry, depth_chunk, pass_terms):
         passes = (wpack.shape[2] + pass_terms - 1) // pass_terms
         sums = np.empty((blocks * run_tiles if passes > 1 else 1, 2, 8), x.dtype)
         for od in range(od0, od1):
-            offsets, wsel = reduction_terms(wpack, g, od, zmin, nz, x, geo)
+            offsets, weights = reduction_terms(wpack, g, od, zmin, nz, x, geo)
             # Passes over ``pass_terms`` terms (whole input channels) whose weights stay
             # in L2 while every tile uses them; each sum still adds its terms in order.
             for t0 in range(0, offsets.shape[0], pass_terms):
@@ -941,7 +941,7 @@ def forward_c2_v8(x, wpack, bias, out, geometry, depth_chunk, pass_terms):
                         a1_5 = tile[1, 5]
                         a1_6 = tile[1, 6]
                         a1_7 = tile[1, 7]
-                        wblock = wsel[block, t0:t1]
+                        wblock = weights[block, t0:t1]
                         for i in range(pass_offsets.shape[0]):
                             o = pass_offsets[i] + base
                             ws = wblock[i]
@@ -1013,7 +1013,7 @@ def forward_c1_v64(x, wpack, bias, out, geometry, depth_chunk, pass_terms):
         passes = (wpack.shape[2] + pass_terms - 1) // pass_terms
         sums = np.empty((blocks * run_tiles if passes > 1 else 1, 1, 64), x.dtype)
         for od in range(od0, od1):
-            offsets, wsel = reduction_terms(wpack, g, od, zmin, nz, x, geo)
+            offsets, weights = reduction_terms(wpack, g, od, zmin, nz, x, geo)
             # Passes over ``pass_terms`` terms (whole input channels) whose weights stay
             # in L2 while every tile uses them; each sum still adds its terms in order.
             for t0 in range(0, offsets.shape[0], pass_terms):
@@ -1095,7 +1095,7 @@ def forward_c1_v64(x, wpack, bias, out, geometry, depth_chunk, pass_terms):
                         a0_61 = tile[0, 61]
                         a0_62 = tile[0, 62]
                         a0_63 = tile[0, 63]
-                        wblock = wsel[block, t0:t1]
+                        wblock = weights[block, t0:t1]
                         for i in range(pass_offsets.shape[0]):
                             o = pass_offsets[i] + base
                             ws = wblock[i]
@@ -1318,7 +1318,7 @@ def forward_c1_v32(x, wpack, bias, out, geometry, depth_chunk, pass_terms):
         passes = (wpack.shape[2] + pass_terms - 1) // pass_terms
         sums = np.empty((blocks * run_tiles if passes > 1 else 1, 1, 32), x.dtype)
         for od in range(od0, od1):
-            offsets, wsel = reduction_terms(wpack, g, od, zmin, nz, x, geo)
+            offsets, weights = reduction_terms(wpack, g, od, zmin, nz, x, geo)
             # Passes over ``pass_terms`` terms (whole input channels) whose weights stay
             # in L2 while every tile uses them; each sum still adds its terms in order.
             for t0 in range(0, offsets.shape[0], pass_terms):
@@ -1368,7 +1368,7 @@ def forward_c1_v32(x, wpack, bias, out, geometry, depth_chunk, pass_terms):
                         a0_29 = tile[0, 29]
                         a0_30 = tile[0, 30]
                         a0_31 = tile[0, 31]
-                        wblock = wsel[block, t0:t1]
+                        wblock = weights[block, t0:t1]
                         for i in range(pass_offsets.shape[0]):
                             o = pass_offsets[i] + base
                             ws = wblock[i]
@@ -1495,7 +1495,7 @@ def forward_c1_v16(x, wpack, bias, out, geometry, depth_chunk, pass_terms):
         passes = (wpack.shape[2] + pass_terms - 1) // pass_terms
         sums = np.empty((blocks * run_tiles if passes > 1 else 1, 1, 16), x.dtype)
         for od in range(od0, od1):
-            offsets, wsel = reduction_terms(wpack, g, od, zmin, nz, x, geo)
+            offsets, weights = reduction_terms(wpack, g, od, zmin, nz, x, geo)
             # Passes over ``pass_terms`` terms (whole input channels) whose weights stay
             # in L2 while every tile uses them; each sum still adds its terms in order.
             for t0 in range(0, offsets.shape[0], pass_terms):
@@ -1529,7 +1529,7 @@ def forward_c1_v16(x, wpack, bias, out, geometry, depth_chunk, pass_terms):
                         a0_13 = tile[0, 13]
                         a0_14 = tile[0, 14]
                         a0_15 = tile[0, 15]
-                        wblock = wsel[block, t0:t1]
+                        wblock = weights[block, t0:t1]
                         for i in range(pass_offsets.shape[0]):
                             o = pass_offsets[i] + base
                             ws = wblock[i]

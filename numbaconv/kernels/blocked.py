@@ -26,19 +26,25 @@ from numba import njit
 from .. import _cpu
 from .blocked_codegen import VARIANTS
 from .direct import depth_taps, fill_padded_planes, tap_offset
-from .loops import copy_row
 from .registry import FORWARD, example_arrays, readonly, register
 
 
 def pack_weights(w: np.ndarray, cob: int) -> np.ndarray:
     """(G, Cout/G, Cin/G, kD, kH, kW) -> (G, blocks, Cin/G*kD*kH*kW, cob), the output
-    channels padded with zeros to a multiple of ``cob``."""
+    channels padded with zeros to a multiple of ``cob``.
+
+    One transposing copy into an empty array, and zeros only in a partial last block
+    (512 x 512 x 27 float32: 4.9 ms, where zeroing, copying and transposing took 12)."""
     groups, cout_g = w.shape[:2]
     reduction = int(np.prod(w.shape[2:]))
-    blocks = -(-cout_g // cob)
-    packed = np.zeros((groups, blocks * cob, reduction), w.dtype)
-    packed[:, :cout_g] = w.reshape(groups, cout_g, reduction)
-    return np.ascontiguousarray(packed.reshape(groups, blocks, cob, reduction).transpose(0, 1, 3, 2))
+    blocks, full = -(-cout_g // cob), cout_g // cob
+    rows = w.reshape(groups, cout_g, reduction)
+    packed = np.empty((groups, blocks, reduction, cob), w.dtype)
+    packed[:, :full] = rows[:, :full * cob].reshape(groups, full, cob, reduction).transpose(0, 1, 3, 2)
+    if full < blocks:
+        packed[:, full] = 0
+        packed[:, full, :, :cout_g - full * cob] = rows[:, full * cob:].transpose(0, 2, 1)
+    return packed
 
 
 @njit(cache=True, inline="always")
@@ -73,17 +79,18 @@ def reduction_terms(wpack, g, od, zmin, nz, x, geo):
     """The reduction terms (ci, kd, kh, kw) of output depth ``od`` in summation order:
     their offsets into :func:`chunk_planes`'s buffer (the zero plane for a depth tap
     outside the input; unsigned, so numba emits no negative-index wraparound, which
-    would keep LLVM from vectorising the loads) and their weights, gathered as
-    (blocks, terms, cob).
+    would keep LLVM from vectorising the loads) and their weights (blocks, terms, cob).
+
+    Every term is kept (a depth tap outside the input reads the zero plane), so the
+    weights are ``wpack[g]`` as packed, read in place: copying them per output depth
+    cost 5-15% on small planes (128 -> 128 on 12^3, 6^3).
     """
     cin_g = x.shape[1] // wpack.shape[0]
-    blocks, cob = wpack.shape[1], wpack.shape[3]
     kd_, kh_, kw_ = geo.kernel_d, geo.kernel_h, geo.kernel_w
     plane_size = geo.plane_size
     depth_index = depth_taps(od, geo, x.shape[2])
     terms = cin_g * kd_ * kh_ * kw_
     offsets = np.empty(terms, np.uint64)
-    wsel = np.empty((blocks, terms, cob), wpack.dtype)
     count = 0
     zero_plane = cin_g * nz * plane_size
     for ci in range(cin_g):
@@ -93,11 +100,8 @@ def reduction_terms(wpack, g, od, zmin, nz, x, geo):
             for th in range(kh_):
                 for tw in range(kw_):
                     offsets[count] = plane + tap_offset(th, tw, geo)
-                    row = ((ci * kd_ + t) * kh_ + th) * kw_ + tw
-                    for block in range(blocks):
-                        copy_row(wsel[block, count], wpack[g, block, row])
                     count += 1
-    return offsets[:count], wsel[:, :count]
+    return offsets, wpack[g]
 
 
 # ---- Declarations -----------------------------------------------------------------------

@@ -61,7 +61,7 @@ def forward_c{cob}_v{vw}(x, wpack, bias, out, geometry, depth_chunk, pass_terms)
         passes = (wpack.shape[2] + pass_terms - 1) // pass_terms
         sums = np.empty((blocks * run_tiles if passes > 1 else 1, {cob}, {vw}), x.dtype)
         for od in range(od0, od1):
-            offsets, wsel = reduction_terms(wpack, g, od, zmin, nz, x, geo)
+            offsets, weights = reduction_terms(wpack, g, od, zmin, nz, x, geo)
             # Passes over ``pass_terms`` terms (whole input channels) whose weights stay
             # in L2 while every tile uses them; each sum still adds its terms in order.
             for t0 in range(0, offsets.shape[0], pass_terms):
@@ -80,7 +80,7 @@ def forward_c{cob}_v{vw}(x, wpack, bias, out, geometry, depth_chunk, pass_terms)
                         else:
                             tile[:, :] = kept
 {init}
-                        wblock = wsel[block, t0:t1]
+                        wblock = weights[block, t0:t1]
                         for i in range(pass_offsets.shape[0]):
                             o = pass_offsets[i] + base
                             ws = wblock[i]
