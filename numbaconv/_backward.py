@@ -19,6 +19,7 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 
+import numba
 import numpy as np
 
 from . import _config, _dispatch
@@ -204,82 +205,116 @@ def _phase_on_winograd(spec: ConvSpec) -> bool:
         _dispatch.resolve(phases[0][1], "auto") == "winograd"
 
 
+#: Most bytes of tap products held at once: the product and its scatter go by units of
+#: whole samples or of input channels within this (views of one buffer). Below glibc's
+#: largest mmap threshold (32 MiB), so that malloc reuses the buffer's pages call after
+#: call instead of mapping fresh ones that fault in (46 MB: 4 ms).
+SCATTER_UNIT_BYTES = 30 << 20
+
+
 def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.ndarray,
                   tiered: bool):
-    """The input gradient as one BLAS product per (sample, group) and a scatter-add.
+    """The input gradient as BLAS products of the weight and grad_output, and a scatter-add.
 
-    The product holds every tap's contribution, ``cols[ci, t, o] = sum_co w[co, ci, t] *
+    The products hold every tap's contribution, ``cols[ci, t, o] = sum_co w[co, ci, t] *
     grad_out[co, o]``, ((Cin/G * taps) x positions); tap ``t`` of grad_output position
     ``o`` lands on input position ``o*s + t*d - p`` and is added there, tap after tap
     in a fixed order. No zero-stuffing and no im2col: for deep layers on small volumes
     the one product is big enough for BLAS where each phase's convolution is not. Its
     sums round as the GEMM path's.
+
+    The products are made and scattered by units of at most ``SCATTER_UNIT_BYTES``
+    (whole samples, or input channels of one sample and group), so that a large
+    product no longer faults in fresh pages at every call (Zen 4, 2026-12-07, float32,
+    ms, 3 runs alternating in one process, one unit vs units: 32 -> 64 k3 s2 on 48^3
+    (46 MB) 20.5, 28.1, 23.1 vs 18.5, 23.9, 19.1; on 64^3 (113 MB) 53, 59, 48 vs 48, 50,
+    45; 64 -> 128 on 48^3 (91 MB) 64, 73, 60 vs 59, 75, 54). Smaller units cost more
+    than they saved (8 MB: 128 -> 256 on 24^3 21.5 -> 25.0: BLAS packs grad_output once
+    per unit). Each element is the same dot product, and its taps are added in the same
+    order, whatever the units: the same bits.
     """
     groups, cout_g, cin_g = w6.shape[:3]
     taps = math.prod(spec.kernel)
     positions = math.prod(spec.out_size)
-    # A pointwise stride-1 layer's products are the input gradient itself, in its layout.
-    in_place = taps == 1 and spec.stride == (1, 1, 1) and spec.in_size == spec.out_size
-    cols = out if in_place else np.empty(
-        (spec.batch, groups * cin_g * taps) + spec.out_size, out.dtype)
-    _tap_products(w6.reshape(groups, cout_g, cin_g * taps),
-                  grad_out.reshape(spec.batch * groups, cout_g, positions),
-                  cols.reshape(spec.batch * groups, cin_g * taps, positions), tiered)
-    if not in_place:
-        _scatter(spec, cols, out)
+    w3 = w6.reshape(groups, cout_g, cin_g * taps)
+    grads = grad_out.reshape(spec.batch * groups, cout_g, positions)
+    if taps == 1 and spec.stride == (1, 1, 1) and spec.in_size == spec.out_size:
+        # A pointwise stride-1 layer's products are the input gradient itself, in its layout.
+        _tap_products(w3, grads, out.reshape(spec.batch * groups, cin_g, positions), 0, tiered)
+        return out
+    planes = out.reshape((spec.batch * groups, cin_g) + spec.in_size)
+    units = _scatter_units(spec.batch, groups, cin_g, taps * positions * out.itemsize)
+    buffer = np.empty(max((i1 - i0) * (c1 - c0) for i0, i1, c0, c1 in units) * taps * positions,
+                      out.dtype)
+    for i0, i1, c0, c1 in units:
+        cols = buffer[:(i1 - i0) * (c1 - c0) * taps * positions]
+        # A unit of one item reads its group's weight; whole samples start at group 0.
+        weight = w3[i0 % groups:i0 % groups + 1] if i1 - i0 == 1 else w3
+        _tap_products(weight, grads[i0:i1], cols.reshape(i1 - i0, (c1 - c0) * taps, positions),
+                      c0 * taps, tiered)
+        _scatter(spec, cols.reshape(((i1 - i0) * (c1 - c0), taps) + spec.out_size),
+                 planes[i0:i1, c0:c1].reshape((-1,) + spec.in_size))
     return out
 
 
-def _tap_products(w3: np.ndarray, grads: np.ndarray, cols: np.ndarray, tiered: bool) -> None:
-    """``cols[i] = w3[i % G].T @ grads[i]``: the ``tap_products`` kernel, BLAS
-    single-threaded inside its parallel loop, reading the weight transposed in place
-    (it was copied transposed before: 512 x 512 x 27 on 6^3, products 23.3 -> 18.6 ms,
-    the same bits). While it compiles (``tiered``), and in a process forked after OpenMP
-    started, its numpy twin makes the same BLAS calls. (numpy's own matmul here ran
-    OpenBLAS's threads, which then spun against numba's: 512->256 1x1x1 on 6^3, both
-    gradients 8.0 ms, each alone 0.8 and 2.0 ms.)"""
-    blocks = gemm.tap_product_blocks(w3.shape[2], grads.shape[2])
+def _scatter_units(batch: int, groups: int, cin_g: int, channel_bytes: int) -> list:
+    """(first item, end item, first channel, end channel) of each unit of the products,
+    items being (sample, group) pairs: as many whole samples as fit ``SCATTER_UNIT_BYTES``,
+    or, where one sample does not, channels of one item, at least one per thread (the
+    scatter's parallel loop is over channels). Thread counts change the units, never
+    the bits."""
+    items = batch * groups
+    per_sample = groups * cin_g * channel_bytes
+    if per_sample <= SCATTER_UNIT_BYTES:
+        step = SCATTER_UNIT_BYTES // per_sample * groups
+        return [(i, min(items, i + step), 0, cin_g) for i in range(0, items, step)]
+    chunk = min(cin_g, max(numba.get_num_threads(), SCATTER_UNIT_BYTES // channel_bytes))
+    return [(i, i + 1, c, min(cin_g, c + chunk)) for i in range(items) for c in range(0, cin_g, chunk)]
+
+
+def _tap_products(w3: np.ndarray, grads: np.ndarray, cols: np.ndarray, first_row: int,
+                  tiered: bool) -> None:
+    """``cols[i] = w3[i % G, :, first_row:first_row + cols.shape[1]].T @ grads[i]``: the
+    ``tap_products`` kernel, BLAS single-threaded inside its parallel loop, reading the
+    weight transposed in place (it was copied transposed before: 512 x 512 x 27 on 6^3,
+    products 23.3 -> 18.6 ms, the same bits). While it compiles (``tiered``), and in a
+    process forked after OpenMP started, its numpy twin makes the same BLAS calls.
+    (numpy's own matmul here ran OpenBLAS's threads, which then spun against numba's:
+    512->256 1x1x1 on 6^3, both gradients 8.0 ms, each alone 0.8 and 2.0 ms.)"""
+    blocks = gemm.tap_product_blocks(cols.shape[1], grads.shape[2])
     kernel = _dispatch.called_kernel("tap_products", w3.dtype, wait=0 if tiered else None)
     with _dispatch.single_threaded_blas():
         if kernel is None:
             from .kernels import gemm_numpy
-            gemm_numpy.tap_products(w3, grads, cols, *blocks)
+            gemm_numpy.tap_products(w3, grads, cols, first_row, *blocks)
         else:
-            _dispatch.launch(kernel, readonly(w3), readonly(grads), cols, *blocks)
+            _dispatch.launch(kernel, readonly(w3), readonly(grads), cols, first_row, *blocks)
 
 
 def _scatter(spec: ConvSpec, cols: np.ndarray, out: np.ndarray) -> None:
-    """``out`` (N, Cin, D, H, W) = the taps' products ``cols`` (N, Cin*taps, Do, Ho, Wo;
-    rows in (group, ci, tap) order) added at their input positions: the ``col2im``
-    kernel, or, while it compiles in the background (and in a process forked after
-    OpenMP started), :func:`_scatter_in_numpy`, whose adds come in the same order."""
+    """``out`` (planes, D, H, W) = the taps' products ``cols`` (planes, taps, Do, Ho,
+    Wo) added at their input positions, plane by plane (a plane is one input channel
+    of one sample): the ``col2im`` kernel, or, while it compiles in the background (and
+    in a process forked after OpenMP started), :func:`_scatter_in_numpy`, whose adds
+    come in the same order."""
     kernel = _dispatch.called_kernel("col2im", out.dtype)
     if kernel is None or not out.flags.c_contiguous:
         _scatter_in_numpy(spec, cols, out)
         return
-    planes = spec.batch * spec.in_channels
-    _dispatch.launch(kernel, readonly(cols.reshape((planes, math.prod(spec.kernel)) + spec.out_size)),
-                     spec.kernel_geometry, out.reshape((planes,) + spec.in_size))
+    _dispatch.launch(kernel, readonly(cols), spec.kernel_geometry, out)
 
 
 def _scatter_in_numpy(spec: ConvSpec, cols: np.ndarray, out: np.ndarray) -> None:
     """:func:`_scatter` by numpy's strided adds, tap after tap, from zero."""
-    kernel, taps = spec.kernel, math.prod(spec.kernel)
-    cin_g = spec.in_per_group
     ranges = [[_scatter_range(i, o, s, t * d - p) for t in range(k)] for i, o, k, s, d, p in
-              zip(spec.in_size, spec.out_size, kernel, spec.stride, spec.dilation, spec.padding)]
+              zip(spec.in_size, spec.out_size, spec.kernel, spec.stride, spec.dilation, spec.padding)]
     out[...] = 0
-    for n in range(spec.batch):
-        for g in range(spec.groups):
-            group_cols = cols[n, g * taps * cin_g:(g + 1) * taps * cin_g].reshape(
-                (cin_g,) + kernel + spec.out_size)
-            target = out[n, g * cin_g:(g + 1) * cin_g]
-            for tap in itertools.product(*(range(k) for k in kernel)):
-                picked = [ranges[axis][t] for axis, t in enumerate(tap)]
-                if any(r is None for r in picked):
-                    continue
-                target[(slice(None),) + tuple(r[1] for r in picked)] += \
-                    group_cols[(slice(None),) + tap + tuple(r[0] for r in picked)]
+    for t, tap in enumerate(itertools.product(*(range(k) for k in spec.kernel))):
+        picked = [ranges[axis][i] for axis, i in enumerate(tap)]
+        if any(r is None for r in picked):
+            continue
+        out[(slice(None),) + tuple(r[1] for r in picked)] += \
+            cols[(slice(None), t) + tuple(r[0] for r in picked)]
 
 
 def _scatter_range(in_length, out_length, stride, shift):

@@ -4,6 +4,7 @@ import glob
 import math
 import os
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -296,7 +297,8 @@ def test_col2im_kernel_same_bits_as_the_numpy_scatter(config, seed, dtype):
     cols = rng.standard_normal((spec.batch, spec.in_channels * math.prod(spec.kernel))
                                + spec.out_size).astype(dtype)
     by_numpy = np.full(x.shape, np.nan, dtype)
-    _backward._scatter_in_numpy(spec, cols, by_numpy)
+    _backward._scatter_in_numpy(spec, cols.reshape((-1, math.prod(spec.kernel)) + spec.out_size),
+                                by_numpy.reshape((-1,) + spec.in_size))
     by_kernel = np.full(x.shape, np.nan, dtype)
     col2im = _dispatch._kernel("col2im", dtype)
     col2im(readonly(cols.reshape((-1, math.prod(spec.kernel)) + spec.out_size)),
@@ -307,26 +309,60 @@ def test_col2im_kernel_same_bits_as_the_numpy_scatter(config, seed, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tap_products_read_the_weight_transposed(dtype, rng):
     """The scatter's products (BLAS reading the weight transposed, by blocks of rows and
-    positions) against a float64 product, and bit for bit against the numpy twin that
-    serves while the kernel compiles; with groups, samples, and blocks that do and do
-    not divide the rows and positions."""
+    positions, from a given first row) against a float64 product, and bit for bit
+    against the numpy twin that serves while the kernel compiles; with groups, samples,
+    and blocks that do and do not divide the rows and positions."""
     from numbaconv.kernels import gemm_numpy
     kernel = _dispatch._kernel("tap_products", dtype)
     tolerance = 1e-5 if dtype == np.float32 else 1e-13
-    for groups, cout_g, rows, batch, positions, row_blocks, column_blocks in [
-            (1, 1, 1, 1, 1, 1, 1), (1, 64, 1728, 1, 216, 13, 1), (2, 7, 33, 2, 500, 3, 2),
-            (3, 4, 9, 1, 7, 2, 3), (1, 16, 300, 1, 2, 1, 1)]:
+    for groups, cout_g, rows, batch, positions, first, count, row_blocks, column_blocks in [
+            (1, 1, 1, 1, 1, 0, 1, 1, 1), (1, 64, 1728, 1, 216, 0, 1728, 13, 1),
+            (2, 7, 33, 2, 500, 0, 33, 3, 2), (3, 4, 9, 1, 7, 2, 5, 2, 3),
+            (1, 16, 300, 1, 2, 0, 300, 1, 1), (1, 16, 300, 2, 40, 270, 30, 2, 3)]:
         w3 = rng.standard_normal((groups, cout_g, rows)).astype(dtype)
         grads = rng.standard_normal((batch * groups, cout_g, positions)).astype(dtype)
-        by_kernel = np.full((batch * groups, rows, positions), np.nan, dtype)
+        by_kernel = np.full((batch * groups, count, positions), np.nan, dtype)
         by_twin = by_kernel.copy()
         with _dispatch.single_threaded_blas():
-            kernel(readonly(w3), readonly(grads), by_kernel, row_blocks, column_blocks)
-            gemm_numpy.tap_products(w3, grads, by_twin, row_blocks, column_blocks)
-        expected = np.stack([w3[i % groups].T.astype(np.float64) @ grads[i]
+            kernel(readonly(w3), readonly(grads), by_kernel, first, row_blocks, column_blocks)
+            gemm_numpy.tap_products(w3, grads, by_twin, first, row_blocks, column_blocks)
+        expected = np.stack([w3[i % groups, :, first:first + count].T.astype(np.float64) @ grads[i]
                              for i in range(batch * groups)])
         np.testing.assert_allclose(by_kernel, expected, rtol=tolerance, atol=tolerance * cout_g)
         np.testing.assert_array_equal(by_kernel, by_twin)
+
+
+@pytest.mark.parametrize("twin", [False, True])
+def test_gemm_scatter_units_do_not_change_the_bits(rng, monkeypatch, twin):
+    """The products and their scatter go by units of whole samples, or of channels of one
+    (sample, group), within SCATTER_UNIT_BYTES: units of every kind (several samples,
+    one sample, channels of one group at one or more per thread) give the bits of one
+    unit holding everything, with the kernels and with their numpy twins."""
+    x, w, b, args = make_case(rng, 3, 12, (7, 6, 9), 8, 3, 2, 1, 1, 2, np.float32)
+    spec = ConvSpec.from_args(x, w, None, args["stride"], args["padding"], args["dilation"],
+                              args["groups"])[0]
+    grad = rng.standard_normal(spec.out_shape).astype(np.float32)
+    w6 = np.ascontiguousarray(w.reshape(spec.group_weight_shape))
+    if twin:
+        monkeypatch.setattr(_dispatch, "called_kernel", lambda name, dtype, wait=0: None)
+    whole = _backward.grad_input(spec, grad, w6, "gemm_scatter")
+    channel = math.prod(spec.kernel) * math.prod(spec.out_size) * 4
+    per_sample = spec.groups * spec.in_per_group * channel
+    seen = set()
+    for budget in (2 * per_sample, per_sample, per_sample - 1, 2 * channel, channel, 1):
+        monkeypatch.setattr(_backward, "SCATTER_UNIT_BYTES", budget)
+        for threads in (1, 2):
+            previous = numba.get_num_threads()
+            numba.set_num_threads(threads)
+            try:
+                units = _backward._scatter_units(spec.batch, spec.groups, spec.in_per_group, channel)
+                out = _backward.grad_input(spec, grad, w6, "gemm_scatter")
+            finally:
+                numba.set_num_threads(previous)
+            seen.add((units[0][1] - units[0][0], units[0][3] - units[0][2]))
+            assert out.tobytes() == whole.tobytes(), (budget, threads, units)
+    # (items, channels) of a unit: two samples, one sample, one group, channels
+    assert seen == {(4, 6), (2, 6), (1, 6), (1, 2), (1, 1)}
 
 
 def test_auto_takes_gemm_scatter_for_strided_and_deep_layers():

@@ -501,18 +501,19 @@ def col2im(cols, geometry, out):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def tap_products(w3, grads, cols, row_blocks, column_blocks):
-    """The input gradient's tap products, ``cols[i] = w3[i % G].T @ grads[i]`` for every
-    (sample, group) ``i``, by blocks of rows x positions, one BLAS product each.
+def tap_products(w3, grads, cols, first_row, row_blocks, column_blocks):
+    """The input gradient's tap products, ``cols[i] = w3[i % G, :, rows].T @ grads[i]``
+    for every (sample, group) ``i`` and the rows ``first_row .. first_row + cols.shape[1]``,
+    by blocks of rows x positions, one BLAS product each.
 
     w3: (G, Cout/G, Cin/G*kD*kH*kW), the weight as it is (rows of the product in (ci,
-    kd, kh, kw) order); grads: (N*G, Cout/G, Do*Ho*Wo); cols: (N*G, Cin/G*kD*kH*kW,
-    Do*Ho*Wo). BLAS reads the weight transposed and every block in place
-    (``blas.product_tn``). The blocks are a function of the layer, and each element is
-    one BLAS dot product over Cout/G whatever the block: the same bits at every thread
-    count, and as the numpy twin's.
+    kd, kh, kw) order); grads: (N*G, Cout/G, Do*Ho*Wo); cols: (N*G, rows, Do*Ho*Wo). BLAS
+    reads the weight transposed and every block in place (``blas.product_tn``). Each
+    element is one BLAS dot product over Cout/G whatever the block and the rows asked
+    for: the same bits at every thread count, and as the numpy twin's.
     """
-    groups, _, rows = w3.shape
+    groups = w3.shape[0]
+    rows = cols.shape[1]
     positions = grads.shape[2]
     per_item = row_blocks * column_blocks
     for job in prange(grads.shape[0] * per_item):
@@ -520,7 +521,8 @@ def tap_products(w3, grads, cols, row_blocks, column_blocks):
         rb, cb = block // column_blocks, block % column_blocks
         r0, r1 = rb * rows // row_blocks, (rb + 1) * rows // row_blocks
         p0, p1 = cb * positions // column_blocks, (cb + 1) * positions // column_blocks
-        product_tn(w3[i % groups, :, r0:r1], grads[i, :, p0:p1], cols[i, r0:r1, p0:p1])
+        product_tn(w3[i % groups, :, first_row + r0:first_row + r1], grads[i, :, p0:p1],
+                   cols[i, r0:r1, p0:p1])
 
 
 #: The tap products' blocks: at least this many rows and positions each, and at most
@@ -542,7 +544,7 @@ def _col2im_examples(dtype):
 
 register(name="tap_products", computes=COL2IM, function=tap_products,
          examples=lambda dtype: (readonly(np.zeros((1, 1, 1), dtype)),
-                                 readonly(np.zeros((1, 1, 1), dtype)), np.zeros((1, 1, 1), dtype), 1, 1),
+                                 readonly(np.zeros((1, 1, 1), dtype)), np.zeros((1, 1, 1), dtype), 0, 1, 1),
          launch=called_directly("numbaconv._backward"), bitwise=None, blas=True,
          description="the GEMM-and-scatter input gradient's products (BLAS reads the weight transposed)")
 register(name="col2im", computes=COL2IM, function=col2im, examples=_col2im_examples,

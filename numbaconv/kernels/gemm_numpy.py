@@ -157,12 +157,13 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, row_blocks)
         partial[chunk, ~started] = 0
 
 
-def tap_products(w3, grads, cols, row_blocks, column_blocks):
+def tap_products(w3, grads, cols, first_row, row_blocks, column_blocks):
     """:func:`gemm.tap_products`: the same blocks, each the same gemm call that
     ``blas.product_tn`` makes (transposes 'n' and 't' on grad_output's and the weight's
     rows read as columns)."""
     gemm_call = blas.sgemm if w3.dtype == np.float32 else blas.dgemm
-    groups, _, rows = w3.shape
+    groups = w3.shape[0]
+    rows = cols.shape[1]
     positions = grads.shape[2]
     for i in range(grads.shape[0]):
         for rb in range(row_blocks):
@@ -171,5 +172,5 @@ def tap_products(w3, grads, cols, row_blocks, column_blocks):
                 p0, p1 = cb * positions // column_blocks, (cb + 1) * positions // column_blocks
                 if r1 == r0 or p1 == p0:
                     continue
-                a, b = w3[i % groups, :, r0:r1], grads[i, :, p0:p1]
+                a, b = w3[i % groups, :, first_row + r0:first_row + r1], grads[i, :, p0:p1]
                 cols[i, r0:r1, p0:p1] = gemm_call(1.0, b.T, a.T, trans_a=0, trans_b=1).T
