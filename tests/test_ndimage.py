@@ -382,6 +382,30 @@ def test_flat_windows():
     np.testing.assert_array_equal(flat, expected)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nonfinite_values_reach_what_they_reach_in_scipy(dtype):
+    """A NaN or Inf reaches the outputs it reaches in scipy: the windows that read it for
+    the sums (the FFT, which would spread it over the volume, is not used then; nor for
+    an infinite cval), and the rest of the line for uniform_filter, whose running sum
+    carries it on (Inf - Inf is NaN; float32 data takes the running mean then)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((19, 23, 27)).astype(dtype)
+    x[9, 11, 13], x[2, 20, 5], x[15, 3, 26] = np.inf, np.nan, -np.inf
+    large = rng.random((11, 11, 11)) + 0.5  # FFT_TAPS: the FFT for finite data
+    calls = [(lambda m: m.correlate(x, large, mode="reflect")),
+             (lambda m: m.correlate(np.where(np.isfinite(x), x, 0), large, mode="constant", cval=np.inf)),
+             (lambda m: m.uniform_filter(x, 4)), (lambda m: m.uniform_filter1d(x, 6, axis=0)),
+             (lambda m: m.gaussian_filter(x, 1.5, mode="wrap")), (lambda m: m.sobel(x, 1))]
+    for call in calls:
+        got, expected = call(nn), call(sn)
+        assert np.array_equal(np.isnan(got), np.isnan(expected))
+        inf = np.isinf(expected)
+        assert np.array_equal(np.isinf(got), inf) and np.array_equal(got[inf], expected[inf])
+        finite = np.isfinite(expected)
+        scale = np.abs(expected[finite]).max()
+        np.testing.assert_allclose(got[finite], expected[finite], atol=1e-4 * scale)
+
+
 def test_axes_argument():
     x = sample((4, 5, 6), "float64")
     w2 = np.random.default_rng(4).standard_normal((3, 2))

@@ -6,6 +6,7 @@ cache, huge allocations) run in subprocesses, so that an abort shows as a failed
 with its output instead of taking pytest down. Measured figures are printed in a
 "numbaconv trust figures" section at the end of the pytest run.
 """
+import itertools
 import os
 import shutil
 import subprocess
@@ -905,6 +906,56 @@ def test_nonfinite_weights_with_depth_padding_like_reference(algorithm):
             w = _plant_weight(w, [-np.inf, np.nan])
             out = nc.conv3d(x, w, b, algorithm=algorithm, **args)
             assert_nonfinite_like_reference(out, x, w, b, args)
+
+
+def _weight_grad_reference(x, grad_out, kernel, stride, padding):
+    """The float64 weight gradient (groups 1) from its formula: each tap's window of the
+    zero-padded input against grad_output, over samples and positions (einsum)."""
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0)) + ((padding, padding),) * 3)
+    g = grad_out.astype(np.float64)
+    gw = np.empty((g.shape[1], x.shape[1]) + (kernel,) * 3)
+    for tap in itertools.product(range(kernel), repeat=3):
+        window = xp[(slice(None), slice(None)) + tuple(
+            slice(t, t + stride * (o - 1) + 1, stride) for t, o in zip(tap, g.shape[2:]))]
+        gw[(slice(None), slice(None)) + tap] = np.einsum("nopqr,ncpqr->oc", g, window)
+    return gw
+
+
+def _assert_nonfinite_where_expected(got, expected, tolerance):
+    assert np.array_equal(np.isnan(got), np.isnan(expected)), \
+        f"NaN at {np.isnan(got).sum()} elements, expected at {np.isnan(expected).sum()}"
+    inf = np.isinf(expected)
+    assert np.array_equal(np.isinf(got), inf) and np.array_equal(got[inf], expected[inf])
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("channels, size, stride, padding", [
+    (4, 9, 1, 0), (4, 9, 2, 0), (4, 10, 1, 1),  # the direct and blocked weight gradients
+    (32, 24, 1, 1)])                            # Winograd, forward and weight gradient
+def test_auto_keeps_nonfinite_inputs_to_the_sums_that_read_them(channels, size, stride, padding):
+    """Kernels that spread a NaN or Inf beyond the sums that read it: transforms (Winograd
+    mixes a tile's positions) and the direct weight gradients (their dot products run
+    over grad_output's zero margins, where the input holds other positions' values, and
+    0 x Inf is NaN). For operands that are not all finite, ``auto`` runs a kernel that
+    sums each output's window only, as MegEngine and the float64 reference do."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, channels, size, size, size)).astype(np.float32)
+    x[0, 1, size // 2, size // 2, size - 1] = np.inf  # the last column: other rows' margins
+    x[0, 2, 0, 3, size - 1] = np.nan
+    x[0, 3, size - 2, 1, 2] = -np.inf
+    w = (rng.standard_normal((2 * channels, channels, 3, 3, 3)) / channels).astype(np.float32)
+    spec = ConvSpec.from_args(x, w, None, stride, padding, 1, 1)[0]
+    forward = _dispatch.REGISTRY[_dispatch.resolve(spec, "auto")]
+    weight_grad = _dispatch.REGISTRY[_dispatch.resolve(spec, "auto", "weight_grad")]
+    assert weight_grad.spreads_nonfinite  # finite operands take it: the case in question
+    out = nc.conv3d(x, w, stride=stride, padding=padding)
+    assert_nonfinite_like_reference(out, x, w, None, dict(stride=stride, padding=padding))
+    if channels == 32:
+        assert forward.spreads_nonfinite
+    g = rng.standard_normal(spec.out_shape).astype(np.float32)
+    _, gw, _ = nc.conv3d_backward(g, x, w, stride=stride, padding=padding)
+    _assert_nonfinite_where_expected(gw, _weight_grad_reference(x, g, 3, stride, padding), 1e-3)
 
 
 _THREADS_SCRIPT = WORKLOAD + r'''

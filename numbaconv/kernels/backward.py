@@ -152,20 +152,21 @@ def launch_weight_grad_blocked(run, spec, x, grad_out, cob):
 
 _GENERATED = "numbaconv.kernels._blocked_generated:"
 register(name="wgrad_direct", computes=WEIGHT_GRAD, function=_GENERATED + "weight_grad_direct",
-         examples=_examples, launch=launch_weight_grad, plane_memory=True,
+         examples=_examples, launch=launch_weight_grad, plane_memory=True, sums_margins=True,
          bitwise="wgrad_direct", serial="wgrad_direct_serial",
          description="direct weight gradient: one item per (group, input channel), "
                      "LANES partial sums per weight")
 register(name="wgrad_direct_serial", computes=WEIGHT_GRAD,
          function=_GENERATED + "weight_grad_direct_serial", examples=_examples,
-         launch=launch_weight_grad, parallel=False, plane_memory=True, bitwise="wgrad_direct",
+         launch=launch_weight_grad, parallel=False, plane_memory=True, sums_margins=True,
+         bitwise="wgrad_direct",
          description="the direct weight gradient on the calling thread")
 for _cob, _tb in WGRAD_VARIANTS:  # all are declared; the dispatcher picks the target CPU's
     register(name=f"wgrad_blocked{_cob}x{_tb}", computes=WEIGHT_GRAD,
              function=_GENERATED + f"weight_grad_c{_cob}_t{_tb}",
              examples=lambda dtype: _examples(dtype) + (1,),
              launch=functools.partial(launch_weight_grad_blocked, cob=_cob), plane_memory=True,
-             bitwise="wgrad_direct",
+             sums_margins=True, bitwise="wgrad_direct",
              serial="wgrad_direct_serial", fallbacks=("wgrad_direct", "wgrad_direct_serial"),
              variant_of="wgrad_blocked",
              description=f"register-blocked weight gradient: {_cob} output channels x {_tb} "

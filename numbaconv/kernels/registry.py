@@ -65,11 +65,21 @@ class Kernel:
     #: Sums every product itself (rounding as any order of the direct sums). False for
     #: transform methods, which ``auto`` runs only under ``set_precision("fast")``.
     direct_sums: bool = True
+    #: Its dot products run over margin positions, where grad_output's "wide" rows hold
+    #: zeros and the input holds values of other positions (the direct weight
+    #: gradients): zero times an Inf there is NaN.
+    sums_margins: bool = False
     #: The compute dtypes it is compiled for (``examples``' argument).
     dtypes: tuple = ("float32", "float64")
     #: False for a plain Python function (the BLAS kernels' numpy twins): nothing to
     #: compile, so ``warmup`` passes it by.
     compiled: bool = True
+
+    @property
+    def spreads_nonfinite(self) -> bool:
+        """A NaN or Inf in an operand can reach outputs whose sums never read it: a
+        transform mixes positions, and margins multiply it by zero."""
+        return not self.direct_sums or self.sums_margins
 
     def dispatcher(self):
         """The numba dispatcher (imported now if it was declared by name)."""

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from .._dispatch import all_finite
 from ..kernels import separable
 from ..kernels.registry import readonly
 from . import _support as S
@@ -142,15 +143,21 @@ def _halo(length: int, origin: int) -> tuple[int, int]:
     return length // 2 + origin, length - 1 - length // 2 - origin
 
 
-def _pass1d(inp, weights, axis, output, rule, cval, origin, running_mean=False):
+def _pass1d(inp, weights, axis, output, rule, cval, origin, running_mean=False, finite=None):
     """scipy's correlate1d (or uniform_filter1d with ``running_mean``) once validated:
-    ``inp`` and ``output`` have the same shape; ``weights`` float64 (K,)."""
+    ``inp`` and ``output`` have the same shape; ``weights`` float64 (K,). ``finite``:
+    for ``running_mean``, whether ``inp`` and ``cval`` hold no NaN or Inf (None: look)."""
     if inp.size == 0:
         return output
     work = S.work_dtype(inp.dtype, output.dtype)
     x3 = _as3d(inp)
     axis3 = axis + 3 - inp.ndim
     index = source_index(x3.shape[axis3], *_halo(weights.shape[0], origin), rule)
+    if running_mean and work != np.float64 and not (
+            finite if finite is not None else np.isfinite(cval) and all_finite([x3])):
+        # scipy's running sum carries a NaN or Inf on along the line (Inf - Inf is NaN):
+        # only the running mean gives its NaNs; float32 data otherwise takes the sums.
+        work = np.dtype(np.float64)
     if running_mean and work == np.float64:
         # The input's dtype where it can be (the kernel converts each element).
         data = x3.dtype if _read_as_is(x3, weights, output, cval) else work
@@ -353,7 +360,10 @@ def _dense(x3, w3, halos, rule, cval, work, output3, exact: bool) -> None:
     # scipy leaves out weights within DBL_EPSILON of zero; a zero weight adds exactly 0.
     w = np.where(np.abs(w3) > _DBL_EPSILON, w3, 0.0).astype(work)
     resum = _checks_truncation(x3, w, output3, cval)
-    algorithm = dense_algorithm(w, x3.size, exact and not resum)
+    # The FFT would spread a NaN or Inf over every output (its transform mixes them),
+    # where scipy's sums keep it to the windows that read it.
+    local = exact and not resum or not (np.isfinite(cval) and all_finite([x3, w]))
+    algorithm = dense_algorithm(w, x3.size, local)
     depth, height, width = x3.shape
     (before, after), (top, bottom), (left, right) = halos
     ext_plane = (height + top + bottom, width + left + right)
@@ -531,6 +541,10 @@ def gaussian_filter1d(input, sigma, axis=-1, order=0, output=None, mode="reflect
 def uniform_filter1d(input, size, axis=-1, output=None, mode="reflect", cval=0.0, origin=0):
     """scipy.ndimage.uniform_filter1d: the mean of ``size`` neighbours along ``axis``
     (scipy's running sum, operation for operation, in float64)."""
+    return _uniform_filter1d(input, size, axis, output, mode, cval, origin)
+
+
+def _uniform_filter1d(input, size, axis, output, mode, cval, origin, finite=None):
     inp = _as_input(input)
     axis = S.axis_index(axis, inp.ndim)
     if size < 1:
@@ -540,7 +554,7 @@ def uniform_filter1d(input, size, axis=-1, output=None, mode="reflect", cval=0.0
         raise ValueError(f"invalid origin: origin={origin} for size={size}")
     weights = np.full(int(size), 1.0 / size)
     return _pass1d(inp, weights, axis, output, S.rule(mode), cval, operator.index(origin),
-                   running_mean=True)
+                   running_mean=True, finite=finite)
 
 
 # ---- Compositions (scipy's sequences of passes and intermediate dtypes) ------------------------
@@ -595,14 +609,18 @@ def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=
     sizes = S.normalize_sequence(size, n, "size")
     origins = S.normalize_sequence(origin, n, "origin")
     modes = S.normalize_sequence(mode, n, "mode")
+    # Looked at once: the means of finite values are finite, so every pass of finite
+    # data is (float32 data takes the running mean only where it is not).
+    finite = None if S.work_dtype(inp.dtype, output.dtype) == np.float64 else \
+        bool(np.isfinite(cval)) and all_finite([inp])
     passes = [functools.partial(_uniform_pass, axis=axes[i], size=int(sizes[i]),
-                                origin=origins[i], mode=modes[i], cval=cval)
+                                origin=origins[i], mode=modes[i], cval=cval, finite=finite)
               for i in range(n) if sizes[i] > 1]
     return _chain(inp, output, passes)
 
 
-def _uniform_pass(source, target, axis, size, origin, mode, cval):
-    uniform_filter1d(source, size, axis, target, mode, cval, origin)
+def _uniform_pass(source, target, axis, size, origin, mode, cval, finite):
+    _uniform_filter1d(source, size, axis, target, mode, cval, origin, finite)
 
 
 def _derivative_then_smooth(input, axis, output, mode, cval, smooth):
