@@ -281,7 +281,8 @@ def _tap_products(w3: np.ndarray, grads: np.ndarray, cols: np.ndarray, first_row
     process forked after OpenMP started, its numpy twin makes the same BLAS calls.
     (numpy's own matmul here ran OpenBLAS's threads, which then spun against numba's:
     512->256 1x1x1 on 6^3, both gradients 8.0 ms, each alone 0.8 and 2.0 ms.)"""
-    blocks = gemm.tap_product_blocks(cols.shape[1], grads.shape[2])
+    blocks = gemm.tap_product_blocks(cols.shape[1], grads.shape[2], grads.shape[0],
+                                     numba.get_num_threads())
     kernel = _dispatch.called_kernel("tap_products", w3.dtype, wait=0 if tiered else None)
     with _dispatch.single_threaded_blas():
         if kernel is None:

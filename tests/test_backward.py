@@ -576,3 +576,17 @@ def test_weight_gradient_blocked_parts_keep_the_bits(parts, monkeypatch, rng):
     direct = _backward.grad_weight(spec, x, grad_out, "wgrad_direct")
     monkeypatch.setattr(backward, "block_parts", lambda spec, cob: min(parts, -(-9 // cob)))
     assert _backward.grad_weight(spec, x, grad_out, "wgrad_blocked").tobytes() == direct.tobytes()
+
+
+def test_tap_product_blocks_divide_among_the_threads():
+    """At least ROW_BLOCK_ROWS rows and TAP_BLOCK_POSITIONS positions per block, then
+    blocks added until each thread has as many (the bits do not depend on them)."""
+    from numbaconv.kernels import gemm
+    assert gemm.tap_product_blocks(1728, 1728) == (13, 1)
+    assert gemm.tap_product_blocks(1728, 1728, 1, 2) == (14, 1)
+    assert gemm.tap_product_blocks(1728, 1728, 2, 2) == (13, 1)  # 26 blocks already
+    assert gemm.tap_product_blocks(432, 13824, 1, 2) == (3, 6)
+    assert gemm.tap_product_blocks(1, 3, 1, 2) == (1, 2)   # a position block more
+    assert gemm.tap_product_blocks(1, 1, 1, 2) == (1, 1)   # nothing to split
+    rows, columns = gemm.tap_product_blocks(100, 5000, 3, 4)
+    assert 3 * rows * columns % 4 == 0 and rows >= 1 and columns >= 2
