@@ -520,8 +520,13 @@ def called_kernel(name, dtype, wait=0):
     """A kernel its caller launches itself (declared with ``called_directly``), or None
     where the caller's numpy version must serve: while it compiles in the background
     (not ready within ``wait`` seconds; None waits for it) and in a process forked after
-    OpenMP started."""
-    return None if _forked_after_omp else _kernel(name, dtype, wait)
+    OpenMP started. With background compiles off (``NUMBACONV_BACKGROUND_COMPILE=0``)
+    it waits, as ``auto``'s plans do: the numpy version served every call until a
+    child process had compiled the kernel (a transposed k2 s2 128 -> 64 on 24^3: 48
+    ms a call, not 20)."""
+    if _forked_after_omp:
+        return None
+    return _kernel(name, dtype, wait if background_enabled() else None)
 
 
 def _kernel(name, dtype, wait=None):
