@@ -360,9 +360,11 @@ def _dense(x3, w3, halos, rule, cval, work, output3, exact: bool) -> None:
     # scipy leaves out weights within DBL_EPSILON of zero; a zero weight adds exactly 0.
     w = np.where(np.abs(w3) > _DBL_EPSILON, w3, 0.0).astype(work)
     resum = _checks_truncation(x3, w, output3, cval)
-    # The FFT would spread a NaN or Inf over every output (its transform mixes them),
-    # where scipy's sums keep it to the windows that read it.
-    local = exact and not resum or not (np.isfinite(cval) and all_finite([x3, w]))
+    local = exact and not resum
+    if not local and w.size >= FFT_TAPS and not (np.isfinite(cval) and all_finite([x3, w])):
+        # The FFT would spread a NaN or Inf over every output (its transform mixes them),
+        # where scipy's sums keep it to the windows that read it.
+        local = True
     algorithm = dense_algorithm(w, x3.size, local)
     depth, height, width = x3.shape
     (before, after), (top, bottom), (left, right) = halos
