@@ -225,7 +225,7 @@ def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.
 
     The products are made and scattered by units of at most ``SCATTER_UNIT_BYTES``
     (whole samples, or input channels of one sample and group), so that a large
-    product no longer faults in fresh pages at every call (Zen 4, 2026-12-07, float32,
+    product no longer faults in fresh pages at every call (Zen 4, 2026-12-06, float32,
     ms, 3 runs alternating in one process, one unit vs units: 32 -> 64 k3 s2 on 48^3
     (46 MB) 20.5, 28.1, 23.1 vs 18.5, 23.9, 19.1; on 64^3 (113 MB) 53, 59, 48 vs 48, 50,
     45; 64 -> 128 on 48^3 (91 MB) 64, 73, 60 vs 59, 75, 54). Smaller units cost more

@@ -178,7 +178,7 @@ def choose(spec, computes=FORWARD) -> str:
             and 2 * spec.reduction >= math.prod(spec.out_size)):
         # Strided layers whose taps overlap (k3 s2 downsampling), unless positions
         # outnumber the reduction 2 to 1: a strided register tile reuses few loads, and
-        # BLAS wins. Zen 4, 2026-12-07, float32, k3 s2 p1, ms, blocked vs gemm, AVX-512 |
+        # BLAS wins. Zen 4, 2026-12-06, float32, k3 s2 p1, ms, blocked vs gemm, AVX-512 |
         # AVX2 code, with the reduction / positions ratio: gemm 32->64 on 24^3 (0.5) 1.65
         # vs 1.70 | 1.93 vs 1.88, 16->32 on 16^3 (0.84) 0.25 vs 0.20 | 0.30 vs 0.28,
         # 64->128 on 24^3 (1.0) 5.4 vs 5.5 | 6.7 vs 6.1, 128->256 on 24^3 (2.0) 19.9 vs

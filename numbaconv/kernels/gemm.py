@@ -535,7 +535,7 @@ def tap_product_blocks(rows: int, positions: int, items: int = 1, threads: int =
     """(row blocks, position blocks) of :func:`tap_products` for ``items`` (sample, group)
     products: at least ``ROW_BLOCK_ROWS`` rows and ``TAP_BLOCK_POSITIONS`` positions each,
     then one row block more (or a position block, where every row has its own) until
-    the blocks divide evenly among ``threads`` (Zen 4, 2026-12-07, float32, ms, 3 runs
+    the blocks divide evenly among ``threads`` (Zen 4, 2026-12-06, float32, ms, 3 runs
     alternating in one process: the input gradient of 64 -> 128 k3 s2 on 24^3, 13 ->
     14 row blocks, 5.84, 5.91, 8.16 -> 5.52, 5.57, 7.86; of 64 -> 384 on 12^3 2.04,
     2.05, 2.29 -> 1.95, 1.98, 2.14). Blocks never change the bits: each element is one
