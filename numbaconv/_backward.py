@@ -19,7 +19,6 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 
-import numba
 import numpy as np
 
 from . import _config, _dispatch
@@ -260,15 +259,14 @@ def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.
 def _scatter_units(batch: int, groups: int, cin_g: int, channel_bytes: int) -> list:
     """(first item, end item, first channel, end channel) of each unit of the products,
     items being (sample, group) pairs: as many whole samples as fit ``SCATTER_UNIT_BYTES``,
-    or, where one sample does not, channels of one item, at least one per thread (the
-    scatter's parallel loop is over channels). Thread counts change the units, never
-    the bits."""
+    or, where one sample does not, channels of one item, at least ``gemm.TAP_BLOCKS``
+    (the scatter's parallel loop is over channels). A function of the layer only."""
     items = batch * groups
     per_sample = groups * cin_g * channel_bytes
     if per_sample <= SCATTER_UNIT_BYTES:
         step = SCATTER_UNIT_BYTES // per_sample * groups
         return [(i, min(items, i + step), 0, cin_g) for i in range(0, items, step)]
-    chunk = min(cin_g, max(numba.get_num_threads(), SCATTER_UNIT_BYTES // channel_bytes))
+    chunk = min(cin_g, max(gemm.TAP_BLOCKS, SCATTER_UNIT_BYTES // channel_bytes))
     return [(i, i + 1, c, min(cin_g, c + chunk)) for i in range(items) for c in range(0, cin_g, chunk)]
 
 
@@ -281,8 +279,7 @@ def _tap_products(w3: np.ndarray, grads: np.ndarray, cols: np.ndarray, first_row
     process forked after OpenMP started, its numpy twin makes the same BLAS calls.
     (numpy's own matmul here ran OpenBLAS's threads, which then spun against numba's:
     512->256 1x1x1 on 6^3, both gradients 8.0 ms, each alone 0.8 and 2.0 ms.)"""
-    blocks = gemm.tap_product_blocks(cols.shape[1], grads.shape[2], grads.shape[0],
-                                     numba.get_num_threads())
+    blocks = gemm.tap_product_blocks(cols.shape[1], grads.shape[2])
     kernel = _dispatch.called_kernel("tap_products", w3.dtype, wait=0 if tiered else None)
     with _dispatch.single_threaded_blas():
         if kernel is None:

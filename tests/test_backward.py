@@ -336,7 +336,7 @@ def test_tap_products_read_the_weight_transposed(dtype, rng):
 def test_gemm_scatter_units_do_not_change_the_bits(rng, monkeypatch, twin):
     """The products and their scatter go by units of whole samples, or of channels of one
     (sample, group), within SCATTER_UNIT_BYTES: units of every kind (several samples,
-    one sample, channels of one group at one or more per thread) give the bits of one
+    one sample, channels of one group) at 1 and 2 threads give the bits of one
     unit holding everything, with the kernels and with their numpy twins."""
     x, w, b, args = make_case(rng, 3, 12, (7, 6, 9), 8, 3, 2, 1, 1, 2, np.float32)
     spec = ConvSpec.from_args(x, w, None, args["stride"], args["padding"], args["dilation"],
@@ -349,7 +349,7 @@ def test_gemm_scatter_units_do_not_change_the_bits(rng, monkeypatch, twin):
     channel = math.prod(spec.kernel) * math.prod(spec.out_size) * 4
     per_sample = spec.groups * spec.in_per_group * channel
     seen = set()
-    for budget in (2 * per_sample, per_sample, per_sample - 1, 2 * channel, channel, 1):
+    for budget in (2 * per_sample, per_sample, per_sample - 1, 5 * channel, 2 * channel, 1):
         monkeypatch.setattr(_backward, "SCATTER_UNIT_BYTES", budget)
         for threads in (1, 2):
             previous = numba.get_num_threads()
@@ -361,8 +361,8 @@ def test_gemm_scatter_units_do_not_change_the_bits(rng, monkeypatch, twin):
                 numba.set_num_threads(previous)
             seen.add((units[0][1] - units[0][0], units[0][3] - units[0][2]))
             assert out.tobytes() == whole.tobytes(), (budget, threads, units)
-    # (items, channels) of a unit: two samples, one sample, one group, channels
-    assert seen == {(4, 6), (2, 6), (1, 6), (1, 2), (1, 1)}
+    # (items, channels) of a unit: two samples, one sample, channels of one group
+    assert seen == {(4, 6), (2, 6), (1, 6), (1, 5), (1, 4)}
 
 
 def test_auto_takes_gemm_scatter_for_strided_and_deep_layers():
@@ -578,15 +578,12 @@ def test_weight_gradient_blocked_parts_keep_the_bits(parts, monkeypatch, rng):
     assert _backward.grad_weight(spec, x, grad_out, "wgrad_blocked").tobytes() == direct.tobytes()
 
 
-def test_tap_product_blocks_divide_among_the_threads():
-    """At least ROW_BLOCK_ROWS rows and TAP_BLOCK_POSITIONS positions per block, then
-    blocks added until each thread has as many (the bits do not depend on them)."""
+def test_tap_product_blocks_are_a_function_of_the_product():
+    """TAP_BLOCKS blocks of rows, or of positions where rows are few, whatever the
+    thread count (so that the bits cannot depend on it)."""
     from numbaconv.kernels import gemm
-    assert gemm.tap_product_blocks(1728, 1728) == (13, 1)
-    assert gemm.tap_product_blocks(1728, 1728, 1, 2) == (14, 1)
-    assert gemm.tap_product_blocks(1728, 1728, 2, 2) == (13, 1)  # 26 blocks already
-    assert gemm.tap_product_blocks(432, 13824, 1, 2) == (3, 6)
-    assert gemm.tap_product_blocks(1, 3, 1, 2) == (1, 2)   # a position block more
-    assert gemm.tap_product_blocks(1, 1, 1, 2) == (1, 1)   # nothing to split
-    rows, columns = gemm.tap_product_blocks(100, 5000, 3, 4)
-    assert 3 * rows * columns % 4 == 0 and rows >= 1 and columns >= 2
+    assert gemm.tap_product_blocks(1728, 216) == (4, 1)
+    assert gemm.tap_product_blocks(432, 13824) == (4, 1)
+    assert gemm.tap_product_blocks(40, 5000) == (2, 2)    # 16 rows a block at least
+    assert gemm.tap_product_blocks(3, 5000) == (1, 4)     # few rows: positions
+    assert gemm.tap_product_blocks(3, 300) == (1, 1)      # nothing worth splitting

@@ -525,30 +525,26 @@ def tap_products(w3, grads, cols, first_row, row_blocks, column_blocks):
                    cols[i, r0:r1, p0:p1])
 
 
-#: The tap products' blocks: at least this many rows and positions each, and at most
-#: ``MAX_ROW_BLOCKS`` x ``MAX_TAP_COLUMN_BLOCKS`` per (sample, group).
-TAP_BLOCK_POSITIONS = 2048
-MAX_TAP_COLUMN_BLOCKS = 16
+#: Blocks per (sample, group) product of :func:`tap_products`: rows (or positions, where
+#: rows are few) split 4 ways, one or two blocks per thread on 2 to 4 threads, whatever the
+#: thread count (so the bits never depend on it).
+TAP_BLOCKS = 4
+TAP_BLOCK_MIN_ROWS = 16
+TAP_BLOCK_MIN_POSITIONS = 256
 
 
-def tap_product_blocks(rows: int, positions: int, items: int = 1, threads: int = 1) -> tuple[int, int]:
-    """(row blocks, position blocks) of :func:`tap_products` for ``items`` (sample, group)
-    products: at least ``ROW_BLOCK_ROWS`` rows and ``TAP_BLOCK_POSITIONS`` positions each,
-    then one row block more (or a position block, where every row has its own) until
-    the blocks divide evenly among ``threads`` (Zen 4, 2026-12-06, float32, ms, 3 runs
-    alternating in one process: the input gradient of 64 -> 128 k3 s2 on 24^3, 13 ->
-    14 row blocks, 5.84, 5.91, 8.16 -> 5.52, 5.57, 7.86; of 64 -> 384 on 12^3 2.04,
-    2.05, 2.29 -> 1.95, 1.98, 2.14). Blocks never change the bits: each element is one
-    BLAS dot product whatever its block."""
-    row_blocks = max(1, min(MAX_ROW_BLOCKS, rows // ROW_BLOCK_ROWS))
-    column_blocks = max(1, min(MAX_TAP_COLUMN_BLOCKS, positions // TAP_BLOCK_POSITIONS))
-    for _ in range(threads):
-        if items * row_blocks * column_blocks % threads == 0:
-            break
-        if row_blocks < rows:
-            row_blocks += 1
-        elif column_blocks < positions:
-            column_blocks += 1
+def tap_product_blocks(rows: int, positions: int) -> tuple[int, int]:
+    """(row blocks, position blocks) of :func:`tap_products`: ``TAP_BLOCKS`` blocks. More
+    blocks only repack the operands in BLAS, whose single-threaded product blocks for
+    the cache itself. Zen 4, 2026-12-06, float32, 2 threads, ms, 3 runs alternating in
+    one process, the input gradient (GEMM and scatter) with 13-16 x 1-6 blocks (rows of
+    128, positions of 2048, evened out for the threads) vs these: the transposed 384 ->
+    64 k3 s2 on 6^3 2.15, 2.12, 1.88 vs 2.08, 1.95, 1.74; 64 -> 128 k3 s2 on 24^3 6.99,
+    6.12, 5.85 vs 6.61, 5.67, 5.45; 16 -> 64 on 48^3 9.39, 9.14, 8.64 vs 8.92, 8.17, 8.20;
+    128 -> 256 on 24^3 19.1, 19.2, 21.5 vs 18.4, 18.3, 19.8; 32 -> 64 on 48^3 and 256 or
+    512 on 6^3 within 1-6%. Each element is one BLAS dot product whatever its block."""
+    row_blocks = max(1, min(TAP_BLOCKS, rows // TAP_BLOCK_MIN_ROWS))
+    column_blocks = max(1, min(TAP_BLOCKS // row_blocks, positions // TAP_BLOCK_MIN_POSITIONS))
     return row_blocks, column_blocks
 
 
