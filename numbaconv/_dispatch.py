@@ -673,10 +673,9 @@ class Plan:
             self._use_best_ready()
             tiers, kernel, run = self.state
         # ``auto`` keeps MegEngine's semantics: a NaN or Inf reaches only the outputs
-        # whose sums read it (a forced algorithm runs as named). A transform mixes the
-        # input's and the weight's (or grad_output's) positions; margins read the input.
+        # whose sums read it (a forced algorithm runs as named).
         if self.auto and kernel.spreads_nonfinite and not all_finite(
-                operands[:2] if not kernel.direct_sums else operands[:1]):
+                operands[:kernel.nonfinite_operands]):
             return plan_for(self.spec, _exact_algorithm(self.spec, self.computes), self.computes,
                             tiered=True).run(*operands)
         if kernel.parallel and _forked_after_omp:

@@ -76,10 +76,15 @@ class Kernel:
     compiled: bool = True
 
     @property
+    def nonfinite_operands(self) -> int:
+        """How many leading operands a NaN or Inf in which can reach outputs whose sums
+        never read it: both a transform mixes (the input and the weight or grad_output),
+        the input alone for margins (multiplied by grad_output's zeros); 0 for none."""
+        return 2 if not self.direct_sums else 1 if self.sums_margins else 0
+
+    @property
     def spreads_nonfinite(self) -> bool:
-        """A NaN or Inf in an operand can reach outputs whose sums never read it: a
-        transform mixes positions, and margins multiply it by zero."""
-        return not self.direct_sums or self.sums_margins
+        return self.nonfinite_operands > 0
 
     def dispatcher(self):
         """The numba dispatcher (imported now if it was declared by name)."""

@@ -143,6 +143,11 @@ def _halo(length: int, origin: int) -> tuple[int, int]:
     return length // 2 + origin, length - 1 - length // 2 - origin
 
 
+def _finite(cval, *arrays) -> bool:
+    """No NaN or Inf in ``cval`` (what the constant mode extends with) nor ``arrays``."""
+    return bool(np.isfinite(cval)) and all_finite(arrays)
+
+
 def _pass1d(inp, weights, axis, output, rule, cval, origin, running_mean=False, finite=None):
     """scipy's correlate1d (or uniform_filter1d with ``running_mean``) once validated:
     ``inp`` and ``output`` have the same shape; ``weights`` float64 (K,). ``finite``:
@@ -154,7 +159,7 @@ def _pass1d(inp, weights, axis, output, rule, cval, origin, running_mean=False, 
     axis3 = axis + 3 - inp.ndim
     index = source_index(x3.shape[axis3], *_halo(weights.shape[0], origin), rule)
     if running_mean and work != np.float64 and not (
-            finite if finite is not None else np.isfinite(cval) and all_finite([x3])):
+            finite if finite is not None else _finite(cval, x3)):
         # scipy's running sum carries a NaN or Inf on along the line (Inf - Inf is NaN):
         # only the running mean gives its NaNs; float32 data otherwise takes the sums.
         work = np.dtype(np.float64)
@@ -361,7 +366,7 @@ def _dense(x3, w3, halos, rule, cval, work, output3, exact: bool) -> None:
     w = np.where(np.abs(w3) > _DBL_EPSILON, w3, 0.0).astype(work)
     resum = _checks_truncation(x3, w, output3, cval)
     local = exact and not resum
-    if not local and w.size >= FFT_TAPS and not (np.isfinite(cval) and all_finite([x3, w])):
+    if not local and w.size >= FFT_TAPS and not _finite(cval, x3, w):
         # The FFT would spread a NaN or Inf over every output (its transform mixes them),
         # where scipy's sums keep it to the windows that read it.
         local = True
@@ -614,7 +619,7 @@ def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=
     # Looked at once: the means of finite values are finite, so every pass of finite
     # data is (float32 data takes the running mean only where it is not).
     finite = None if S.work_dtype(inp.dtype, output.dtype) == np.float64 else \
-        bool(np.isfinite(cval)) and all_finite([inp])
+        _finite(cval, inp)
     passes = [functools.partial(_uniform_pass, axis=axes[i], size=int(sizes[i]),
                                 origin=origins[i], mode=modes[i], cval=cval, finite=finite)
               for i in range(n) if sizes[i] > 1]
