@@ -3,6 +3,7 @@ layer's first calls from them while the compiled kernel compiles, so they must g
 kernel's bits exactly, on every path of it (position slabs, pointwise row blocks,
 narrow and wide weight gradient products, one or many work items and partial sums,
 groups, batches, strides, padding, odd sizes, products with a side of 1)."""
+import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -10,7 +11,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import numbaconv as nc
 from numbaconv import _backward, _dispatch
 from numbaconv._spec import ConvSpec
-from numbaconv.kernels import gemm, winograd
+from numbaconv.kernels import gemm, gemm_numpy, winograd
+from numbaconv.kernels.blas import product_nt_add
 from numbaconv.kernels.registry import REGISTRY
 from helpers import CASES, configurations, make_case, winograd_layers
 
@@ -113,6 +115,37 @@ def test_winograd_twins_in_blocks_and_chunks(monkeypatch, block_bytes, staged):
         grad_out = np.random.default_rng(2).standard_normal(spec.out_shape).astype(dtype)
         serial = _backward.grad_weight(spec, x, grad_out, "wgrad_winograd_serial")
         assert serial.tobytes() == _backward.grad_weight(spec, x, grad_out, "wgrad_winograd").tobytes()
+
+
+@numba.njit(cache=False)
+def _add_products(a, b, out, starts):
+    """blas.product_nt_add on blocks of larger matrices (rows strided), from njit code."""
+    k0, k1 = starts
+    product_nt_add(a[:, k0:k1], b[:, k0:k1], out[1:, 2:])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, n, k", [(5, 7, 300), (1, 9, 4), (6, 1, 33), (1, 1, 17), (40, 3, 1)])
+def test_product_nt_add_adds_one_product_in_place(m, n, k, dtype):
+    """``out += a @ b.T`` (Winograd's weight gradient): the float64 product added, to
+    rounding, and only in the destination block; the twin's scipy call gives its bits."""
+    rng = np.random.default_rng(m * n * k)
+    a = rng.standard_normal((m, k + 3)).astype(dtype)
+    b = rng.standard_normal((n, k + 3)).astype(dtype)
+    out = rng.standard_normal((m + 1, n + 2)).astype(dtype)
+    expected = out.astype(np.float64)
+    expected[1:, 2:] += a[:, 1:k + 1].astype(np.float64) @ b[:, 1:k + 1].astype(np.float64).T
+    compiled = out.copy()
+    _add_products(a, b, compiled, (1, k + 1))
+    eps = np.finfo(dtype).eps
+    scale = 1 + np.abs(out[1:, 2:]) + np.abs(a[:, 1:k + 1]) @ np.abs(b[:, 1:k + 1]).T
+    assert np.all(np.abs(compiled[1:, 2:] - expected[1:, 2:]) <= (k + 2) * eps * scale)
+    assert compiled[0].tobytes() == out[0].tobytes() and compiled[:, :2].tobytes() == out[:, :2].tobytes()
+    twin = out.copy()
+    block = np.ascontiguousarray(twin[1:, 2:])
+    gemm_numpy.product_nt_add(np.ascontiguousarray(a[:, 1:k + 1]), np.ascontiguousarray(b[:, 1:k + 1]),
+                              block)
+    assert block.tobytes() == compiled[1:, 2:].tobytes()
 
 
 def test_twins_serve_auto_while_the_kernel_compiles(monkeypatch):

@@ -4,7 +4,8 @@
 matrix (``w[:, r0:r1].T``) is copied first, and a weight that must be read transposed
 is transposed in memory first (a 512 x 512 x 27 weight: 28 MB, 6-8 ms on this project's
 2-core machines). :func:`product_tn` makes the call BLAS can make on the operands in
-place. It is the same library function ``np.dot`` calls: numba's wrapper of scipy's
+place, and :func:`product_nt_add` adds a product into its destination (beta = 1), where
+``np.dot`` would write a temporary for a second pass to add. It is the same library function ``np.dot`` calls: numba's wrapper of scipy's
 cython gemm (``numba_xxgemm`` in numba's helper library, the symbol numba's own
 ``np.dot`` lowers to; resolved by name when code loads, so kernels that call it cache
 like any other).
@@ -29,36 +30,54 @@ def product_tn(a, b, out):
     raise NotImplementedError("product_tn is called from njit code")
 
 
-@overload(product_tn)
-def _product_tn(a, b, out):
-    if a.dtype not in (types.float32, types.float64):
-        return None
-    from numba.np.linalg import ensure_blas  # when a kernel compiles, not at import
+def product_nt_add(a, b, out):
+    """``out[:, :] += a @ b.T`` in one gemm call (beta = 1: no temporary product, no
+    second pass over ``out``): a (M, K), b (N, K), out (M, N), as for :func:`product_tn`."""
+    raise NotImplementedError("product_nt_add is called from njit code")
 
-    ensure_blas()
-    gemm = _gemm_function(a.dtype)
-    kind = ord("s" if a.dtype == types.float32 else "d")
-    transposed, as_is = ord("t"), ord("n")
 
-    def impl(a, b, out):
-        k, m = a.shape
-        n = b.shape[1]
-        if a.strides[1] != a.itemsize or b.strides[1] != b.itemsize or out.strides[1] != out.itemsize:
-            raise ValueError("product_tn needs rows with contiguous elements")
-        if m == 0 or n == 0:
-            return
-        if k == 0:  # (a loop: numba's slice assignment compiles slowly, see loops.py)
-            for i in range(m):
-                for j in range(n):
-                    out[i, j] = 0
-            return
-        scale = np.ones(1, out.dtype)
-        keep = np.zeros(1, out.dtype)
-        # Row-major out = a^T b is column-major out^T (n x m) = b^T (b's rows read as
-        # columns: as it is) times a (a's rows read as columns, transposed back).
-        status = gemm(kind, as_is, transposed, n, m, k, scale.ctypes, b.ctypes,
-                      b.strides[0] // b.itemsize, a.ctypes, a.strides[0] // a.itemsize,
-                      keep.ctypes, out.ctypes, out.strides[0] // out.itemsize)
-        if status != 0:
-            raise RuntimeError("BLAS gemm is not available (scipy's cython_blas)")
-    return impl
+def _gemm_overload(transpose_a, accumulate):
+    """An njit implementation of ``out (+)= op(a) @ op(b)`` for row-major 2-D views: with
+    ``transpose_a``, a (K, M) and b (K, N) (``a.T @ b``), else a (M, K) and b (N, K)
+    (``a @ b.T``); with ``accumulate``, beta = 1."""
+    def typer(a, b, out):
+        if a.dtype not in (types.float32, types.float64):
+            return None
+        from numba.np.linalg import ensure_blas  # when a kernel compiles, not at import
+
+        ensure_blas()
+        gemm = _gemm_function(a.dtype)
+        kind = ord("s" if a.dtype == types.float32 else "d")
+        transposed, as_is = ord("t"), ord("n")
+        # Row-major out = op(a) op(b) is column-major out^T (N x M) = op(b)^T op(a)^T,
+        # each operand's rows read as columns: for a.T @ b, b as it is and a transposed
+        # back; for a @ b.T, b transposed back and a as it is.
+        first_op, second_op = (as_is, transposed) if transpose_a else (transposed, as_is)
+        beta = 1.0 if accumulate else 0.0
+
+        def impl(a, b, out):
+            m, n = out.shape
+            k = a.shape[0] if transpose_a else a.shape[1]
+            if a.strides[1] != a.itemsize or b.strides[1] != b.itemsize or out.strides[1] != out.itemsize:
+                raise ValueError("BLAS products need rows with contiguous elements")
+            if m == 0 or n == 0:
+                return
+            if k == 0:  # (loops: numba's slice assignment compiles slowly, see loops.py)
+                if not accumulate:
+                    for i in range(m):
+                        for j in range(n):
+                            out[i, j] = 0
+                return
+            scale = np.ones(1, out.dtype)
+            keep = np.full(1, beta, out.dtype)
+            status = gemm(kind, first_op, second_op, n, m, k, scale.ctypes, b.ctypes,
+                          b.strides[0] // b.itemsize, a.ctypes, a.strides[0] // a.itemsize,
+                          keep.ctypes, out.ctypes, out.strides[0] // out.itemsize)
+            if status != 0:
+                raise RuntimeError("BLAS gemm is not available (scipy's cython_blas)")
+        return impl
+    return typer
+
+
+overload(product_tn)(_gemm_overload(transpose_a=True, accumulate=False))
+overload(product_nt_add)(_gemm_overload(transpose_a=False, accumulate=True))

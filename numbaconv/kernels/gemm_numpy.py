@@ -47,6 +47,18 @@ def dot(a, b, a_transposed=False, b_transposed=False):
     return gemm(1.0, b.T, a.T, trans_a=int(b_transposed), trans_b=int(a_transposed)).T
 
 
+def product_nt_add(a, b, out):
+    """``out += a @ b.T`` as ``blas.product_nt_add`` makes it inside njit: one gemm call
+    with beta = 1 on out^T (column-major) = b a^T, b's rows transposed back and a's as
+    they are. a (M, K), b (N, K), out (M, N): C-contiguous."""
+    if 0 in out.shape:
+        return
+    if a.shape[1] == 0:
+        return
+    gemm = blas.sgemm if a.dtype == np.float32 else blas.dgemm
+    out.T[...] = gemm(1.0, b.T, a.T, beta=1.0, c=out.T, trans_a=1, trans_b=0, overwrite_c=1)
+
+
 def im2col(x_zero, dims, geo, out_shape, s0, size):
     """:func:`gemm.slab_col`'s slab ((Cin/G * kD*kH*kW) x size, rows in (ci, kd, kh, kw)
     order) for output positions ``s0 .. s0+size-1``. x_zero: (Cin/G, D*H*W + 1), one

@@ -25,9 +25,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .blas import product_nt_add
 from .direct import split_item
 from .geometry import unpack
-from .loops import add_matrix
 from .registry import FORWARD, WEIGHT_GRAD, example_arrays, readonly, register
 
 # F(2, 3) for a correlation y[i] = sum_k d[i + k] g[k], i = 0, 1:
@@ -406,7 +406,7 @@ def weight_grad_item(x, grad_out, part, geo, item, block_rows, mine):
     input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v, 0, v.shape[1])
     grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u, 0, u.shape[1])
     for xi in range(64):
-        add_matrix(part[g, xi], np.dot(u[xi], v[xi].T))
+        product_nt_add(u[xi], v[xi], part[g, xi])
 
 
 @njit(cache=True, inline="always")
@@ -448,7 +448,7 @@ def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, staged, scr
             for item in range(g, total, groups):  # item = n * groups + g
                 n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
                                                                   item, block_rows, scratch[item])
-                add_matrix(partial[0, g, xi], np.dot(u[xi], v[xi].T))
+                product_nt_add(u[xi], v[xi], partial[0, g, xi])
         return
     for chunk in prange(chunks):
         mine = scratch[numba.get_thread_id()]

@@ -5,13 +5,14 @@ calls, the same bits, and nothing to compile.
 kernels compile: the serial kernels take 9 s each to compile on a 2-core machine, the
 parallel ones 40-45 s. Every transform step is one add, subtract or negation per
 element, done here in the kernels' order over whole blocks; the weight transform is the
-same float64 expression, rounded once; the products are :func:`gemm_numpy.dot`, numba's
-own BLAS call, per work item as in the kernels (see :mod:`numbaconv.kernels.winograd`
-for the algorithm; its staged mode gives the same bits as item by item).
+same float64 expression, rounded once; the products are :func:`gemm_numpy.dot` and
+:func:`gemm_numpy.product_nt_add`, the kernels' own BLAS calls, per work item as in the
+kernels (see :mod:`numbaconv.kernels.winograd` for the algorithm; its staged mode gives
+the same bits as item by item).
 """
 import numpy as np
 
-from .gemm_numpy import dot
+from .gemm_numpy import dot, product_nt_add
 from .geometry import Geometry
 from .winograd import G_ROWS
 
@@ -158,4 +159,4 @@ def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, staged, scr
             v = input_block(padded, tiles, r0, r1)
             u = grad_block(padded_grad, tiles, r0, r1)
             for xi in range(64):
-                partial[chunk, g, xi] += dot(u[xi], v[xi], b_transposed=True)
+                product_nt_add(u[xi], v[xi], partial[chunk, g, xi])
