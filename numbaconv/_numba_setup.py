@@ -8,6 +8,12 @@ the process, numbaconv therefore (unless told not to):
 - on CPUs with AVX-512, sets ``CPU_NAME`` to the host CPU and adds
   ``-prefer-256-bit,+prefer-no-gather,+prefer-no-scatter`` to the host's CPU features.
 
+It also spares the first kernel load scipy.linalg's import (0.13-0.28 s): numba's
+``numba.np.arraymath`` asks at import whether scipy's cython BLAS exists by importing
+all of ``scipy.linalg``. numbaconv imports that module with the question answered from
+the file's presence (the same answer); kernels that call BLAS import scipy's bindings
+when they compile or first run, as before.
+
 These settings are process-wide: they also apply to other numba code compiled later in
 the same process. Set ``NUMBACONV_TUNE_NUMBA=0`` before importing numbaconv to leave
 numba's configuration alone; results are the same, only slower. Settings the user made
@@ -16,7 +22,10 @@ through numba's own environment variables (``NUMBA_SLP_VECTORIZE``, ``NUMBA_CPU_
 """
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import os
+import sys
 
 import numba
 
@@ -50,4 +59,37 @@ def apply() -> dict:
         numba.config.CPU_FEATURES = features + "," + _EXTRA_FEATURES
         applied["CPU_NAME"] = numba.config.CPU_NAME
         applied["CPU_FEATURES"] = _EXTRA_FEATURES
+    _import_arraymath_without_scipy_linalg()
     return applied
+
+
+def _scipy_has_cython_blas() -> bool:
+    """Whether scipy's ``linalg.cython_blas`` extension is installed, without importing
+    scipy (or anything else)."""
+    spec = importlib.util.find_spec("scipy")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        linalg = os.path.join(folder, "linalg")
+        if any(os.path.isfile(os.path.join(linalg, "cython_blas" + suffix))
+               for suffix in importlib.machinery.EXTENSION_SUFFIXES):
+            return True
+    return False
+
+
+def _import_arraymath_without_scipy_linalg() -> None:
+    """Import ``numba.np.arraymath`` with its import-time BLAS check (``_HAVE_BLAS``)
+    answered by :func:`_scipy_has_cython_blas`, where nothing has imported it yet."""
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    from numba.np import linalg
+
+    def installed_or_import_error():
+        if not _scipy_has_cython_blas():
+            raise ImportError("scipy 0.16+ is required for linear algebra")
+
+    ensure_blas = linalg.ensure_blas
+    linalg.ensure_blas = installed_or_import_error
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        linalg.ensure_blas = ensure_blas
+    applied["BLAS_CHECK"] = "from the file, scipy.linalg not imported"

@@ -66,3 +66,42 @@ def test_the_code_generator_uses_the_settings(tmp_path):
     if "CPU_FEATURES" in result["applied"]:
         assert result["features"].endswith(result["applied"]["CPU_FEATURES"])
         assert result["name"] == result["applied"]["CPU_NAME"]
+
+
+def test_kernels_load_without_importing_scipy_linalg(tmp_path):
+    """numba's first kernel load imports ``numba.np.arraymath``, whose BLAS check would
+    import all of scipy.linalg (0.13-0.28 s) for kernels that never call BLAS. The check
+    gets the same answer without it, and BLAS still works where it is needed: numba's
+    own ``np.dot`` and numbaconv's GEMM kernel, in the same process."""
+    source = """
+        import json, sys
+        import numpy as np
+        import numba
+        import numbaconv as nc
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((1, 4, 6, 6, 6)).astype(np.float32)
+        w = rng.standard_normal((4, 4, 3, 3, 3)).astype(np.float32)
+        direct = nc.conv3d(x, w, padding=1, algorithm="direct")
+        after_direct = "scipy.linalg" in sys.modules
+        import numba.np.arraymath
+        have_blas = numba.np.arraymath._HAVE_BLAS
+
+        @numba.njit
+        def product(a, b):
+            return np.dot(a, b)
+
+        a = rng.standard_normal((3, 5))
+        dot_error = float(np.abs(product(a, a.T) - a @ a.T).max())
+        gemm_error = float(np.abs(nc.conv3d(x, w, padding=1, algorithm="gemm") - direct).max())
+        print(json.dumps({"after_direct": after_direct, "have_blas": have_blas,
+                          "dot_error": dot_error, "gemm_error": gemm_error,
+                          "applied": nc.numba_settings()}))
+    """
+    done = run_script(tmp_path, source, env=python_env(NUMBACONV_BACKGROUND_COMPILE="0"))
+    assert done.returncode == 0, describe(done)
+    result = last_json(done)
+    if _numba_setup.tuning_enabled():
+        assert "BLAS_CHECK" in result["applied"]
+        assert result["after_direct"] is False
+    assert result["have_blas"] is True
+    assert result["dot_error"] < 1e-12 and result["gemm_error"] < 1e-4
