@@ -397,6 +397,51 @@ def forward_winograd_serial(x, w6, bias, out, geometry, block_rows, staged, ut, 
 
 
 @njit(cache=True, inline="always")
+def back_to_taps(p0, p1, p2, p3, t0, t1, t2):
+    """G^T along one axis, row by row (4 float64 rows -> 3): t0 = p0 + p1/2 + p2/2,
+    t1 = p1/2 - p2/2, t2 = p1/2 + p2/2 + p3, each summed left to right (as the numpy
+    twin does: the same bits)."""
+    for i in range(p0.shape[0]):
+        t0[i] = p0[i] + 0.5 * p1[i] + 0.5 * p2[i]
+        t1[i] = 0.5 * p1[i] - 0.5 * p2[i]
+        t2[i] = 0.5 * p1[i] + 0.5 * p2[i] + p3[i]
+
+
+@njit(cache=True, inline="always")
+def taps_from_products(partial, gw, job):
+    """gw[g, co, ci, :] for every ci of job = (g, co): the chunks' 64 products summed in
+    order in float64, then G^T along width, height and depth (64 -> 48 -> 36 -> 27
+    rows of Cin/G), rounded once. partial: (chunks, G, 64, Cout/G, Cin/G); gw: (G,
+    Cout/G, Cin/G, 27)."""
+    cout_g, cin_g = partial.shape[3], partial.shape[4]
+    g, co = job // cout_g, job % cout_g
+    rows = np.empty((64 + 48 + 36 + 27, cin_g), np.float64)
+    p, q, r, t = rows[:64], rows[64:112], rows[112:148], rows[148:]
+    for xi in range(64):
+        row = p[xi]
+        first = partial[0, g, xi, co]
+        for ci in range(cin_g):
+            row[ci] = first[ci]
+        for chunk in range(1, partial.shape[0]):  # a fixed order: any thread count
+            other = partial[chunk, g, xi, co]
+            for ci in range(cin_g):
+                row[ci] += other[ci]
+    for ab in range(16):  # xi = (a, b, c) -> q = (a, b, kw)
+        back_to_taps(p[4 * ab], p[4 * ab + 1], p[4 * ab + 2], p[4 * ab + 3],
+                     q[3 * ab], q[3 * ab + 1], q[3 * ab + 2])
+    for a in range(4):  # -> r = (a, kh, kw)
+        for f in range(3):
+            back_to_taps(q[12 * a + f], q[12 * a + 3 + f], q[12 * a + 6 + f], q[12 * a + 9 + f],
+                         r[9 * a + f], r[9 * a + 3 + f], r[9 * a + 6 + f])
+    for ef in range(9):  # -> t = (kd, kh, kw)
+        back_to_taps(r[ef], r[9 + ef], r[18 + ef], r[27 + ef], t[ef], t[9 + ef], t[18 + ef])
+    out = gw[g, co]
+    for ci in range(cin_g):
+        for tap in range(27):
+            out[ci, tap] = t[tap, ci]
+
+
+@njit(cache=True, inline="always")
 def weight_grad_item(x, grad_out, part, geo, item, block_rows, mine):
     """part[g, xi] += U[xi] V[xi]^T for work item ``item`` = (n, group, block of tile
     rows): the 64 products of the block's transformed grad_output and input tiles.
@@ -419,12 +464,14 @@ def weight_grad_items(x, grad_out, partial, block_rows):
 # into ``chunks`` fixed ranges, each summed into its own partial, so the sums do not
 # depend on the thread count; two drivers with the same bits, as for the forward.
 @njit(parallel=True, cache=True, nogil=True)
-def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, staged, scratch):
-    """partial[chunk] = the 64 transformed products of chunk ``chunk``'s work items.
+def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, staged, scratch, gw):
+    """gw = the weight gradient, from partial[chunk] = the 64 transformed products of
+    chunk ``chunk``'s work items.
 
     x: (N, Cin, D, H, W); grad_out: (N, Cout, Do, Ho, Wo) of a 3x3x3 stride-1 layer;
     partial: (chunks, G, 64, Cout/G, Cin/G), zeroed; staged (one chunk of whole (sample,
-    group)s): stage by stage, as the forward; scratch as for the forward.
+    group)s): stage by stage, as the forward; scratch as for the forward; gw: (G,
+    Cout/G, Cin/G, 27), written in full (:func:`taps_from_products`).
     """
     geo = unpack(geometry)
     chunks = partial.shape[0]
@@ -449,15 +496,17 @@ def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, staged, scr
                 n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
                                                                   item, block_rows, scratch[item])
                 product_nt_add(u[xi], v[xi], partial[0, g, xi])
-        return
-    for chunk in prange(chunks):
-        mine = scratch[numba.get_thread_id()]
-        for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
-            weight_grad_item(x, grad_out, partial[chunk], geo, item, block_rows, mine)
+    else:
+        for chunk in prange(chunks):
+            mine = scratch[numba.get_thread_id()]
+            for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
+                weight_grad_item(x, grad_out, partial[chunk], geo, item, block_rows, mine)
+    for job in prange(gw.shape[0] * gw.shape[1]):
+        taps_from_products(partial, gw, job)
 
 
 @njit(cache=True, nogil=True)
-def weight_grad_winograd_serial(x, grad_out, partial, geometry, block_rows, staged, scratch):
+def weight_grad_winograd_serial(x, grad_out, partial, geometry, block_rows, staged, scratch, gw):
     """:func:`weight_grad_winograd` on the calling thread, item by item (``staged`` gives
     the same bits either way), with the same bits."""
     geo = unpack(geometry)
@@ -466,6 +515,8 @@ def weight_grad_winograd_serial(x, grad_out, partial, geometry, block_rows, stag
     for chunk in range(chunks):
         for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
             weight_grad_item(x, grad_out, partial[chunk], geo, item, block_rows, scratch[0])
+    for job in range(gw.shape[0] * gw.shape[1]):
+        taps_from_products(partial, gw, job)
 
 
 # ---- Declarations -----------------------------------------------------------------------
@@ -577,17 +628,6 @@ def weight_grad_chunks(spec) -> int:
     return max(1, min(WEIGHT_GRAD_CHUNKS, items, PARTIAL_BYTES // chunk_bytes))
 
 
-def _weight_transform() -> np.ndarray:
-    """(64, 27): G^T . G along each axis, from the 64 products to the 3x3x3 taps."""
-    gm = np.array([(1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0)])
-    return np.einsum("ad,be,cf->abcdef", gm, gm, gm).reshape(64, 27)
-
-
-WEIGHT_TRANSFORM = _weight_transform()
-#: (27, 64): the taps from the 64 products.
-TAPS_FROM_PRODUCTS = np.ascontiguousarray(WEIGHT_TRANSFORM.T)
-
-
 def _weight_grad_launcher(scratch_rows):
     """The weight gradient's launcher for a kernel that uses ``scratch_rows(spec)`` scratch
     rows."""
@@ -596,24 +636,19 @@ def _weight_grad_launcher(scratch_rows):
         partial = np.zeros((weight_grad_chunks(spec), spec.groups, 64, spec.out_per_group,
                             spec.in_per_group), dtype)
         rows_per_item = item_rows(spec)
-        run(readonly(x), readonly(grad_out), partial, spec.kernel_geometry, rows_per_item,
-            staged(spec), _scratch(spec, scratch_rows(spec), rows_per_item))
-        total = partial[0].astype(np.float64)
-        for chunk in partial[1:]:  # a fixed order: the same sum at every thread count
-            total += chunk
-        # Back to the taps in float64, rounded once (BLAS is single-threaded here): per
-        # group (27 x 64) @ (64 x Cout/G*Cin/G), then one strided, rounding copy. As a
-        # tensordot over the 64 axis, which copies the whole float64 sum transposed
-        # first, this took 17 ms of a 43 ms call (256 -> 256 on 12^3).
-        taps = np.matmul(TAPS_FROM_PRODUCTS, total.reshape(spec.groups, 64, -1))
         gw = np.empty(spec.group_weight_shape, dtype)
-        gw.reshape(spec.groups, -1, 27)[...] = taps.transpose(0, 2, 1)
+        # The transform back to the taps runs in the kernel, per (group, output channel):
+        # here, in numpy (the chunks summed in float64, one (27 x 64) matmul, a strided
+        # rounding copy) it took 18 of a 50 ms call (256 -> 256 on 12^3).
+        run(readonly(x), readonly(grad_out), partial, spec.kernel_geometry, rows_per_item,
+            staged(spec), _scratch(spec, scratch_rows(spec), rows_per_item),
+            gw.reshape(spec.groups, spec.out_per_group, spec.in_per_group, 27))
         return gw
     return launch_weight_grad
 
 
 def _weight_grad_examples(dtype):
-    return example_arrays(dtype, 5, 5, 5) + (1, False, np.empty((1, 1), dtype))
+    return example_arrays(dtype, 5, 5, 5) + (1, False, np.empty((1, 1), dtype), np.empty((1, 1, 1, 27), dtype))
 
 
 _DESCRIPTION = "Winograd F(2x2x2, 3x3x3) and BLAS: 3.4x fewer multiplications (3x3x3, stride 1, dilation 1)"

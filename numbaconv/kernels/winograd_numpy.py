@@ -139,10 +139,28 @@ def forward_winograd(x, w6, bias, out, geometry, block_rows, staged, ut, scratch
             out[n, g * cout_g:(g + 1) * cout_g] = volume[:, :out.shape[2], :out.shape[3], :out.shape[4]]
 
 
-def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, staged, scratch):
+def _back_to_taps(p, axis):
+    """:func:`winograd.back_to_taps` along ``axis`` (4 -> 3), the same sums."""
+    p0, p1, p2, p3 = (np.take(p, i, axis) for i in range(4))
+    return np.stack([p0 + 0.5 * p1 + 0.5 * p2, 0.5 * p1 - 0.5 * p2, 0.5 * p1 + 0.5 * p2 + p3], axis)
+
+
+def taps_from_products(partial, gw):
+    """:func:`winograd.taps_from_products` for every (g, co): gw (G, Cout/G, Cin/G, 27)
+    from partial (chunks, G, 64, Cout/G, Cin/G), the same bits."""
+    sums = partial[0].astype(np.float64)
+    for chunk in partial[1:]:
+        sums += chunk
+    groups, _, cout_g, cin_g = sums.shape
+    p = sums.reshape(groups, 4, 4, 4, cout_g, cin_g)
+    t = _back_to_taps(_back_to_taps(_back_to_taps(p, 3), 2), 1)  # (G, kd, kh, kw, Co, Ci)
+    gw[...] = t.reshape(groups, 27, cout_g, cin_g).transpose(0, 2, 3, 1)
+
+
+def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, staged, scratch, gw):
     """:func:`winograd.weight_grad_winograd`, same arguments (``staged`` and ``scratch``
     unused: item by item gives the same bits), same bits: ``partial[chunk]`` sums the
-    products of its fixed range of work items."""
+    products of its fixed range of work items, and ``gw`` gets the taps."""
     chunks, groups, _, cout_g, cin_g = partial.shape
     geo = Geometry(*geometry.tolist())
     pads = (geo.pad_d, geo.pad_h, geo.pad_w)
@@ -160,3 +178,4 @@ def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, staged, scr
             u = grad_block(padded_grad, tiles, r0, r1)
             for xi in range(64):
                 product_nt_add(u[xi], v[xi], partial[chunk, g, xi])
+    taps_from_products(partial, gw)
