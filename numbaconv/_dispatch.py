@@ -93,7 +93,14 @@ FFT_MIN_TAPS = 64
 WINOGRAD_TILES = 512
 #: ...or at least this many where it runs staged (``winograd.staged``): the forward...
 WINOGRAD_STAGED_TILES = 64
-#: ...and the weight gradient, whose transform back to the taps costs more.
+#: ...and the weight gradient, from as many where both channel counts per group reach
+#: ``WINOGRAD_WIDE_CHANNELS``, else from ``WINOGRAD_STAGED_WEIGHT_GRAD_TILES``. Zen 4,
+#: 2026-12-06, float32 unless said, ms, Winograd vs GEMM (since the transform back to
+#: the taps runs in the kernel): on 8^3 (64 tiles) 128 channels 2.8 vs 3.9, 256 11.7 vs
+#: 14.7 (float64 26.5 vs 34.4), 384 22.3 vs 33.3, 512 35.5 vs 48.7; 256 on 10^3 16.4 vs
+#: 27.4; 2 x 256 on 6^3 (54 tiles) 11.8 vs 15.2; but 64 channels on 8^3 2.5 vs 2.0, and
+#: on 6^3 (27 tiles) 256 9.4 vs 8.1, 512 48 vs 29.
+WINOGRAD_WIDE_CHANNELS = 128
 WINOGRAD_STAGED_WEIGHT_GRAD_TILES = 200
 #: ...and for the weight gradient, at least this many partial sums (work for every
 #: thread) within ``winograd.PARTIAL_BYTES``.
@@ -215,8 +222,8 @@ def _winograd_pays(spec, computes=FORWARD) -> bool:
     float64: b 142 vs 320, c 128 vs 224.
 
     Also where it runs staged (deep layers on small volumes) over >=
-    ``WINOGRAD_STAGED_TILES`` tiles (the forward; the weight gradient from
-    ``WINOGRAD_STAGED_WEIGHT_GRAD_TILES``, see ``choose``). Zen 4, 2026-12-05, ms,
+    ``WINOGRAD_STAGED_TILES`` tiles (the weight gradient of narrower layers from
+    ``WINOGRAD_STAGED_WEIGHT_GRAD_TILES``). Zen 4, 2026-12-05, ms,
     Winograd vs the rules before (blocked, or GEMM for 384 and 512), float32: 128
     channels on 8^3 2.9 vs 5.2, on 12^3 8.1 vs 13.2, 256 on 8^3 10.3 vs 22.5, on 12^3
     22.3 vs 51.3, 384 on 8^3 23.5 vs 30.2, 512 on 8^3 46 vs 51; float64: 256 on 12^3 37
@@ -226,7 +233,9 @@ def _winograd_pays(spec, computes=FORWARD) -> bool:
             and spec.out_per_group >= 32):
         return False
     tiles = spec.batch * math.prod((o + 1) // 2 for o in spec.out_size)
-    staged_tiles = WINOGRAD_STAGED_TILES if computes == FORWARD else WINOGRAD_STAGED_WEIGHT_GRAD_TILES
+    staged_tiles = WINOGRAD_STAGED_TILES
+    if computes == WEIGHT_GRAD and min(spec.in_per_group, spec.out_per_group) < WINOGRAD_WIDE_CHANNELS:
+        staged_tiles = WINOGRAD_STAGED_WEIGHT_GRAD_TILES
     return tiles >= WINOGRAD_TILES or (tiles >= staged_tiles and winograd.staged(spec))
 
 

@@ -129,9 +129,12 @@ def test_auto_choices():
     # WEIGHT_GRAD_GEMM_TERMS outputs per group, else blocked
     wgrad_blocked = "wgrad_blocked{}x{}".format(*_cpu.weight_grad_block(np.float32))
     assert _dispatch.choose(spec(1, 64, (16, 16, 16), 128, 3), "weight_grad") == "wgrad_winograd"
-    # ...and staged from 200 tiles (256 on 12^3), not on 64 (256 on 8^3)
+    # ...and staged from 64 tiles with >= 128 channels (256 on 8^3, not on 6^3: 27
+    # tiles), not on 64 tiles with fewer (64 on 8^3)
     assert _dispatch.choose(spec(1, 256, (12, 12, 12), 256, 3), "weight_grad") == "wgrad_winograd"
-    assert _dispatch.choose(spec(1, 256, (8, 8, 8), 256, 3), "weight_grad") == "wgrad_gemm"
+    assert _dispatch.choose(spec(1, 256, (8, 8, 8), 256, 3), "weight_grad") == "wgrad_winograd"
+    assert _dispatch.choose(spec(1, 256, (6, 6, 6), 256, 3), "weight_grad") == "wgrad_gemm"
+    assert _dispatch.choose(spec(1, 64, (8, 8, 8), 64, 3), "weight_grad") == "wgrad_gemm"
     assert _dispatch.choose(spec(1, 64, (16, 16, 16), 128, 2), "weight_grad") == "wgrad_gemm"
     assert _dispatch.choose(spec(1, 16, (16, 16, 16), 16, 3), "weight_grad") == wgrad_blocked
     assert _dispatch.choose(spec(4, 96, (16, 28, 28), 96, 3, groups=96), "weight_grad") == wgrad_blocked
