@@ -209,6 +209,9 @@ def _phase_on_winograd(spec: ConvSpec) -> bool:
 #: largest mmap threshold (32 MiB), so that malloc reuses the buffer's pages call after
 #: call instead of mapping fresh ones that fault in (46 MB: 4 ms).
 SCATTER_UNIT_BYTES = 30 << 20
+#: Input channels per unit at least, where a unit is part of one sample: the scatter's
+#: parallel loop is over a unit's channels, and this many keep several threads busy.
+SCATTER_UNIT_MIN_CHANNELS = 4
 
 
 def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.ndarray,
@@ -259,14 +262,14 @@ def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.
 def _scatter_units(batch: int, groups: int, cin_g: int, channel_bytes: int) -> list:
     """(first item, end item, first channel, end channel) of each unit of the products,
     items being (sample, group) pairs: as many whole samples as fit ``SCATTER_UNIT_BYTES``,
-    or, where one sample does not, channels of one item, at least ``gemm.TAP_BLOCKS``
-    (the scatter's parallel loop is over channels). A function of the layer only."""
+    or, where one sample does not, channels of one item, at least
+    ``SCATTER_UNIT_MIN_CHANNELS``. A function of the layer only."""
     items = batch * groups
     per_sample = groups * cin_g * channel_bytes
     if per_sample <= SCATTER_UNIT_BYTES:
         step = SCATTER_UNIT_BYTES // per_sample * groups
         return [(i, min(items, i + step), 0, cin_g) for i in range(0, items, step)]
-    chunk = min(cin_g, max(gemm.TAP_BLOCKS, SCATTER_UNIT_BYTES // channel_bytes))
+    chunk = min(cin_g, max(SCATTER_UNIT_MIN_CHANNELS, SCATTER_UNIT_BYTES // channel_bytes))
     return [(i, i + 1, c, min(cin_g, c + chunk)) for i in range(items) for c in range(0, cin_g, chunk)]
 
 
