@@ -74,6 +74,21 @@ FORCED_PLANE_BYTES_LIMIT = 2 << 30
 #: below it the blocked kernel wins: f 64 vs 96, i 18 vs 31, d 10 vs 26, depthwise g 40
 #: vs 152, and c, 27648 outputs, is a tie at 406 vs 416).
 WEIGHT_GRAD_GEMM_TERMS = 10_000
+#: ...except with fewer output channels per group than this (one side of BLAS's
+#: product, 51-79 GFLOP/s so narrow) over at least ``WEIGHT_GRAD_NARROW_POSITIONS``
+#: output positions, where the blocked kernel wins. Zen 4, 2026-12-06, float32, ms,
+#: blocked vs GEMM (AVX-512 | AVX2 code): k3 s2 16->32 on 64^3 8.4 vs 11.4 | 12.0 vs
+#: 17.4, 32->32 on 64^3 16.9 vs 23.8 | 23.7 vs 35.8, 64->32 on 48^3 15.7 vs 20.4 | 21.3
+#: vs 29.5, 24->48 on 64^3 18.1 vs 21.5 | 25.4 vs 28.4, 128->32 on 48^3 31.8 vs 42.5,
+#: 64->32 on 96^3 125 vs 138; k3 s1 16->32 on 32^3 6.9 vs 11.9 | 8.9 vs 12.5; float64
+#: 64->32 on 48^3 28.4 vs 33.8, 16->32 on 64^3 22.7 vs 21.4. Not on few positions: 256->32
+#: k3 s2 on 24^3 (1728) 12.7 vs 12.7, 512->48 on 12^3 (216) 10.4 vs 6.6; and 64 channels
+#: are a tossup (16->64 on 64^3 15.9 vs 20.2 | 22.2 vs 21.9, 32->64 on 96^3 122 vs 106).
+#: Pointwise layers (one tap, which fills a quarter of the blocked kernel's tap block)
+#: take GEMM at any size: 256->32 on 24^3 15.0 vs 2.6, 64->48 on 64^3 153 vs 19, 16->16
+#: on 48^3 3.1 vs 1.5, 32->2 on 96^3 13.3 vs 8.5 (float64 64->48 on 32^3 54 vs 9.2).
+WEIGHT_GRAD_GEMM_MIN_ROWS = 64
+WEIGHT_GRAD_NARROW_POSITIONS = 4096
 #: ...as long as its partial sums (``gemm.PARTIAL_BYTES`` at most) can hold this many
 #: weight-sized chunks, to run in parallel: 512 x 512 x 27 (28 MB) on 6^3 positions, 2
 #: chunks, 92 vs 380 ms on the blocked kernel (Ice Lake, 2026-12-01; before, the budget
@@ -137,13 +152,16 @@ def choose(spec, computes=FORWARD) -> str:
             # Zen 4, 2026-12-05, float32, ms, wgrad_gemm vs winograd: 64->32 on 96^3
             # 1075 vs 502, 128->64 on 48^3 526 vs 243, 256->128 on 24^3 266 vs 168,
             # 32->32 on 64^3 161 vs 65; staged: 256 on 12^3 50 vs 40, 2 x 256 on 12^3 87
-            # vs 63, 256 on 16^3 99 vs 60, 128 on 12^3 11.6 vs 9.6, 96 on 12^3 6.4 vs 5.4
-            # (not on 64 tiles: 256 on 8^3 12.9 vs 28.7, 512 on 8^3 46 vs 110).
+            # vs 63, 256 on 16^3 99 vs 60, 128 on 12^3 11.6 vs 9.6, 96 on 12^3 6.4 vs 5.4;
+            # on 64 tiles see WINOGRAD_WIDE_CHANNELS.
             return "wgrad_winograd"
         if spec.plane_bytes > PLANE_BYTES_LIMIT:
             return "wgrad_gemm"  # its buffers do not grow with the padding
-        if (spec.out_per_group * spec.in_per_group * math.prod(spec.kernel) >= WEIGHT_GRAD_GEMM_TERMS
-                and WEIGHT_GRAD_GEMM_MIN_CHUNKS * spec.out_channels * spec.reduction
+        taps = math.prod(spec.kernel)
+        wide = (spec.out_per_group * spec.in_per_group * taps >= WEIGHT_GRAD_GEMM_TERMS
+                and not (spec.out_per_group < WEIGHT_GRAD_GEMM_MIN_ROWS
+                         and spec.batch * math.prod(spec.out_size) >= WEIGHT_GRAD_NARROW_POSITIONS))
+        if ((taps == 1 or wide) and WEIGHT_GRAD_GEMM_MIN_CHUNKS * spec.out_channels * spec.reduction
                 * spec.compute_dtype.itemsize <= gemm.PARTIAL_BYTES):
             return "wgrad_gemm"
         return blocked_variant(spec, computes)

@@ -137,6 +137,14 @@ def test_auto_choices():
     assert _dispatch.choose(spec(1, 64, (8, 8, 8), 64, 3), "weight_grad") == "wgrad_gemm"
     assert _dispatch.choose(spec(1, 64, (16, 16, 16), 128, 2), "weight_grad") == "wgrad_gemm"
     assert _dispatch.choose(spec(1, 16, (16, 16, 16), 16, 3), "weight_grad") == wgrad_blocked
+    # ...blocked for fewer than 64 outputs per group on >= 4096 positions, GEMM on fewer
+    assert _dispatch.choose(k3s2(16, 64, 32), "weight_grad") == wgrad_blocked
+    assert _dispatch.choose(k3s2(128, 48, 32), "weight_grad") == wgrad_blocked
+    assert _dispatch.choose(k3s2(512, 12, 48), "weight_grad") == "wgrad_gemm"
+    assert _dispatch.choose(k3s2(32, 64, 64), "weight_grad") == "wgrad_gemm"
+    # ...and GEMM for pointwise layers of any size
+    assert _dispatch.choose(spec(1, 256, (24, 24, 24), 32, 1, padding=0), "weight_grad") == "wgrad_gemm"
+    assert _dispatch.choose(spec(1, 32, (16, 16, 16), 2, 1, padding=0), "weight_grad") == "wgrad_gemm"
     assert _dispatch.choose(spec(4, 96, (16, 28, 28), 96, 3, groups=96), "weight_grad") == wgrad_blocked
 
 
