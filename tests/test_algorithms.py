@@ -114,8 +114,10 @@ def test_auto_choices():
     assert _dispatch.choose(strided(4, 64, 8)) == "gemm"
     assert _dispatch.choose(strided(32, 48, 32, groups=32)) == "gemm"
     assert _dispatch.choose(strided(8, 64, 8, k=4)) == "gemm"
-    # ...but not pointwise layers of few channels
-    assert _dispatch.choose(spec(1, 16, (32, 32, 32), 16, 1, padding=0)) == dense
+    # ...and pointwise layers of few channels, down to 3 outputs per group
+    assert _dispatch.choose(spec(1, 16, (32, 32, 32), 16, 1, padding=0)) == "gemm"
+    assert _dispatch.choose(spec(1, 4, (64, 64, 64), 4, 1, padding=0)) == "gemm"
+    assert _dispatch.choose(spec(1, 32, (64, 64, 64), 2, 1, padding=0)) == depthwise
     # strided layers with overlapping taps unless positions outnumber the reduction 2:1
     def k3s2(cin, size, cout):
         x = np.zeros((1, cin) + (size,) * 3, np.float32)
