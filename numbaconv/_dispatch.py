@@ -753,10 +753,11 @@ def all_finite(arrays) -> bool:
     (one vectorised pass; a NaN or an Inf makes it NaN or Inf, since no square is
     negative), or, where that overflows, the exact test. 27 MB of float32 in 0.65 ms,
     where its largest and smallest elements (two passes) took 1.30 and a sum 1.22 (Zen
-    4, 2026-12-06); allocating ``isfinite`` costs more."""
+    4, 2026-12-06); allocating ``isfinite`` costs more. Integer arrays are finite (their
+    dot product would be numpy's slow integer loop, and may wrap)."""
     with np.errstate(over="ignore", invalid="ignore"):
-        return all(a.size == 0 or np.isfinite(_self_dot(a)) or bool(np.isfinite(a).all())
-                   for a in arrays)
+        return all(a.size == 0 or a.dtype.kind not in "fc" or np.isfinite(_self_dot(a))
+                   or bool(np.isfinite(a).all()) for a in arrays)
 
 
 def _self_dot(a: np.ndarray):

@@ -941,6 +941,7 @@ def test_the_finite_check_has_no_false_negatives(dtype):
     huge = np.full(100, np.finfo(dtype).max / 4, dtype)
     huge[::2] *= -1
     assert _dispatch.all_finite([base, huge])
+    assert _dispatch.all_finite([np.full(1000, 65535, np.uint16), np.full(10, 2**62, np.int64)])
     for bad in (np.nan, np.inf, -np.inf):
         for index in ((0, 0, 0, 0), (2, 4, 6, 8), (1, 2, 3, 4)):
             spoiled = base.copy()
