@@ -161,11 +161,12 @@ def choose(spec, computes=FORWARD) -> str:
         if spec.plane_bytes > PLANE_BYTES_LIMIT:
             return "wgrad_gemm"  # its buffers do not grow with the padding
         taps = math.prod(spec.kernel)
-        wide = (spec.out_per_group * spec.in_per_group * taps >= WEIGHT_GRAD_GEMM_TERMS
-                and not (spec.out_per_group < WEIGHT_GRAD_GEMM_MIN_ROWS
-                         and spec.batch * math.prod(spec.out_size) >= WEIGHT_GRAD_NARROW_POSITIONS))
-        if ((taps == 1 or wide) and WEIGHT_GRAD_GEMM_MIN_CHUNKS * spec.out_channels * spec.reduction
-                * spec.compute_dtype.itemsize <= gemm.PARTIAL_BYTES):
+        many_weights = spec.out_per_group * spec.in_per_group * taps >= WEIGHT_GRAD_GEMM_TERMS
+        narrow = (spec.out_per_group < WEIGHT_GRAD_GEMM_MIN_ROWS
+                  and spec.batch * math.prod(spec.out_size) >= WEIGHT_GRAD_NARROW_POSITIONS)
+        partials_fit = (WEIGHT_GRAD_GEMM_MIN_CHUNKS * spec.out_channels * spec.reduction
+                        * spec.compute_dtype.itemsize <= gemm.PARTIAL_BYTES)
+        if partials_fit and (taps == 1 or many_weights and not narrow):
             return "wgrad_gemm"
         return blocked_variant(spec, computes)
     if _fft_pays(spec):
