@@ -180,18 +180,19 @@ def choose(spec, computes=FORWARD) -> str:
     if _winograd_pays(spec):
         return "winograd"
     taps = math.prod(spec.kernel)
-    if taps == 1 and spec.out_per_group >= POINTWISE_GEMM_OUTPUTS:
+    if taps == 1 and (spec.out_per_group >= POINTWISE_GEMM_OUTPUTS or spec.in_per_group >= 64):
         # Pointwise layers with a dense register block's worth of outputs, of any input
-        # channel count: the blocked kernel's tile reuses no input load across taps.
+        # channel count (or with 64 input channels, of any output count: a plain matrix
+        # product): the blocked kernel's tile reuses no input load across taps.
         # Zen 4, 2026-12-06, float32, ms, blocked vs gemm, AVX-512 | AVX2 code: 16->16 on
         # 32^3 1.48 vs 0.82 | 0.79 vs 0.53, 32->32 on 48^3 6.0 vs 3.5 | 4.7 vs 3.3, 8->16
         # on 64^3 5.1 vs 2.9 | 4.2 vs 3.1, 32->8 8.7 vs 5.1 | 6.4 vs 5.6, 4->4 2.5 vs 0.76
         # | 1.30 vs 0.49, 16->32 14.0 vs 8.7 | 14.9 vs 9.1, 1->16 7.1 vs 2.5, 3->16 on 96^3
         # 25 vs 12; but 32->2 on 96^3 (the 1 x 64 block) 11.6 vs 14.6 | 9.1 vs 12.6.
         return "gemm"
-    if taps <= 3 and spec.in_per_group >= 64 and (
-            taps == 1 or max(spec.in_per_group, spec.out_per_group) >= FEW_TAPS_GEMM_CHANNELS):
-        # A plain matrix product (pointwise), or nearly: too few taps per input channel
+    if (taps <= 3 and spec.in_per_group >= 64
+            and max(spec.in_per_group, spec.out_per_group) >= FEW_TAPS_GEMM_CHANNELS):
+        # Nearly a plain matrix product (2-3 taps): too few taps per input channel
         # for a register tile to reuse its loads (Ice Lake, 2026-12-01: k2, (3,1,1) 64
         # ch, 14.5 vs 19.3 ms). Not below 128 channels, where the tile keeps up (Zen 4,
         # 2026-12-05, float32, ms, blocked vs gemm; AVX-512 | AVX2 code): k2 (3,1,1) 64

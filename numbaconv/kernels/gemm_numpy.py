@@ -51,9 +51,7 @@ def product_nt_add(a, b, out):
     """``out += a @ b.T`` as ``blas.product_nt_add`` makes it inside njit: one gemm call
     with beta = 1 on out^T (column-major) = b a^T, b's rows transposed back and a's as
     they are. a (M, K), b (N, K), out (M, N): C-contiguous."""
-    if 0 in out.shape:
-        return
-    if a.shape[1] == 0:
+    if out.size == 0 or a.shape[1] == 0:  # nothing to add (the kernel makes no call)
         return
     gemm = blas.sgemm if a.dtype == np.float32 else blas.dgemm
     out.T[...] = gemm(1.0, b.T, a.T, beta=1.0, c=out.T, trans_a=1, trans_b=0, overwrite_c=1)
