@@ -120,9 +120,14 @@ WINOGRAD_STAGED_WEIGHT_GRAD_TILES = 200
 #: ...and for the weight gradient, at least this many partial sums (work for every
 #: thread) within ``winograd.PARTIAL_BYTES``.
 WINOGRAD_WEIGHT_GRAD_CHUNKS = 4
-#: Below this many FLOPs the tiny kernel (1.5 s to compile, not 5 s) is the lowest
-#: tier: at about 1 GFLOP/s it still answers a first call within a fraction of a second.
-TINY_FLOOR_FLOPS = 200_000_000
+#: Below this many FLOPs (times the stride along rows) the tiny kernel is the lowest tier:
+#: it compiles in 1.2 s where direct_serial takes 2.4-2.7 (Zen 4, cold, beside one
+#: background compile), and runs a first call within a fraction of a second: float32,
+#: ms, tiny vs direct_serial, 64->64 on 16^3 (0.9 GFLOP) 193 vs 54, 16->16 on 32^3 37 vs
+#: 16, 1->8 k5 on 64^3 46 vs 21; but strided rows gather: k3 s2 32->64 on 40^3 (0.9
+#: GFLOP) 484 vs 60. The later calls run on it until direct_serial comes from the
+#: background (about 7 s after the first call).
+TINY_FLOOR_FLOPS = 1_000_000_000
 
 
 # ---- Choosing --------------------------------------------------------------------------
@@ -683,11 +688,13 @@ class Plan:
                 f"algorithm='auto' or a GEMM algorithm"
             )
         tiers = [kernel.name]
-        if ((algorithm == "auto" if tiered is None else tiered) and kernel.fallbacks and background_enabled()
-                and not _kernel_ready(kernel, self.dtype)):
-            tiers += kernel.fallbacks
-            if spec.flops < TINY_FLOOR_FLOPS and kernel.bitwise == REGISTRY["tiny"].bitwise:
-                tiers.append("tiny")  # compiles in a third of the time, same bits
+        # The tiny kernel, with the same bits, compiles in half the time of the next
+        # quickest: the floor of small layers (below direct_serial too).
+        floor = ("tiny",) if (spec.flops * spec.stride[2] < TINY_FLOOR_FLOPS and kernel.name != "tiny"
+                              and kernel.bitwise == REGISTRY["tiny"].bitwise) else ()
+        if ((algorithm == "auto" if tiered is None else tiered) and (kernel.fallbacks or floor)
+                and background_enabled() and not _kernel_ready(kernel, self.dtype)):
+            tiers += kernel.fallbacks + floor
             if computes == FORWARD:
                 _start_weight_grad_floor(spec)
             # The floor now, in this thread; the others in the background.

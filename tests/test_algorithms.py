@@ -150,6 +150,36 @@ def test_auto_choices():
     assert _dispatch.choose(spec(4, 96, (16, 28, 28), 96, 3, groups=96), "weight_grad") == wgrad_blocked
 
 
+@pytest.mark.parametrize("cin, size, stride, cout, tiny", [
+    (1, (8, 8, 8), 1, 4, True),  # direct_serial, then tiny (its own floor)
+    (16, (32, 32, 32), 1, 16, True),  # 0.45 GFLOP: blocked, its fallbacks, then tiny
+    (32, (40, 40, 40), 2, 64, False),  # 0.9 GFLOP on strided rows: tiny would gather
+    (64, (64, 64, 64), 1, 64, False),  # 29 GFLOP
+])
+def test_cold_plans_start_small_layers_on_the_tiny_kernel(monkeypatch, cin, size, stride, cout, tiny):
+    """While a layer's kernel compiles, ``auto`` serves it from quicker compiles with the
+    same bits; the lowest is the tiny kernel for layers it runs within a fraction of a
+    second (``TINY_FLOOR_FLOPS``), the serial direct kernel's layers included."""
+    x = np.zeros((1, cin) + size, np.float32)
+    w = np.zeros((cout, cin, 3, 3, 3), np.float32)
+    spec = ConvSpec.from_args(x, w, None, stride, 1, 1, 1)[0]
+    kernel = _dispatch.choose(spec)
+    started = []
+    monkeypatch.setattr(_dispatch, "background_enabled", lambda: True)
+    monkeypatch.setattr(_dispatch, "_kernel_ready", lambda kernel, dtype: False)
+    monkeypatch.setattr(_dispatch, "_start_weight_grad_floor", lambda spec: None)
+    monkeypatch.setattr(_dispatch, "_kernel", lambda name, dtype, wait=None: started.append(name) or
+                        (object() if wait is None else None))
+    plan = _dispatch.Plan(spec, "auto")
+    expected = [kernel] + list(_dispatch.REGISTRY[kernel].fallbacks) + (["tiny"] if tiny else [])
+    assert (kernel == "direct_serial") == (cin == 1)
+    assert plan.state[0] == expected
+    assert started[0] == expected[-1]  # the floor compiles first, in the caller's thread
+    assert plan.kernel_name == expected[-1]
+    for name in expected:
+        assert _dispatch.REGISTRY[name].bitwise == _dispatch.REGISTRY[kernel].bitwise
+
+
 def test_huge_padding_and_stride_stay_small(rng):
     """Windows that fall wholly into the padding give zeros; the others equal a small
     valid convolution of the input they cover (the numpy reference cannot pad this)."""
