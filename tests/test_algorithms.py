@@ -45,6 +45,64 @@ def test_blocked_variants_cover_many_and_few_channels(rng):
         assert_matches_reference(nc.conv3d(x, w, algorithm="blocked"), x, w)
 
 
+ROW_PAIR_KERNELS = [name for name in _dispatch.REGISTRY if name.endswith("r2")]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [
+    (1, 1, (6, 9, 64), 1, 5, 1, 2, 1, 1),  # an odd last row pair
+    (2, 3, (5, 8, 70), 6, (3, 2, 3), (1, 1, 2), (1, 0, 1), (1, 1, 2), 3),  # groups, W phases
+    (1, 4, (5, 3, 130), 2, (2, 3, 1), (2, 1, 1), (0, 1, 0), (2, 1, 1), 1),  # a row of 3 blocks
+    (1, 2, (3, 2, 10), 1, (1, 2, 3), 1, 0, 1, 1),  # one output row
+])
+def test_row_pair_kernel_gives_the_direct_kernels_bits(rng, monkeypatch, case, dtype):
+    """The row-pair block adds each output row's taps in the direct kernel's order: the
+    same bits, with passes over input channels, and with an Inf that only one row of a
+    pair reads (its second row's last kernel row, its first row's first)."""
+    x, w, b, args = make_case(rng, *case, dtype)
+    x[0, 0, 1, 1, 3] = np.inf
+    x[-1, -1, -1, 0, 2] = -np.inf
+    expected = nc.conv3d(x, w, b, algorithm="direct", **args)
+    spec = ConvSpec.from_args(x, w, b, **args)[0]
+
+    def run(name):  # an internal kernel name: through a plan, as ``auto`` runs it
+        out = np.empty(spec.out_shape, dtype)
+        _dispatch.Plan(spec, name).run(x, w.reshape(spec.group_weight_shape), b.reshape(-1), out)
+        return out
+    assert ROW_PAIR_KERNELS
+    for name in ROW_PAIR_KERNELS:
+        out = run(name)
+        assert np.array_equal(np.isnan(out), np.isnan(expected))
+        assert out[~np.isnan(out)].tobytes() == expected[~np.isnan(expected)].tobytes(), name
+    taps = math.prod(w.shape[-3:])
+    monkeypatch.setattr(blocked, "pass_terms", lambda spec, cob: taps)  # a pass per channel
+    for name in ROW_PAIR_KERNELS:
+        out = run(name)
+        assert out[~np.isnan(out)].tobytes() == expected[~np.isnan(expected)].tobytes(), name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_pairs_where_rows_are_wide_and_taps_consecutive(monkeypatch, dtype):
+    monkeypatch.setattr(_cpu, "target", lambda: _cpu.Target("x", "avx512", 64, 32, True, "host",
+                                                             32 << 10, 1 << 20))
+
+    def variant(size=(8, 16, 256), cin=1, cout=1, kernel=5, stride=1, dilation=1):
+        x = np.zeros((1, cin) + size, dtype)
+        w = np.zeros((cout, cin) + (kernel if isinstance(kernel, tuple) else (kernel,) * 3), dtype)
+        return _dispatch.blocked_variant(ConvSpec.from_args(x, w, None, stride, 0, dilation)[0])
+    row_pairs, rows = "blocked1x64r2", "blocked{}x{}".format(*_cpu.forward_block(dtype, 1))
+    assert variant() == variant(cout=2) == variant(size=(8, 16, 128)) == row_pairs
+    assert variant(size=(8, 16, 252)) == row_pairs  # 256 - 4 outputs: 1/63 more work
+    assert variant(size=(8, 16, 124)) == rows  # 120 outputs: 128 is 1/15 more
+    assert variant(size=(8, 16, 81)) == rows
+    assert variant(stride=(1, 2, 1)) == variant(dilation=(1, 2, 1)) == rows
+    assert variant(kernel=(5, 1, 5)) == variant(size=(8, 5, 256)) == rows  # 1 tap, 1 row
+    assert variant(cout=3).startswith("blocked") and variant(cout=3) not in (rows, row_pairs)
+    monkeypatch.setattr(_cpu, "target", lambda: _cpu.Target("x", "avx2", 32, 16, True, "host",
+                                                             32 << 10, 1 << 20))
+    assert variant() == "blocked{}x{}".format(*_cpu.forward_block(dtype, 1))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_passes_over_input_channels_do_not_change_results(rng, monkeypatch, dtype):
     """The blocked kernel's L2-sized passes keep partial sums in memory between passes;

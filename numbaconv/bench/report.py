@@ -87,7 +87,8 @@ def _summary_lines(result: dict) -> list:
         blocks = t["blocks"].get(result["dtype"], {})
         lines.append(f"compiled for: {t['cpu']} ({t['isa']}, {t['vector_registers']} x "
                      f"{t['vector_bits']}-bit registers, from {t['source']}); {caches}; blocks "
-                     f"{blocks.get('forward')} (dense), {blocks.get('depthwise')} (depthwise), "
+                     f"{blocks.get('forward')} (dense), {blocks.get('depthwise')} (depthwise"
+                     f"{', also in row pairs' if blocks.get('row_pairs') else ''}), "
                      f"{blocks.get('weight_grad')} (weight gradient)")
     lines.append(f"versions: numbaconv {result['numbaconv_version']}, numba "
                  f"{result['numba_version']}, numpy {result['numpy_version']}, torch "

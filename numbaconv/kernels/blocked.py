@@ -11,7 +11,9 @@ packed ``Geometry``; depth_chunk: output depths per work item; pass_terms: reduc
 terms per pass (a multiple of kD*kH*kW, see :func:`pass_terms`).
 
 One ``prange`` iteration owns ``out[n, group, :, od0:od0 + depth_chunk]`` and copies
-the input planes those depths read once.
+the input planes those depths read once. ``forward_c{cob}_v{vw}_rows2`` has the same
+contract for layers of stride and dilation 1 along H: its block holds two output rows
+(vw positions of each, from a row's start), whose taps read the same input rows.
 Each output element is summed in the same order as the generic direct kernel (input
 channel, kd, kh, kw; depth taps outside the input read a zero plane, as the direct
 kernel's zero-filled planes; bias added last), with the same fused multiply-adds, so
@@ -24,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from .. import _cpu
-from .blocked_codegen import VARIANTS
+from .blocked_codegen import ROW_PAIR_VARIANTS, VARIANTS
 from .direct import depth_taps, fill_padded_planes, tap_offset
 from .registry import FORWARD, example_arrays, readonly, register
 
@@ -156,10 +158,14 @@ def _examples(dtype):
     return example_arrays(dtype, 5, 4, 1, 5) + (1, 1)
 
 
-for _cob, _vw in VARIANTS:  # all are declared; the dispatcher picks the target CPU's
-    register(name=f"blocked{_cob}x{_vw}", computes=FORWARD,
-             function=f"numbaconv.kernels._blocked_generated:forward_c{_cob}_v{_vw}",
-             examples=_examples, launch=_launcher(_cob), plane_memory=True,
-             serial="direct_serial", fallbacks=("direct", "direct_serial"), variant_of="blocked",
-             description=f"register-blocked direct kernel: {_cob} output channels x {_vw} "
-                         f"positions in registers (generated)")
+# All are declared; the dispatcher picks the target CPU's. (name suffix, function suffix,
+# what the block holds)
+for _variants, _suffix, _function, _rows in ((VARIANTS, "", "", ""),
+                                            (ROW_PAIR_VARIANTS, "r2", "_rows2", " of two output rows")):
+    for _cob, _vw in _variants:
+        register(name=f"blocked{_cob}x{_vw}{_suffix}", computes=FORWARD,
+                 function=f"numbaconv.kernels._blocked_generated:forward_c{_cob}_v{_vw}{_function}",
+                 examples=_examples, launch=_launcher(_cob), plane_memory=True,
+                 serial="direct_serial", fallbacks=("direct", "direct_serial"), variant_of="blocked",
+                 description=f"register-blocked direct kernel: {_cob} output channels x {_vw} "
+                             f"positions{_rows} in registers (generated)")
