@@ -721,7 +721,7 @@ class Plan:
         if ((algorithm == "auto" if tiered is None else tiered) and (kernel.fallbacks or floor)
                 and background_enabled() and not _kernel_ready(kernel, self.dtype)):
             tiers += kernel.fallbacks + floor
-            if computes == FORWARD:
+            if computes == FORWARD and self.auto:  # a layer's (not numbaconv.ndimage's)
                 _start_weight_grad_floor(spec)
             # The floor now, in this thread; the others in the background.
             _kernel(tiers[-1], self.dtype)

@@ -64,16 +64,19 @@ def conv3d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
 
 
 def _forward(inp, weight, bias, stride, padding, dilation, groups, conv_mode, padding_mode,
-             algorithm, out=None) -> np.ndarray:
-    """:func:`conv3d`, written into ``out`` where :meth:`ForwardPlan.__call__` can."""
+             algorithm, out=None, tiered=None) -> np.ndarray:
+    """:func:`conv3d`, written into ``out`` where :meth:`ForwardPlan.__call__` can;
+    ``tiered`` as :class:`~numbaconv._dispatch.Plan` takes it."""
     key = _plan_key(inp, weight, bias, stride, padding, dilation, groups, conv_mode, algorithm,
                     padding_mode)
+    if key is not None and tiered is not None:
+        key += (tiered,)
     plan = _PLANS.get(key) if key is not None else None
     if plan is None:
         algorithm = check_algorithm(algorithm)
         spec, inp, weight, bias = ConvSpec.from_args(
             inp, weight, bias, stride, padding, dilation, groups, conv_mode, padding_mode)
-        plan = ForwardPlan(spec, algorithm)
+        plan = ForwardPlan(spec, algorithm, tiered)
         if key is not None:
             _PLANS.put(key, plan)
     return plan(inp, weight, bias, out)
@@ -82,8 +85,11 @@ def _forward(inp, weight, bias, stride, padding, dilation, groups, conv_mode, pa
 def correlate_into(out: np.ndarray, inp: np.ndarray, weight: np.ndarray, algorithm: str) -> np.ndarray:
     """The valid cross-correlation of ``inp`` (N, C, D, H, W) with ``weight``, written
     into ``out`` when it is a C-contiguous array of the result's shape and dtype (else a
-    new array); returns the result. For numbaconv.ndimage's dense filters."""
-    return _forward(inp, weight, None, 1, 0, 1, 1, "cross_correlation", "zeros", algorithm, out)
+    new array); returns the result. For numbaconv.ndimage's dense filters: ``algorithm``
+    names the sums' order, and while its kernel compiles, a kernel with the same bits
+    serves (a first uint16 ``correlate`` waited 27 s for the blocked kernel)."""
+    return _forward(inp, weight, None, 1, 0, 1, 1, "cross_correlation", "zeros", algorithm, out,
+                    tiered=True)
 
 
 def check_algorithm(algorithm) -> str:
@@ -94,13 +100,14 @@ class ForwardPlan:
     """A checked forward convolution: call it with operands of the checked shapes and
     dtypes (any memory layout) to get the output."""
 
-    def __init__(self, spec: ConvSpec, algorithm="auto"):
+    def __init__(self, spec: ConvSpec, algorithm="auto", tiered=None):
         self.spec = spec
         self.dtype = spec.compute_dtype
         self.out_shape = spec.out_shape
         # Padding modes other than zeros pad the input once, then convolve unpadded.
         self.kernel_spec = spec if spec.padding_mode == "zeros" else spec.zero_padded()
-        self.kernel_plan = None if 0 in spec.out_shape else _dispatch.plan_for(self.kernel_spec, algorithm)
+        self.kernel_plan = None if 0 in spec.out_shape else \
+            _dispatch.plan_for(self.kernel_spec, algorithm, tiered=tiered)
 
     def __call__(self, inp, weight, bias, out=None) -> np.ndarray:
         """``out``: an array to write the result into, used when it is C-contiguous and

@@ -628,3 +628,43 @@ def test_uniform_filter1d_of_integers_read_as_they_are(dtype):
                     kw = dict(axis=axis, mode=mode, cval=3, origin=origin)
                     np.testing.assert_array_equal(nn.uniform_filter1d(x, size, **kw),
                                                   sn.uniform_filter1d(x, size, **kw))
+
+
+# ---- Cold start: tiers while the kernels compile -------------------------------------------
+def test_first_calls_run_on_quicker_kernels_with_the_same_bits(monkeypatch):
+    """While a parallel 1-D pass kernel or the dense correlation's blocked kernel is not
+    compiled, numbaconv.ndimage runs the serial pass kernel and the direct-sum tiers (which
+    compile in a fraction of the time) and starts the others in the background: the same
+    bits as once every kernel is ready."""
+    import numbaconv as nc
+    from numbaconv import _dispatch
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal((20, 40, 70)).astype(np.float32)
+    u = rng.integers(0, 4000, (20, 40, 70)).astype(np.uint16)
+    k = rng.random((3, 4, 5))
+    calls = {"gaussian": lambda: nn.gaussian_filter(v, 1.5),
+             "uniform u16": lambda: nn.uniform_filter(u, 4),
+             "correlate u16": lambda: nn.correlate(u, k),
+             "correlate f32": lambda: nn.correlate(v, k, mode="wrap")}
+    nc.clear_kernel_cache()
+    ready = {name: call() for name, call in calls.items()}
+    started = []
+    real = _dispatch._kernel
+    monkeypatch.setattr(_dispatch, "background_enabled", lambda: True)
+    monkeypatch.setattr(_dispatch, "_kernel_ready", lambda kernel, dtype: kernel.name == "tiny")
+
+    def kernel(name, dtype, wait=None):  # nothing but the floor is ready
+        if wait is None:
+            return real(name, dtype)
+        started.append(name)
+        return None
+    monkeypatch.setattr(_dispatch, "_kernel", kernel)
+    nc.clear_kernel_cache()
+    try:
+        cold = {name: call() for name, call in calls.items()}
+    finally:
+        nc.clear_kernel_cache()
+    for name in calls:
+        assert cold[name].tobytes() == ready[name].tobytes(), name
+    assert {"lines", "running_mean_uint16", "direct_serial"} <= set(started), started
+    assert any(name.startswith("blocked") for name in started), started

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from .. import _dispatch
 from .._dispatch import all_finite
 from ..kernels import separable
 from ..kernels.registry import readonly
@@ -83,8 +84,8 @@ def _run_lines(src3: np.ndarray, axis: int, weights: np.ndarray, out3: np.ndarra
     w = readonly(np.ascontiguousarray(weights, work))
     lines = _lines(src3, axis)
     cval_row = readonly(np.full(max(1, lines.shape[2]), cval, np.float64).astype(src3.dtype))
-    kernel = separable.correlate_lines if _parallel(out3, w.shape[0]) else \
-        separable.correlate_lines_serial
+    kernel = _pass_kernel(_parallel(out3, w.shape[0]), "lines", separable.correlate_lines,
+                          separable.correlate_lines_serial, src3.dtype, work, out3.dtype)
     return kernel(readonly(lines), readonly(index), cval_row, w, separable.tap_plan(weights),
                   numpy_wraps(out3.dtype), _lines(out3, axis))
 
@@ -139,6 +140,23 @@ def _parallel(out: np.ndarray, taps: int) -> bool:
     return out.size * taps >= separable.SERIAL_WORK
 
 
+def _pass_kernel(parallel: bool, name: str, parallel_kernel, serial_kernel, data, work, out):
+    """The 1-D pass kernel to run: the parallel one where it pays and is ready; else the
+    serial one (the same sums, the same bits) while the parallel one compiles in the
+    background (it takes twice as long: a first float32 ``gaussian_filter`` waited 5 s).
+    Only the declared variants (``separable``'s registry entries) are tiered."""
+    if not parallel:
+        return serial_kernel
+    registered = name if data == work == out else \
+        f"{name}_{data.name}" if (work == np.float64 and out == data
+                                  and data.name in separable.WARM_INTEGERS) else None
+    if registered is None or not _dispatch.background_enabled() or \
+            _dispatch._kernel_ready(_dispatch.REGISTRY[registered], work):
+        return parallel_kernel
+    _dispatch._kernel(registered, work, wait=0)  # compiles in a child process
+    return serial_kernel
+
+
 def _halo(length: int, origin: int) -> tuple[int, int]:
     return length // 2 + origin, length - 1 - length // 2 - origin
 
@@ -172,8 +190,8 @@ def _pass1d(inp, weights, axis, output, rule, cval, origin, running_mean=False, 
             src = src.copy()
         lines = _lines(src, axis3)
         cval_row = readonly(np.full(max(1, lines.shape[2]), cval, np.float64).astype(data))
-        kernel = separable.running_mean_lines if _parallel(out3, 2) else \
-            separable.running_mean_lines_serial
+        kernel = _pass_kernel(_parallel(out3, 2), "running_mean", separable.running_mean_lines,
+                              separable.running_mean_lines_serial, data, work, out3.dtype)
         kernel(readonly(lines), readonly(index), cval_row, weights.shape[0], _lines(out3, axis3))
     else:
         if _read_as_is(x3, weights, output, cval, wrap=True):
