@@ -101,6 +101,13 @@ def test_row_pairs_where_rows_are_wide_and_taps_consecutive(monkeypatch, dtype):
     monkeypatch.setattr(_cpu, "target", lambda: _cpu.Target("x", "avx2", 32, 16, True, "host",
                                                              32 << 10, 1 << 20))
     assert variant() == "blocked{}x{}".format(*_cpu.forward_block(dtype, 1))
+    # Forced (internally) where rows do not share their inputs: refused, not wrong.
+    x, w = np.zeros((1, 1, 8, 16, 256), dtype), np.zeros((1, 1, 3, 3, 3), dtype)
+    for stride, dilation in (((1, 2, 1), 1), (1, (1, 2, 1))):
+        spec = ConvSpec.from_args(x, w, None, stride, 0, dilation)[0]
+        for name in ROW_PAIR_KERNELS:
+            with pytest.raises(_dispatch.UnsupportedLayer, match="stride and dilation 1 along H"):
+                _dispatch.Plan(spec, name)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

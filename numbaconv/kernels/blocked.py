@@ -158,14 +158,25 @@ def _examples(dtype):
     return example_arrays(dtype, 5, 4, 1, 5) + (1, 1)
 
 
+def _consecutive_rows(spec):
+    """Why the row-pair kernels cannot compute ``spec`` (None: they can): the two rows
+    of a pair share their input rows only at stride and dilation 1 along H."""
+    geo = spec.geometry
+    if geo.stride_h != 1 or geo.dilation_h != 1:
+        return "the row-pair block needs stride and dilation 1 along H"
+    return None
+
+
 # All are declared; the dispatcher picks the target CPU's. (name suffix, function suffix,
-# what the block holds)
-for _variants, _suffix, _function, _rows in ((VARIANTS, "", "", ""),
-                                            (ROW_PAIR_VARIANTS, "r2", "_rows2", " of two output rows")):
+# what the block holds, what it supports)
+for _variants, _suffix, _function, _rows, _supports in (
+        (VARIANTS, "", "", "", None),
+        (ROW_PAIR_VARIANTS, "r2", "_rows2", " of two output rows", _consecutive_rows)):
     for _cob, _vw in _variants:
         register(name=f"blocked{_cob}x{_vw}{_suffix}", computes=FORWARD,
                  function=f"numbaconv.kernels._blocked_generated:forward_c{_cob}_v{_vw}{_function}",
                  examples=_examples, launch=_launcher(_cob), plane_memory=True,
                  serial="direct_serial", fallbacks=("direct", "direct_serial"), variant_of="blocked",
+                 supports=_supports,
                  description=f"register-blocked direct kernel: {_cob} output channels x {_vw} "
                              f"positions{_rows} in registers (generated)")
