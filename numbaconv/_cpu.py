@@ -181,7 +181,7 @@ def info() -> dict:
     blocks = {}
     for name, size in (("float32", 4), ("float64", 8)):
         dense, depthwise = FORWARD_BLOCKS[t.isa, size]
-        pairs = ROW_PAIR_BLOCKS.get((t.isa, size))
+        pairs = row_pair_block(name)
         blocks[name] = {"forward": f"{dense[0]}x{dense[1]}", "depthwise": f"1x{depthwise[1]}",
                         "row_pairs": None if pairs is None else "{}x{} x 2 rows".format(*pairs),
                         "weight_grad": "{}x{}".format(*WEIGHT_GRAD_BLOCKS[t.isa, size])}

@@ -154,14 +154,12 @@ def _row_pairs_pay(spec) -> bool:
     2.35 vs 1.97, over 60 x 128^2 4.24 vs 3.35 | 2.43 vs 1.91; but 77-wide rows (1.66x
     the work) 0.56 vs 0.64 | 0.35 vs 0.42, depthwise 3^3 32 ch on 2 x 16 x 56^2 (1.14x)
     5.5 vs 5.6 | 3.8 vs 3.8."""
-    block = _cpu.row_pair_block(spec.compute_dtype)
-    if block is None:
+    name = _row_pair_name(spec.compute_dtype)
+    if name is None or REGISTRY[name].supports(spec) is not None:
         return False
-    geo = spec.geometry
+    vw = _cpu.row_pair_block(spec.compute_dtype)[1]
     out_h, out_w = spec.out_size[1], spec.out_size[2]
-    padded = -(-out_w // block[1]) * block[1]
-    return (geo.stride_h == 1 and geo.dilation_h == 1 and geo.kernel_h >= 2 and out_h >= 2
-            and 16 * padded <= 17 * out_w)
+    return spec.geometry.kernel_h >= 2 and out_h >= 2 and 16 * -(-out_w // vw) * vw <= 17 * out_w
 
 
 def _blocked_name(dtype, out_per_group, computes=FORWARD) -> str:
@@ -448,6 +446,17 @@ class KernelCache:
         thread did not fork), so forget them, and compile with a thread of our own."""
         self._entries.keep_only(lambda future: future.done())
         self._background = _Background()
+
+
+def ready_or_started(name: str, dtype) -> bool:
+    """Whether kernel ``name`` is ready for ``dtype`` (loading it from the disk cache if it
+    is there); if not, its compile starts in the background (a child process) and the
+    caller runs a kernel with the same bits meanwhile. Always True where background
+    compiles are off (the caller then compiles in its own thread, as it always did)."""
+    if not background_enabled() or _kernel_ready(REGISTRY[name], dtype):
+        return True
+    _kernel(name, dtype, wait=0)
+    return False
 
 
 def _kernel_ready(kernel, dtype) -> bool:
@@ -850,7 +859,8 @@ def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> lis
         for name in algorithms:
             if name == "blocked":  # dense and depthwise (and row pairs)
                 names = [_blocked_name(dtype, out_per_group) for out_per_group in (3, 1)]
-                names += [n for n in (_row_pair_name(dtype),) if n is not None]
+                if _row_pair_name(dtype) is not None:
+                    names.append(_row_pair_name(dtype))
             elif name == "wgrad_blocked":
                 names = [_blocked_name(dtype, 3, WEIGHT_GRAD)]
             else:

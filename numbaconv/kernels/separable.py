@@ -493,3 +493,14 @@ for _name, _function, _examples, _what, _of_work_dtype in (
                  launch=called_directly("numbaconv.ndimage"), parallel=not _name.endswith("serial"),
                  bitwise=None, dtypes=("float64",),
                  description=f"numbaconv.ndimage: {_what}, {_data} volumes")
+
+
+def declared(name: str, data, work, out) -> str | None:
+    """The registry entry of kernel ``name`` (as declared above) for a pass over ``data``
+    summed in ``work`` into ``out`` (numpy dtypes), or None where none is declared (that
+    combination compiles on first use)."""
+    if data == work == out:
+        return name
+    if work == np.float64 and out == data and data.name in WARM_INTEGERS:
+        return f"{name}_{data.name}"
+    return None

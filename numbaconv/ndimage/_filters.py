@@ -144,16 +144,12 @@ def _pass_kernel(parallel: bool, name: str, parallel_kernel, serial_kernel, data
     """The 1-D pass kernel to run: the parallel one where it pays and is ready; else the
     serial one (the same sums, the same bits) while the parallel one compiles in the
     background (it takes twice as long: a first float32 ``gaussian_filter`` waited 5 s).
-    Only the declared variants (``separable``'s registry entries) are tiered."""
+    Only the declared variants (``separable.declared``) are tiered."""
     if not parallel:
         return serial_kernel
-    registered = name if data == work == out else \
-        f"{name}_{data.name}" if (work == np.float64 and out == data
-                                  and data.name in separable.WARM_INTEGERS) else None
-    if registered is None or not _dispatch.background_enabled() or \
-            _dispatch._kernel_ready(_dispatch.REGISTRY[registered], work):
+    registered = separable.declared(name, data, work, out)
+    if registered is None or _dispatch.ready_or_started(registered, work):
         return parallel_kernel
-    _dispatch._kernel(registered, work, wait=0)  # compiles in a child process
     return serial_kernel
 
 
