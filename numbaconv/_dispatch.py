@@ -128,6 +128,11 @@ WINOGRAD_WEIGHT_GRAD_CHUNKS = 4
 #: GFLOP) 484 vs 60. The later calls run on it until direct_serial comes from the
 #: background (about 7 s after the first call).
 TINY_FLOOR_FLOPS = 1_000_000_000
+#: The tiny kernel of each direction: the floor of its small layers' tiers. The weight
+#: gradient's compiles in 1.0 s where wgrad_direct_serial takes 2.9 (Zen 4, cold) and
+#: runs at 40% of its speed (float32, ms, 16->16 on 32^3 (0.45 GFLOP) 190 vs 77, 64->64
+#: on 16^3 391 vs 165).
+TINY_KERNELS = {FORWARD: "tiny", WEIGHT_GRAD: "wgrad_tiny"}
 
 
 # ---- Choosing --------------------------------------------------------------------------
@@ -723,13 +728,10 @@ class Plan:
                 f"algorithm='auto' or a GEMM algorithm"
             )
         tiers = [kernel.name]
-        # The tiny kernel, with the same bits, compiles in half the time of the next
-        # quickest: the floor of small layers (below direct_serial too).
-        floor = ("tiny",) if (spec.flops * spec.stride[2] < TINY_FLOOR_FLOPS and kernel.name != "tiny"
-                              and kernel.bitwise == REGISTRY["tiny"].bitwise) else ()
-        if ((algorithm == "auto" if tiered is None else tiered) and (kernel.fallbacks or floor)
+        lower = _lower_tiers(spec, kernel, computes)
+        if ((algorithm == "auto" if tiered is None else tiered) and lower
                 and background_enabled() and not _kernel_ready(kernel, self.dtype)):
-            tiers += kernel.fallbacks + floor
+            tiers += lower
             if computes == FORWARD and self.auto:  # a layer's (not numbaconv.ndimage's)
                 _start_weight_grad_floor(spec)
             # The floor now, in this thread; the others in the background.
@@ -756,9 +758,11 @@ class Plan:
             self._use_best_ready()
             tiers, kernel, run = self.state
         # ``auto`` keeps MegEngine's semantics: a NaN or Inf reaches only the outputs
-        # whose sums read it (a forced algorithm runs as named).
-        if self.auto and kernel.spreads_nonfinite and not all_finite(
-                operands[:kernel.nonfinite_operands]):
+        # whose sums read it (a forced algorithm runs as named). The plan's own kernel
+        # decides, not the tier serving now, so that every call takes the same path.
+        target = REGISTRY[tiers[0]]
+        if self.auto and target.spreads_nonfinite and not all_finite(
+                operands[:target.nonfinite_operands]):
             return plan_for(self.spec, _exact_algorithm(self.spec, self.computes), self.computes,
                             tiered=True).run(*operands)
         if kernel.parallel and _forked_after_omp:
@@ -775,18 +779,31 @@ class Plan:
         return self.state[1].name
 
 
+def _lower_tiers(spec, kernel, computes) -> tuple:
+    """The kernels with ``kernel``'s bits that serve ``spec`` while it compiles, best
+    first: its declared fallbacks, then, for layers it runs within a fraction of a
+    second, the direction's tiny kernel (``TINY_KERNELS``), whose compile is the
+    quickest (below direct_serial too)."""
+    if computes not in TINY_KERNELS:
+        return kernel.fallbacks
+    tiny = REGISTRY[TINY_KERNELS[computes]]
+    floor = (tiny.name,) if (spec.flops * spec.stride[2] < TINY_FLOOR_FLOPS and kernel is not tiny
+                             and kernel.bitwise == tiny.bitwise) else ()
+    return kernel.fallbacks + floor
+
+
 def _start_weight_grad_floor(spec) -> None:
     """Queue, ahead of a cold forward layer's own background tiers, the kernel its first
-    backward would otherwise compile in the caller's thread: the weight gradient's last
-    fallback (``wgrad_direct_serial``, about 3 s). Its child process runs on the core
-    the forward's foreground compile leaves idle, and leaves the kernel in numba's disk
-    cache, so it is one compile per machine and dtype even for a script that never
-    calls backward. Blocked 16->16 on 32^3, empty caches, 8 interleaved pairs (Zen 4,
+    backward would otherwise compile in the caller's thread: the weight gradient's lowest
+    tier (``wgrad_tiny``, 1 s, or ``wgrad_direct_serial``, about 3 s). Its child process
+    runs on the core the forward's foreground compile leaves idle, and leaves the kernel
+    in numba's disk cache, so it is one compile per machine and dtype even for a script
+    that never calls backward. Blocked 16->16 on 32^3, empty caches, 8 interleaved pairs (Zen 4,
     2026-12-06): first backward 2.8-4.2 -> 1.3-2.0 s; first forward 0.15 s slower on
     average (float64 +0.33-0.40 s, float32 -0.2 to +0.3 s)."""
-    kernel = REGISTRY[resolve(spec, "auto", WEIGHT_GRAD)]
-    if kernel.fallbacks and REGISTRY[kernel.fallbacks[-1]].compiled:  # a twin compiles nothing
-        _kernel(kernel.fallbacks[-1], spec.compute_dtype, wait=0)
+    lower = _lower_tiers(spec, REGISTRY[resolve(spec, "auto", WEIGHT_GRAD)], WEIGHT_GRAD)
+    if lower and REGISTRY[lower[-1]].compiled:  # a numpy twin compiles nothing
+        _kernel(lower[-1], spec.compute_dtype, wait=0)
 
 
 _PLANS = LRU(_config.SPEC_PLANS)
@@ -828,6 +845,11 @@ def clear_plans() -> None:
     _PLANS.clear()
 
 
+#: Weight-gradient kernels ``auto`` only falls back on (a lower tier, or a process forked
+#: after OpenMP started): ``warmup`` has no need of them.
+_NEVER_FINAL = ("wgrad_direct_serial", "wgrad_tiny")
+
+
 def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> list:
     """Compile (or load from disk) kernels now, so that no later call waits; returns
     the (kernel, dtype) pairs loaded.
@@ -848,7 +870,7 @@ def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> lis
     if algorithms is None:
         uncompiled = {name for name, kernel in REGISTRY.items() if not kernel.compiled}
         algorithms = tuple(a for a in ALGORITHMS[1:] + WEIGHT_GRAD_ALGORITHMS[1:]
-                           if a != "wgrad_direct_serial" and a not in uncompiled) \
+                           if a not in _NEVER_FINAL and a not in uncompiled) \
             + algorithm_names(separable.LINES) \
             + algorithm_names(gemm.COL2IM) + algorithm_names(scipy_sums.SCIPY_SUMS)
     choices = ALGORITHMS[1:] + WEIGHT_GRAD_ALGORITHMS[1:] + tuple(REGISTRY)

@@ -8,6 +8,7 @@ import numbaconv as nc
 from numbaconv import _cpu, _dispatch
 from numbaconv._spec import ConvSpec
 from numbaconv.kernels import blocked, gemm
+from numbaconv.kernels.registry import WEIGHT_GRAD
 from numbaconv.reference import conv3d_reference
 from helpers import (CASES, FORCED, assert_matches_reference, assert_runs_bitwise_equal, make_case,
                      outputs_per_thread_count)
@@ -243,6 +244,37 @@ def test_cold_plans_start_small_layers_on_the_tiny_kernel(monkeypatch, cin, size
     assert plan.kernel_name == expected[-1]
     for name in expected:
         assert _dispatch.REGISTRY[name].bitwise == _dispatch.REGISTRY[kernel].bitwise
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cold_weight_gradients_start_on_the_tiny_kernel_with_the_same_bits(monkeypatch, dtype):
+    """A cold small layer's weight gradient is served by ``wgrad_tiny`` (a 1 s compile)
+    while its kernel compiles: the blocked kernel's bits for finite operands, and for an
+    Inf in the input the path the blocked kernel's plan takes (another algorithm, since
+    its margins would spread the Inf): the plan's kernel decides, not the tier serving."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 7, 9, 11)).astype(dtype)
+    w = rng.standard_normal((8, 6, 3, 3, 3)).astype(dtype)
+    spec = ConvSpec.from_args(x, w, None, 1, 1, 1, 1)[0]
+    g = rng.standard_normal(spec.out_shape).astype(dtype)
+    spoiled = x.copy()
+    spoiled[1, 2, 3, 4, -1] = np.inf  # the last column: other rows' margins
+    kernel = _dispatch.choose(spec, WEIGHT_GRAD)
+    assert _dispatch.REGISTRY[kernel].spreads_nonfinite
+    warm = _dispatch.plan_for(spec, "auto", WEIGHT_GRAD)
+    expected, expected_spoiled = warm.run(x, g), warm.run(spoiled, g)
+    real = _dispatch._kernel
+    monkeypatch.setattr(_dispatch, "background_enabled", lambda: True)
+    monkeypatch.setattr(_dispatch, "_kernel_ready", lambda kernel, dtype: False)
+    # Nothing else becomes ready: only the tier the caller waits for.
+    monkeypatch.setattr(_dispatch, "_kernel", lambda name, dtype, wait=None:
+                        None if wait is not None else real(name, dtype))
+    plan = _dispatch.Plan(spec, "auto", WEIGHT_GRAD)
+    assert plan.state[0] == [kernel, *_dispatch.REGISTRY[kernel].fallbacks, "wgrad_tiny"]
+    assert plan.kernel_name == "wgrad_tiny"
+    assert plan.run(x, g).tobytes() == expected.tobytes()
+    assert plan.run(spoiled, g).tobytes() == expected_spoiled.tobytes()
+    assert not np.isfinite(expected_spoiled).all() and np.isfinite(expected_spoiled).any()
 
 
 def test_huge_padding_and_stride_stay_small(rng):

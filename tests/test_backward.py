@@ -552,15 +552,28 @@ def test_output_padding_must_be_below_stride_or_dilation(rng):
 @pytest.mark.parametrize("name", ["aniso", "groups3", "many_channels", "k7", "wide"])
 def test_weight_gradient_direct_and_blocked_agree_bitwise(name, dtype, rng):
     """All keep LANES partial sums per weight, added in the same order: the direct ones
-    serve ``auto`` while the blocked kernel compiles (its declared fallbacks)."""
+    serve ``auto`` while the blocked kernel compiles (its declared fallbacks), and so
+    does ``wgrad_tiny`` (one product at a time, skipping the zeros) for small layers."""
     x, w, b, args = make_case(rng, *CASES[name], dtype=dtype)
     spec = ConvSpec.from_args(x, w, None, **args)[0]
     grad_out = rng.standard_normal(spec.out_shape).astype(dtype)
     blocked = _backward.grad_weight(spec, x, grad_out, "wgrad_blocked")
     assert REGISTRY[_dispatch.blocked_variant(spec, "weight_grad")].fallbacks == (
         "wgrad_direct", "wgrad_direct_serial")
-    for fallback in ("wgrad_direct", "wgrad_direct_serial"):
+    for fallback in ("wgrad_direct", "wgrad_direct_serial", "wgrad_tiny"):
         assert _backward.grad_weight(spec, x, grad_out, fallback).tobytes() == blocked.tobytes()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_tiny_weight_gradient_gives_the_direct_kernels_bits(name, rng):
+    """Strides, dilations, padding larger than the kernel, groups, one-voxel planes, an
+    empty batch: each product lands in the lane of its position in the direct kernel's
+    run, so every layer gets the direct kernel's bits."""
+    x, w, b, args = make_case(rng, *CASES[name], dtype=np.float32)
+    spec = ConvSpec.from_args(x, w, None, **args)[0]
+    grad_out = rng.standard_normal(spec.out_shape).astype(np.float32)
+    tiny = _backward.grad_weight(spec, x, grad_out, "wgrad_tiny")
+    assert tiny.tobytes() == _backward.grad_weight(spec, x, grad_out, "wgrad_direct").tobytes()
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3])

@@ -25,6 +25,7 @@ from numba import njit
 
 from .blocked_codegen import WGRAD_VARIANTS
 from .direct import depth_taps, fill_padded_planes, run_length, tap_offset
+from .geometry import unpack
 from .loops import copy_row
 from .registry import WEIGHT_GRAD, example_arrays, readonly, register
 
@@ -115,6 +116,51 @@ def weight_grad_direct_item(x, grad_out, gw, geo, item):
     sum_lanes(lanes, gw, g, 0, ci)
 
 
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def weight_grad_tiny(x, grad_out, gw, geometry):
+    """:func:`weight_grad_direct_item`'s sums for every item, on the calling thread, one
+    product at a time from the operands as they are: no planes, no wide rows, and a
+    third of the direct kernel's compile time, for a cold layer's first backward.
+
+    Each product lands in the lane its position has in the direct kernel's run
+    (``(oh * row_pitch + ow) % LANES``), in the same order, and the lanes are summed as
+    there, so the bits are the direct kernel's wherever the operands are finite: the
+    products it skips (padding, margins, depths outside the input) are the direct
+    kernel's zeros, which leave a sum unchanged. (With an Inf in the input the direct
+    kernel's margins give NaN; ``auto`` then runs another algorithm for both.)
+    """
+    geo = unpack(geometry)
+    depth, height, width = x.shape[2], x.shape[3], x.shape[4]
+    groups, cout_g, cin_g, kd_, kh_, kw_ = gw.shape
+    out_d, out_h, out_w = grad_out.shape[2], grad_out.shape[3], grad_out.shape[4]
+    lanes = np.zeros((kd_ * kh_ * kw_, cout_g, LANES), x.dtype)
+    for g in range(groups):
+        for ci in range(cin_g):
+            lanes[:] = 0
+            for n in range(x.shape[0]):
+                for od in range(out_d):
+                    for t in range(kd_):
+                        z = od * geo.stride_d + t * geo.dilation_d - geo.pad_d
+                        if z < 0 or z >= depth:
+                            continue
+                        plane = x[n, g * cin_g + ci, z]
+                        for co in range(cout_g):
+                            grads = grad_out[n, g * cout_g + co, od]
+                            for th in range(kh_):
+                                for tw in range(kw_):
+                                    a = lanes[(t * kh_ + th) * kw_ + tw, co]
+                                    for oh in range(out_h):
+                                        y = oh * geo.stride_h + th * geo.dilation_h - geo.pad_h
+                                        if y < 0 or y >= height:
+                                            continue
+                                        for ow in range(out_w):
+                                            i = ow * geo.stride_w + tw * geo.dilation_w - geo.pad_w
+                                            if 0 <= i < width:
+                                                a[(oh * geo.row_pitch + ow) & (LANES - 1)] += \
+                                                    grads[oh, ow] * plane[y, i]
+            sum_lanes(lanes, gw, g, 0, ci)
+
+
 # ---- Declarations -----------------------------------------------------------------------
 def launch_weight_grad(run, spec, x, grad_out):
     gw = np.empty(spec.group_weight_shape, spec.compute_dtype)
@@ -161,6 +207,10 @@ register(name="wgrad_direct_serial", computes=WEIGHT_GRAD,
          launch=launch_weight_grad, parallel=False, plane_memory=True, sums_margins=True,
          bitwise="wgrad_direct",
          description="the direct weight gradient on the calling thread")
+register(name="wgrad_tiny", computes=WEIGHT_GRAD, function=weight_grad_tiny, examples=_examples,
+         launch=launch_weight_grad, parallel=False, bitwise="wgrad_direct",
+         description="the direct weight gradient one product at a time, no scratch "
+                     "planes (small layers, while the others compile)")
 for _cob, _tb in WGRAD_VARIANTS:  # all are declared; the dispatcher picks the target CPU's
     register(name=f"wgrad_blocked{_cob}x{_tb}", computes=WEIGHT_GRAD,
              function=_GENERATED + f"weight_grad_c{_cob}_t{_tb}",

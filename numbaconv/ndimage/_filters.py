@@ -402,14 +402,23 @@ def _dense(x3, w3, halos, rule, cval, work, output3, exact: bool) -> None:
     lanes = readonly(source_index(width, left, right, rule))
     cval_row = readonly(np.full(1, cval, np.float64).astype(work))
     w5 = w.reshape((1, 1) + w.shape)
+    slab = min(slab, depth)
+    ext_slab = np.empty((slab + before + after,) + ext_plane, work)
+    sums_slab = None
     for start in range(0, depth, slab):
         stop = min(depth, start + slab)
-        ext = np.empty((stop - start + before + after,) + ext_plane, work)
+        ext = ext_slab[:stop - start + before + after]
         separable.extend_volume(src, rows[start:stop + before + after], cols, lanes, left,
                                 cval_row, ext)
         target = output3[start:stop]
-        into = None if resum or not target.flags.c_contiguous else \
-            target.reshape((1, 1) + target.shape)
+        if resum:
+            into = None
+        elif target.flags.c_contiguous and target.dtype == work:
+            into = target.reshape((1, 1) + target.shape)
+        else:
+            if sums_slab is None:
+                sums_slab = np.empty((slab,) + target.shape[1:], work)
+            into = sums_slab[:stop - start].reshape((1, 1, stop - start) + target.shape[1:])
         result = correlate_into(into, ext.reshape((1, 1) + ext.shape), w5, algorithm)
         result = result.reshape(target.shape)
         if resum:  # one slab
