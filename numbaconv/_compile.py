@@ -9,8 +9,8 @@ import sys
 import numpy as np
 
 from numbaconv import _dispatch
-from numbaconv.kernels.registry import REGISTRY
+from numbaconv.kernels.registry import kernel_named
 
 if __name__ == "__main__":
     name, dtype = sys.argv[1:3]
-    _dispatch.compile_kernel(REGISTRY[name], np.dtype(dtype))
+    _dispatch.compile_kernel(kernel_named(name), np.dtype(dtype))

@@ -631,6 +631,29 @@ def test_uniform_filter1d_of_integers_read_as_they_are(dtype):
 
 
 # ---- Cold start: tiers while the kernels compile -------------------------------------------
+def test_pass_kernels_of_any_dtypes_are_declared_by_name():
+    """A pass over dtypes outside ``WARM_INTEGERS`` is declared when first used, under a
+    name that a child process (which compiles it in the background) declares again."""
+    from numbaconv.kernels import separable
+    from numbaconv.kernels.registry import REGISTRY, kernel_named
+    f32, f64, u8 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint8)
+    assert separable.declared("lines", f32, f32, f32) == "lines"
+    assert separable.declared("lines", u8, f64, u8) == "lines_uint8"
+    name = separable.declared("lines_serial", u8, f64, f32)
+    assert name == "lines_serial_uint8_float32"
+    examples = REGISTRY[name].examples(f64)
+    assert (examples[0].dtype, examples[3].dtype, examples[-1].dtype) == (u8, f64, f32)
+    declared = REGISTRY.pop("running_mean_int16_float64", None)
+    try:
+        assert kernel_named("running_mean_int16_float64").examples(f64)[-1].dtype == f64
+    finally:
+        if declared is not None:
+            REGISTRY["running_mean_int16_float64"] = declared
+    for unknown in ("lines_uint8_complex64", "blocked_uint8_float32", "lines_foo_float32"):
+        with pytest.raises(KeyError):
+            kernel_named(unknown)
+
+
 def test_first_calls_run_on_quicker_kernels_with_the_same_bits(monkeypatch):
     """While a parallel 1-D pass kernel or the dense correlation's blocked kernel is not
     compiled, numbaconv.ndimage runs the serial pass kernel and the direct-sum tiers (which
@@ -645,7 +668,11 @@ def test_first_calls_run_on_quicker_kernels_with_the_same_bits(monkeypatch):
     calls = {"gaussian": lambda: nn.gaussian_filter(v, 1.5),
              "uniform u16": lambda: nn.uniform_filter(u, 4),
              "correlate u16": lambda: nn.correlate(u, k),
-             "correlate f32": lambda: nn.correlate(v, k, mode="wrap")}
+             "correlate f32": lambda: nn.correlate(v, k, mode="wrap"),
+             # dtypes outside the warm set: their kernels are declared on first use
+             "gaussian u8 into f32": lambda: nn.gaussian_filter(u.astype(np.uint8), 1.5,
+                                                               output=np.float32),
+             "uniform i32": lambda: nn.uniform_filter(u.astype(np.int32), 4)}
     nc.clear_kernel_cache()
     ready = {name: call() for name, call in calls.items()}
     started = []
@@ -666,5 +693,6 @@ def test_first_calls_run_on_quicker_kernels_with_the_same_bits(monkeypatch):
         nc.clear_kernel_cache()
     for name in calls:
         assert cold[name].tobytes() == ready[name].tobytes(), name
-    assert {"lines", "running_mean_uint16", "direct_serial"} <= set(started), started
+    assert {"lines", "running_mean_uint16", "direct_serial", "lines_uint8_float32",
+            "running_mean_int32_int32"} <= set(started), started
     assert any(name.startswith("blocked") for name in started), started

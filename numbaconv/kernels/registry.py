@@ -106,6 +106,31 @@ def register(**fields) -> Kernel:
     return kernel
 
 
+#: Functions that declare a kernel from its name when it is first asked for (kernels of
+#: more dtype combinations than are worth declaring up front): each returns the
+#: :class:`Kernel`, or None for a name it does not know.
+_DECLARERS: list = []
+
+
+def declares_by_name(declare: Callable) -> Callable:
+    """Register ``declare(name)`` (a decorator) with :func:`kernel_named`."""
+    _DECLARERS.append(declare)
+    return declare
+
+
+def kernel_named(name: str) -> Kernel:
+    """``REGISTRY[name]``, declared now if a declarer knows the name (as in a child
+    process compiling a kernel its parent declared on demand)."""
+    kernel = REGISTRY.get(name)
+    for declare in _DECLARERS:
+        if kernel is not None:
+            break
+        kernel = declare(name)
+    if kernel is None:
+        raise KeyError(f"no kernel is declared as {name!r}")
+    return kernel
+
+
 def algorithm_names(computes: str) -> tuple[str, ...]:
     """What ``algorithm=`` takes for ``computes``: each kernel, or its family's name."""
     found = [k.variant_of or k.name for k in REGISTRY.values() if k.computes == computes]

@@ -35,13 +35,15 @@ along each. Items of one row spent as long allocating their scratch as summing
 (128^3 uint16 ``gaussian_filter``, three passes: 10 -> 8 ms). Every inner loop reads slices
 taken first and indexed by a plain range variable: no negative or gathered indices.
 """
+import threading
+
 import numpy as np
 from numba import njit, prange
 from numba.core import types
 from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
-from .registry import called_directly, readonly, register
+from .registry import REGISTRY, called_directly, declares_by_name, readonly, register
 
 #: Below this many multiply-adds a pass runs on the calling thread.
 SERIAL_WORK = 1 << 16
@@ -440,24 +442,28 @@ def store_rows(values, wrap, out):
 LINES = "lines"
 
 
-def _correlate_examples(dtype, data=None):
+def _correlate_examples(dtype, data=None, out=None):
     """Arguments of a pass summing in ``dtype`` over a volume of ``data`` (default:
-    ``dtype``) into an output of ``data``."""
+    ``dtype``) into an output of ``out`` (default: ``data``)."""
     data = dtype if data is None else data
+    out = data if out is None else out
     volume, row, weights = np.zeros((1, 1, 1), data), np.zeros(1, data), np.zeros(1, dtype)
     return (readonly(volume), readonly(np.zeros(1, np.int64)), readonly(row), readonly(weights),
-            readonly(np.zeros((1, 3), np.int64)), False, np.zeros((1, 1, 1), data))
+            readonly(np.zeros((1, 3), np.int64)), False, np.zeros((1, 1, 1), out))
 
 
-def _mean_examples(dtype, data=None):
+def _mean_examples(dtype, data=None, out=None):
     data = dtype if data is None else data
+    out = data if out is None else out
     return (readonly(np.zeros((1, 1, 1), data)), readonly(np.zeros(1, np.int64)),
-            readonly(np.zeros(1, data)), 1, np.zeros((1, 1, 1), data))
+            readonly(np.zeros(1, data)), 1, np.zeros((1, 1, 1), out))
 
 
 #: Integer volumes whose passes (float64 sums, output of the input's dtype, scipy's
-#: default) ``python -m numbaconv warmup`` compiles too; others compile on first use.
+#: default) ``python -m numbaconv warmup`` compiles too; other combinations are declared
+#: when first used (:func:`declared`).
 WARM_INTEGERS = ("uint8", "uint16", "int16")
+
 
 def _extend_examples(dtype, data=None):
     data = dtype if data is None else data
@@ -471,36 +477,75 @@ def _store_examples(dtype, data=None):
     return readonly(np.zeros((1, 1), dtype)), False, np.zeros((1, 1), data)
 
 
-# (name, function, examples, what, whether it runs on volumes of the work dtype too:
-# ``store_rows`` only casts into another dtype)
-for _name, _function, _examples, _what, _of_work_dtype in (
-        ("extend_volume", extend_volume, _extend_examples, "a volume extended by index maps", True),
-        ("store_rows", store_rows, _store_examples, "sums cast into an integer output", False),
-        ("lines", correlate_lines, _correlate_examples, "1-D correlation along one axis", True),
-        ("lines_serial", correlate_lines_serial, _correlate_examples,
-         "the same, on the calling thread", True),
-        ("running_mean", running_mean_lines, _mean_examples, "scipy's running-sum uniform filter",
-         True),
-        ("running_mean_serial", running_mean_lines_serial, _mean_examples,
-         "the same, on the calling thread", True)):
-    if _of_work_dtype:
-        register(name=_name, computes=LINES, function=_function, examples=_examples,
-                 launch=called_directly("numbaconv.ndimage"), parallel=not _name.endswith("serial"),
-                 bitwise=None, description=f"numbaconv.ndimage: {_what}")
+#: The 1-D pass kernels, which numbaconv.ndimage tiers (the serial one serves while the
+#: parallel one compiles): name -> (function, examples, what it computes).
+PASSES = {
+    "lines": (correlate_lines, _correlate_examples, "1-D correlation along one axis"),
+    "lines_serial": (correlate_lines_serial, _correlate_examples, "the same, on the calling thread"),
+    "running_mean": (running_mean_lines, _mean_examples, "scipy's running-sum uniform filter"),
+    "running_mean_serial": (running_mean_lines_serial, _mean_examples,
+                            "the same, on the calling thread"),
+}
+
+
+def _register_line_kernel(name, function, examples, what, data=None, out=None):
+    """Declare ``function`` for volumes of ``data`` into outputs of ``out`` (summing in
+    float64), or of the work dtype throughout (``data`` None)."""
+    bound = examples if data is None else \
+        (lambda dtype: examples(dtype, data, out)) if out is not None else \
+        (lambda dtype: examples(dtype, data))
+    of = "" if data is None else f", {data} volumes" + ("" if out is None else f" into {out}")
+    return register(name=name, computes=LINES, function=function, examples=bound,
+                    launch=called_directly("numbaconv.ndimage"), parallel=not name.endswith("serial"),
+                    bitwise=None, dtypes=("float32", "float64") if data is None else ("float64",),
+                    description=f"numbaconv.ndimage: {what}{of}")
+
+
+for _name, (_function, _examples, _what) in (
+        ("extend_volume", (extend_volume, _extend_examples, "a volume extended by index maps")),
+        *PASSES.items()):
+    _register_line_kernel(_name, _function, _examples, _what)
+for _name, (_function, _examples, _what) in (
+        ("store_rows", (store_rows, _store_examples, "sums cast into an integer output")),
+        ("extend_volume", (extend_volume, _extend_examples, "a volume extended by index maps")),
+        *PASSES.items()):
     for _data in WARM_INTEGERS:
-        register(name=f"{_name}_{_data}", computes=LINES, function=_function,
-                 examples=lambda dtype, data=_data, examples=_examples: examples(dtype, data),
-                 launch=called_directly("numbaconv.ndimage"), parallel=not _name.endswith("serial"),
-                 bitwise=None, dtypes=("float64",),
-                 description=f"numbaconv.ndimage: {_what}, {_data} volumes")
+        _register_line_kernel(f"{_name}_{_data}", _function, _examples, _what, _data)
 
 
-def declared(name: str, data, work, out) -> str | None:
-    """The registry entry of kernel ``name`` (as declared above) for a pass over ``data``
-    summed in ``work`` into ``out`` (numpy dtypes), or None where none is declared (that
-    combination compiles on first use)."""
+def declared(name: str, data, work, out) -> str:
+    """The registry entry of pass kernel ``name`` (one of ``PASSES``) for a pass over
+    ``data`` summed in ``work`` into ``out`` (numpy dtypes). Combinations other than the
+    work dtype throughout and ``WARM_INTEGERS`` are declared now, under a name that
+    :func:`_declare_by_name` reads back in the child process compiling them: a first
+    ``gaussian_filter`` of uint8 into float32 compiled its parallel pass in the caller's
+    thread, holding the GIL for 5 s."""
     if data == work == out:
         return name
     if work == np.float64 and out == data and data.name in WARM_INTEGERS:
         return f"{name}_{data.name}"
-    return None
+    full = f"{name}_{data.name}_{out.name}"
+    if full not in REGISTRY:
+        _declare_by_name(full)
+    return full
+
+
+@declares_by_name
+def _declare_by_name(name: str):
+    """The pass kernel named ``{pass}_{data dtype}_{output dtype}`` (see :func:`declared`),
+    declared now; None for other names."""
+    parts = name.rsplit("_", 2)
+    if len(parts) != 3 or parts[0] not in PASSES:
+        return None
+    try:
+        data, out = np.dtype(parts[1]), np.dtype(parts[2])
+    except TypeError:
+        return None
+    if data.kind not in "biuf" or out.kind not in "biuf":
+        return None
+    with _declaring:  # threads of one process may ask at once
+        return REGISTRY.get(name) or _register_line_kernel(name, *PASSES[parts[0]], data.name,
+                                                           out.name)
+
+
+_declaring = threading.Lock()

@@ -143,12 +143,9 @@ def _parallel(out: np.ndarray, taps: int) -> bool:
 def _pass_kernel(parallel: bool, name: str, parallel_kernel, serial_kernel, data, work, out):
     """The 1-D pass kernel to run: the parallel one where it pays and is ready; else the
     serial one (the same sums, the same bits) while the parallel one compiles in the
-    background (it takes twice as long: a first float32 ``gaussian_filter`` waited 5 s).
-    Only the declared variants (``separable.declared``) are tiered."""
-    if not parallel:
-        return serial_kernel
-    registered = separable.declared(name, data, work, out)
-    if registered is None or _dispatch.ready_or_started(registered, work):
+    background (it takes twice as long: a first float32 ``gaussian_filter`` waited 5 s),
+    for every combination of dtypes (``separable.declared``)."""
+    if parallel and _dispatch.ready_or_started(separable.declared(name, data, work, out), work):
         return parallel_kernel
     return serial_kernel
 
