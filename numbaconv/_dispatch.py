@@ -868,7 +868,7 @@ def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> lis
     from ._spec import check_choice
 
     if algorithms is None:
-        uncompiled = {name for name, kernel in REGISTRY.items() if not kernel.compiled}
+        uncompiled = {name for name, kernel in list(REGISTRY.items()) if not kernel.compiled}
         algorithms = tuple(a for a in ALGORITHMS[1:] + WEIGHT_GRAD_ALGORITHMS[1:]
                            if a not in _NEVER_FINAL and a not in uncompiled) \
             + algorithm_names(separable.LINES) \

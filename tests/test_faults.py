@@ -391,6 +391,56 @@ def test_eight_threads_make_cold_first_calls_at_once(tmp_path):
     assert report["worst"] < 1e-5, report
 
 
+_COLD_NDIMAGE_THREADS_SCRIPT = r'''
+import json, threading
+import numpy as np
+import scipy.ndimage as sn
+import numbaconv.ndimage as nn
+
+rng = np.random.default_rng(0)
+u = rng.integers(0, 250, (24, 30, 40))
+CALLS = [  # dtype combinations outside the warm set: each declared by name on first use
+    ("gaussian_filter", u.astype(np.uint8), (1.5,), dict(output=np.float32)),
+    ("uniform_filter", u.astype(np.int32), (4,), {}),
+    ("correlate1d", u.astype(np.float32), ([0.5, -1.0, 2.0, 0.25],), dict(output=np.float64)),
+    ("gaussian_filter", u.astype(np.int16), (2.0,), dict(output=np.float64)),
+    ("uniform_filter", u.astype(np.uint8), (3,), dict(output=np.float32)),
+    ("gaussian_filter", u.astype(np.float32), (1.0,), {}),
+]
+errors, mismatches = [], []
+
+
+def first_call(i):
+    name, x, args, kwargs = CALLS[i]
+    try:
+        ours = getattr(nn, name)(x, *args, **kwargs)
+        theirs = getattr(sn, name)(x, *args, **kwargs)
+        if ours.dtype != theirs.dtype or not np.allclose(ours, theirs, rtol=2e-6, atol=1e-4):
+            mismatches.append(name)
+    except Exception as exc:
+        errors.append(repr(exc))
+
+
+threads = [threading.Thread(target=first_call, args=(i,)) for i in range(len(CALLS))]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps({"errors": errors, "mismatches": mismatches}))
+'''
+
+
+def test_threads_make_cold_ndimage_calls_of_many_dtypes_at_once(tmp_path):
+    """First calls whose pass kernels are declared by name while other threads declare
+    theirs, each compiling its parallel kernel in a child process: no error, scipy's
+    results."""
+    env = python_env(NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    proc = run_script(tmp_path, _COLD_NDIMAGE_THREADS_SCRIPT, env=env, timeout=600)
+    assert proc.returncode == 0, describe(proc)
+    report = last_json(proc)
+    assert report == {"errors": [], "mismatches": []}, report
+
+
 def test_warmup_reports_progress():
     lines = []
     pairs = nc.warmup(dtypes=("float32",), algorithms=("tiny",), progress=lines.append)

@@ -133,7 +133,8 @@ def kernel_named(name: str) -> Kernel:
 
 def algorithm_names(computes: str) -> tuple[str, ...]:
     """What ``algorithm=`` takes for ``computes``: each kernel, or its family's name."""
-    found = [k.variant_of or k.name for k in REGISTRY.values() if k.computes == computes]
+    # A copy: another thread may declare a kernel by name meanwhile.
+    found = [k.variant_of or k.name for k in list(REGISTRY.values()) if k.computes == computes]
     return tuple(dict.fromkeys(found))
 
 
