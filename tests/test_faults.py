@@ -430,6 +430,7 @@ print(json.dumps({"errors": errors, "mismatches": mismatches}))
 '''
 
 
+@pytest.mark.slow  # 16-25 s of child compiles; the interpreter subsets keep the conv3d one
 def test_threads_make_cold_ndimage_calls_of_many_dtypes_at_once(tmp_path):
     """First calls whose pass kernels are declared by name while other threads declare
     theirs, each compiling its parallel kernel in a child process: no error, scipy's
