@@ -564,6 +564,18 @@ def test_weight_gradient_direct_and_blocked_agree_bitwise(name, dtype, rng):
         assert _backward.grad_weight(spec, x, grad_out, fallback).tobytes() == blocked.tobytes()
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configurations(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**32 - 1))
+def test_tiny_weight_gradient_gives_the_direct_kernels_bits_on_random_layers(config, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b, args = make_case(rng, *config, dtype=dtype)
+    spec = ConvSpec.from_args(x, w, None, **args)[0]
+    grad_out = rng.standard_normal(spec.out_shape).astype(dtype)
+    tiny = _backward.grad_weight(spec, x, grad_out, "wgrad_tiny")
+    assert tiny.tobytes() == _backward.grad_weight(spec, x, grad_out, "wgrad_direct").tobytes()
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_tiny_weight_gradient_gives_the_direct_kernels_bits(name, rng):
     """Strides, dilations, padding larger than the kernel, groups, one-voxel planes, an
