@@ -798,9 +798,10 @@ def _start_weight_grad_floor(spec) -> None:
     tier (``wgrad_tiny``, 1 s, or ``wgrad_direct_serial``, about 3 s). Its child process
     runs on the core the forward's foreground compile leaves idle, and leaves the kernel
     in numba's disk cache, so it is one compile per machine and dtype even for a script
-    that never calls backward. Blocked 16->16 on 32^3, empty caches, 8 interleaved pairs (Zen 4,
-    2026-12-06): first backward 2.8-4.2 -> 1.3-2.0 s; first forward 0.15 s slower on
-    average (float64 +0.33-0.40 s, float32 -0.2 to +0.3 s)."""
+    that never calls backward. Blocked 16->16 on 32^3, empty caches, 8 interleaved pairs
+    (Zen 4, 2026-12-06): first backward 2.8-4.2 -> 1.3-2.0 s; first forward 0.15 s
+    slower on average (float64 +0.33-0.40 s, float32 -0.2 to +0.3 s). With wgrad_tiny
+    (``bench --cold``, 2 runs each): first backward 2.66-2.82 -> 0.62-0.63 s."""
     lower = _lower_tiers(spec, REGISTRY[resolve(spec, "auto", WEIGHT_GRAD)], WEIGHT_GRAD)
     if lower and REGISTRY[lower[-1]].compiled:  # a numpy twin compiles nothing
         _kernel(lower[-1], spec.compute_dtype, wait=0)
