@@ -738,6 +738,7 @@ class Plan:
             _kernel(tiers[-1], self.dtype)
             for name in tiers[-2::-1]:  # the quickest compile first
                 _kernel(name, self.dtype, wait=0)
+        self.kernel = kernel  # the plan's own, whatever tier serves it now
         self.state = (tiers, kernel, None)
         self._use_best_ready()
 
@@ -760,9 +761,8 @@ class Plan:
         # ``auto`` keeps MegEngine's semantics: a NaN or Inf reaches only the outputs
         # whose sums read it (a forced algorithm runs as named). The plan's own kernel
         # decides, not the tier serving now, so that every call takes the same path.
-        target = REGISTRY[tiers[0]]
-        if self.auto and target.spreads_nonfinite and not all_finite(
-                operands[:target.nonfinite_operands]):
+        if self.auto and self.kernel.spreads_nonfinite and not all_finite(
+                operands[:self.kernel.nonfinite_operands]):
             return plan_for(self.spec, _exact_algorithm(self.spec, self.computes), self.computes,
                             tiered=True).run(*operands)
         if kernel.parallel and _forked_after_omp:
@@ -881,9 +881,9 @@ def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> lis
         dtype = np.dtype(check_choice("dtypes[]", np.dtype(dtype).name, ("float32", "float64")))
         for name in algorithms:
             if name == "blocked":  # dense and depthwise (and row pairs)
+                row_pairs = _row_pair_name(dtype)
                 names = [_blocked_name(dtype, out_per_group) for out_per_group in (3, 1)]
-                if _row_pair_name(dtype) is not None:
-                    names.append(_row_pair_name(dtype))
+                names += [row_pairs] if row_pairs is not None else []
             elif name == "wgrad_blocked":
                 names = [_blocked_name(dtype, 3, WEIGHT_GRAD)]
             else:

@@ -338,6 +338,25 @@ def test_warmup_takes_documented_names_and_refuses_others():
 
 
 # ---- Cold start --------------------------------------------------------------------------------
+#: The end of a cold-start script: ``first_call(i)`` for every row of ``CALLS``, each in
+#: its own thread, all at once.
+_IN_THREADS = r'''
+threads = [threading.Thread(target=first_call, args=(i,)) for i in range(len(CALLS))]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+'''
+
+
+def _cold_report(tmp_path, script) -> dict:
+    """Run ``script`` in a fresh process with an empty numba cache; its JSON report."""
+    env = python_env(NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    proc = run_script(tmp_path, script, env=env, timeout=600)
+    assert proc.returncode == 0, describe(proc)
+    return last_json(proc)
+
+
 _COLD_THREADS_SCRIPT = r'''
 import json, threading, time
 import numpy as np
@@ -372,21 +391,13 @@ def first_call(i):
     except Exception as exc:
         errors.append(repr(exc))
 
-
-threads = [threading.Thread(target=first_call, args=(i,)) for i in range(len(CALLS))]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
+''' + _IN_THREADS + '''
 print(json.dumps({"errors": errors, "worst": worst[0], "slowest": max(seconds)}))
 '''
 
 
 def test_eight_threads_make_cold_first_calls_at_once(tmp_path):
-    env = python_env(NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    proc = run_script(tmp_path, _COLD_THREADS_SCRIPT, env=env, timeout=600)
-    assert proc.returncode == 0, describe(proc)
-    report = last_json(proc)
+    report = _cold_report(tmp_path, _COLD_THREADS_SCRIPT)
     assert not report["errors"], report
     assert report["worst"] < 1e-5, report
 
@@ -418,12 +429,7 @@ def first_call(i):
     except Exception as exc:
         errors.append(repr(exc))
 
-
-threads = [threading.Thread(target=first_call, args=(i,)) for i in range(len(CALLS))]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
+''' + _IN_THREADS + '''
 print(json.dumps({"errors": errors, "mismatches": mismatches}))
 '''
 
@@ -433,10 +439,7 @@ def test_threads_make_cold_ndimage_calls_of_many_dtypes_at_once(tmp_path):
     """First calls whose pass kernels are declared by name while other threads declare
     theirs (four threads), each compiling its parallel kernel in a child process: no
     error, scipy's results."""
-    env = python_env(NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    proc = run_script(tmp_path, _COLD_NDIMAGE_THREADS_SCRIPT, env=env, timeout=600)
-    assert proc.returncode == 0, describe(proc)
-    report = last_json(proc)
+    report = _cold_report(tmp_path, _COLD_NDIMAGE_THREADS_SCRIPT)
     assert report == {"errors": [], "mismatches": []}, report
 
 

@@ -491,9 +491,8 @@ PASSES = {
 def _register_line_kernel(name, function, examples, what, data=None, out=None):
     """Declare ``function`` for volumes of ``data`` into outputs of ``out`` (summing in
     float64), or of the work dtype throughout (``data`` None)."""
-    bound = examples if data is None else \
-        (lambda dtype: examples(dtype, data, out)) if out is not None else \
-        (lambda dtype: examples(dtype, data))
+    dtypes = (data,) if out is None else (data, out)
+    bound = examples if data is None else (lambda dtype: examples(dtype, *dtypes))
     of = "" if data is None else f", {data} volumes" + ("" if out is None else f" into {out}")
     return register(name=name, computes=LINES, function=function, examples=bound,
                     launch=called_directly("numbaconv.ndimage"), parallel=not name.endswith("serial"),
@@ -524,10 +523,17 @@ def declared(name: str, data, work, out) -> str:
         return name
     if work == np.float64 and out == data and data.name in WARM_INTEGERS:
         return f"{name}_{data.name}"
-    full = f"{name}_{data.name}_{out.name}"
-    if full not in REGISTRY:
-        _declare_by_name(full)
-    return full
+    return _declare_pass(name, data, out).name
+
+
+def _declare_pass(base: str, data, out):
+    """Pass kernel ``base`` for ``data`` volumes into ``out`` outputs (numpy dtypes),
+    declared now if it is not yet, as ``{base}_{data}_{out}``."""
+    name = f"{base}_{data.name}_{out.name}"
+    if name in REGISTRY:  # every later call of a pass: no lock
+        return REGISTRY[name]
+    with _declaring:  # threads of one process may ask at once
+        return REGISTRY.get(name) or _register_line_kernel(name, *PASSES[base], data.name, out.name)
 
 
 @declares_by_name
@@ -543,9 +549,7 @@ def _declare_by_name(name: str):
         return None
     if data.kind not in "biuf" or out.kind not in "biuf":
         return None
-    with _declaring:  # threads of one process may ask at once
-        return REGISTRY.get(name) or _register_line_kernel(name, *PASSES[parts[0]], data.name,
-                                                           out.name)
+    return _declare_pass(parts[0], data, out)
 
 
 _declaring = threading.Lock()
