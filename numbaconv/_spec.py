@@ -186,6 +186,29 @@ def transposed_length(size, stride, padding, span, output_padding) -> int:
     return (size - 1) * stride - 2 * padding + span + output_padding
 
 
+def _transposed_axis(size, kernel, stride, padding, dilation, output_padding) -> tuple:
+    """One axis of a transposed convolution as the input gradient of a forward one:
+    (the forward convolution's input length, the tail, its padding after the input).
+
+    The transposed output has ``transposed_length(...)`` positions; the forward
+    convolution covers all but the ``tail``, the last positions, which no input
+    reaches and which hold the bias alone. Its padding after the input makes its output
+    ``size`` long. With ``output_padding < stride`` that is the whole output and the
+    padding before (``padding``). PyTorch's rule also allows ``output_padding`` up to
+    the dilation: the last position an input reaches then lies ``output_padding -
+    padding`` before the end (where that is positive), and the tail is the whole
+    strides of that excess, with no padding after; otherwise there is no tail and
+    ``padding - output_padding`` after."""
+    length = transposed_length(size, stride, padding, dilation * (kernel - 1) + 1, output_padding)
+    if output_padding < stride:
+        return length, 0, padding
+    excess = output_padding - padding
+    if excess < 0:
+        return length, 0, -excess
+    tail = excess - excess % stride
+    return length - tail, tail, 0
+
+
 @dataclass(frozen=True)
 class ConvParams:
     """The shape-free hyper-parameters of a convolution, checked and normalised: what a
@@ -264,7 +287,8 @@ class ConvSpec:
     """A checked, normalised 3-D convolution: shapes, hyper-parameters and dtypes.
 
     ``padding`` is the padding before the input on each axis and ``padding_hi`` after
-    it; they differ only for ``padding="same"`` with an even dilated kernel.
+    it; they differ only for ``padding="same"`` with an even dilated kernel, and for a
+    transposed convolution with ``output_padding >= stride`` (:func:`_transposed_axis`).
     """
 
     batch: int
@@ -282,8 +306,8 @@ class ConvSpec:
     #: How the padding is filled: a key of ``PADDING_MODES``.
     padding_mode: str = "zeros"
     #: Transposed convolutions only: positions after ``in_size`` on each axis that no
-    #: input reaches (the part of ``output_padding`` beyond a multiple of the stride);
-    #: the transposed output has ``in_size + tail`` and they hold the bias alone.
+    #: input reaches (:func:`_transposed_axis`); the transposed output has ``in_size +
+    #: tail`` and they hold the bias alone.
     tail: tuple[int, int, int] = (0, 0, 0)
 
     def __post_init__(self):
@@ -451,13 +475,11 @@ class ConvSpec:
         batch, in_channels, in_size = _check_input(inp)
         # The weight is the forward convolution's: (Cin, Cout/G, k) there is (Cout, Cin/G, k) here.
         out_channels, kernel = _check_weight(weight, in_channels, params.groups, transposed=True)
-        # output_padding may reach past the stride (below the dilation, PyTorch's rule);
-        # whole strides of it are a tail no input reaches, and the forward convolution
-        # whose input gradient this is covers the rest.
-        tail = tuple(op - op % s for op, s in zip(params.output_padding, params.stride))
-        out_size = tuple(map(transposed_length, in_size, params.stride, params.padding,
-                             dilated_span(kernel, params.dilation),
-                             (op % s for op, s in zip(params.output_padding, params.stride))))
+        axes = [_transposed_axis(size, k, s, p, d, op) for size, k, s, p, d, op in
+                zip(in_size, kernel, params.stride, params.padding, params.dilation,
+                    params.output_padding)]
+        out_size = tuple(length for length, _, _ in axes)
+        tail = tuple(t for _, t, _ in axes)
         if min(out_size) < 1:
             raise ValueError(
                 f"the transposed convolution's output would have spatial size "
@@ -466,8 +488,8 @@ class ConvSpec:
             )
         spec = cls(batch=batch, in_channels=out_channels, out_channels=in_channels,
                    groups=params.groups, in_size=out_size, kernel=kernel, stride=params.stride,
-                   padding=params.padding, dilation=params.dilation, flip=False, dtype=dtype,
-                   tail=tail)
+                   padding=params.padding, padding_hi=tuple(hi for _, _, hi in axes),
+                   dilation=params.dilation, flip=False, dtype=dtype, tail=tail)
         if bias is not None:
             bias = _check_bias(bias, spec.in_channels)
         return spec, inp, weight, bias

@@ -269,7 +269,8 @@ def conv_transpose3d(inp, weight, bias=None, stride=1, padding=0, output_padding
         weight: (Cin, Cout, kD, kH, kW) when groups == 1; MegEngine's grouped
             (G, Cin/G, Cout/G, kD, kH, kW) or PyTorch's (Cin, Cout/G, kD, kH, kW).
         bias: None, (1, Cout, 1, 1, 1) or (Cout,).
-        output_padding: extra size on the high side of each axis, < stride.
+        output_padding: extra size on the high side of each axis, smaller than the
+            stride or the dilation on each axis (PyTorch's rule).
 
     Returns:
         (N, Cout, Do, Ho, Wo) with ``Do = (D-1)*sD - 2*pD + dD*(kD-1) + opD + 1``.

@@ -10,7 +10,8 @@ over kernel taps and uses einsum over channels, all in float64.
 """
 import numpy as np
 
-__all__ = ["conv3d_reference", "explicit_padding", "pad_reference", "to_grouped", "triple"]
+__all__ = ["conv3d_reference", "conv_transpose3d_reference", "explicit_padding", "pad_reference",
+           "to_grouped", "triple"]
 
 #: numpy's np.pad names for PyTorch's padding modes (written here again on purpose: the
 #: oracle shares nothing with the code it checks).
@@ -78,3 +79,42 @@ def conv3d_reference(inp, weight, bias=None, stride=1, padding=0, dilation=1, gr
     if bias is not None:
         out += np.asarray(bias, dtype=np.float64).reshape(1, -1, 1, 1, 1)
     return out
+
+
+def conv_transpose3d_reference(inp, weight, bias=None, stride=1, padding=0, output_padding=0,
+                               dilation=1, groups=1):
+    """float64 result of a 3-D transposed convolution, from its scatter formula (not as
+    a convolution's input gradient); arguments as :func:`numbaconv.conv_transpose3d`,
+    with the weight as (Cin, Cout/G, kD, kH, kW) or (G, Cin/G, Cout/G, kD, kH, kW):
+
+        full[n, g*Cout/G + o, i*s + k*d] += inp[n, g*Cin/G + c, i] * w[g, c, o, k]  (per axis)
+
+    and the output is ``full[..., p : p + L]`` per axis, ``L = (I-1)*s - 2p + d*(k-1) +
+    output_padding + 1``, with zeros where that reaches past ``full``."""
+    x = np.asarray(inp, np.float64)
+    w = np.asarray(weight, np.float64)
+    if w.ndim == 5:
+        w = w.reshape((groups, w.shape[0] // groups) + w.shape[1:])
+    s, p, op, d = triple(stride), triple(padding), triple(output_padding), triple(dilation)
+    g, cin_g, cout_g = w.shape[:3]
+    k = w.shape[3:]
+    size = x.shape[2:]
+    full_size = [(size[a] - 1) * s[a] + d[a] * (k[a] - 1) + 1 for a in range(3)]
+    out_size = [full_size[a] - 2 * p[a] + op[a] for a in range(3)]
+    # room for the output window wherever it lies
+    full = np.zeros((x.shape[0], g * cout_g) + tuple(max(f, p_ + o) for f, p_, o in
+                                                     zip(full_size, p, out_size)))
+    for gi in range(g):
+        xg = x[:, gi * cin_g:(gi + 1) * cin_g]
+        for kd in range(k[0]):
+            for kh in range(k[1]):
+                for kw in range(k[2]):
+                    full[:, gi * cout_g:(gi + 1) * cout_g,
+                         kd * d[0]: kd * d[0] + s[0] * (size[0] - 1) + 1: s[0],
+                         kh * d[1]: kh * d[1] + s[1] * (size[1] - 1) + 1: s[1],
+                         kw * d[2]: kw * d[2] + s[2] * (size[2] - 1) + 1: s[2]] += np.einsum(
+                        "ncdhw,co->nodhw", xg, w[gi, :, :, kd, kh, kw])
+    out = full[:, :, p[0]:p[0] + out_size[0], p[1]:p[1] + out_size[1], p[2]:p[2] + out_size[2]]
+    if bias is not None:
+        out = out + np.asarray(bias, dtype=np.float64).reshape(1, -1, 1, 1, 1)
+    return np.ascontiguousarray(out)

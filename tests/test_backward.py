@@ -1,6 +1,7 @@
 """Gradients and the transposed convolution, against MegEngine's gradients, exact
 directional derivatives of the float64 reference, and torch autograd."""
 import glob
+import itertools
 import math
 import os
 
@@ -13,7 +14,7 @@ import numbaconv as nc
 from numbaconv import _backward, _dispatch
 from numbaconv._spec import ConvSpec
 from numbaconv.kernels.registry import REGISTRY, readonly
-from numbaconv.reference import conv3d_reference
+from numbaconv.reference import conv3d_reference, conv_transpose3d_reference
 from helpers import (CASES, GOLDEN_DATA, assert_matches_reference, assert_runs_bitwise_equal,
                      configurations, describe, load_golden, make_case, outputs_per_thread_count,
                      python_env, run_script)
@@ -510,6 +511,8 @@ _MIXED = dict(stride=(2, 1, 3), padding=(0, 1, 0), output_padding=(1, 0, 2), dil
     dict(stride=(1, 3, 4), padding=(2, 0, 1), output_padding=(0, 2, 3), dilation=(2, 1, 1), kernel=(3, 2, 1)),
     dict(_MIXED, groups=1),
     dict(_MIXED, groups=2),  # PyTorch's grouped layout (Cin, Cout/G, k...)
+    # output_padding past the stride and padding on every axis: inputs reach into it
+    dict(stride=(1, 2, 1), padding=(1, 2, 3), output_padding=(1, 3, 2), dilation=(2, 4, 3), kernel=(3, 2, 2)),
 ])
 def test_transposed_matches_torch(args, rng):
     """PyTorch's output_padding rule (smaller than the stride or the dilation), phases
@@ -538,6 +541,55 @@ def test_transposed_matches_torch(args, rng):
         module = nc.ConvTranspose3d(cin, cout, k, **args)
         module.weight, module.bias = w, b.reshape(1, cout, 1, 1, 1)  # float32 parameters
         np.testing.assert_allclose(module(x), out.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def _past_the_stride():
+    """Every one-axis transposed convolution on 1-3 inputs with output_padding at or past
+    the stride (below the dilation), padding 0-3 and kernel 1-3."""
+    for size, k, s, d, p in itertools.product((1, 2, 3), (1, 2, 3), (1, 2), (2, 3, 4), (0, 1, 2, 3)):
+        for op in range(s, d):
+            if (size - 1) * s - 2 * p + d * (k - 1) + op + 1 >= 1:
+                yield size, k, s, d, p, op
+
+
+def test_output_padding_past_the_stride_matches_the_scatter_reference(rng):
+    """Where output_padding >= stride (PyTorch's rule allows it below the dilation), the
+    padding moves the last position an input reaches into the output_padding: those
+    positions are sums, not bias alone. Forward against the scatter-formula oracle
+    (``conv_transpose3d_reference``), the input gradient against the forward oracle (its
+    adjoint), and the weight gradient against ``<grad_out, T(x, e_j)>`` for every weight
+    element ``e_j``."""
+    checked = 0
+    for size, k, s, d, p, op in _past_the_stride():
+        args = dict(stride=(1, 1, s), padding=(0, 0, p), output_padding=(0, 0, op), dilation=(1, 1, d))
+        x = rng.standard_normal((2, 2, 1, 1, size))
+        w = rng.standard_normal((2, 3, 1, 1, k))
+        b = rng.standard_normal(3)
+        try:
+            expected = conv_transpose3d_reference(x, w, b, **args)
+        except ValueError:
+            continue
+        try:
+            out = nc.conv_transpose3d(x, w, b, **args)
+        except ValueError as error:  # refused only where no input reaches the output
+            assert "no position reached by the input" in str(error)
+            assert not conv_transpose3d_reference(np.ones_like(x), np.ones_like(w), **args).any()
+            continue
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+        grad_out = rng.standard_normal(expected.shape)
+        gi, gw, gb = nc.conv_transpose3d_backward(grad_out, x, w, **args)
+        forward_args = {key: v for key, v in args.items() if key != "output_padding"}
+        adjoint = conv3d_reference(grad_out, w, **forward_args)[..., :size]
+        np.testing.assert_allclose(gi, adjoint, rtol=1e-12, atol=1e-12)
+        by_element = np.zeros(w.size)
+        for j in range(w.size):
+            unit = np.zeros(w.size)
+            unit[j] = 1
+            by_element[j] = np.sum(grad_out * conv_transpose3d_reference(x, unit.reshape(w.shape), **args))
+        np.testing.assert_allclose(gw.reshape(-1), by_element, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(gb.reshape(-1), grad_out.sum(axis=(0, 2, 3, 4)), rtol=1e-12)
+        checked += 1
+    assert checked > 100
 
 
 def test_output_padding_must_be_below_stride_or_dilation(rng):
