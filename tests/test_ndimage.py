@@ -435,6 +435,29 @@ def test_negative_and_out_of_range_values_cast_like_scipy():
                                       sn.correlate(x, [1.0], output=dtype))
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32", "uint8"])
+def test_bool_outputs_hold_scipys_bytes(dtype):
+    """scipy's bool output is an unsigned char: every pass stores its sums truncated
+    (0.3 -> 0, 2.7 -> 2, -1.5 -> 255) and the next pass reads those bytes back. The
+    running mean (uniform_filter1d) stored them with a test for nonzero, and the composed
+    filters read the bytes as bools between passes (a review found both)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 6, 7)) * 3 if dtype != "uint8" else rng.integers(0, 5, (5, 6, 7))
+    x = x.astype(dtype)
+    w = rng.standard_normal((3, 3, 3))
+    calls = {"uniform_filter1d": (3,), "uniform_filter": (3,), "gaussian_filter1d": (1.0,),
+             "gaussian_filter": (1.0,), "sobel": (), "prewitt": (), "laplace": (),
+             "gaussian_laplace": (1.0,), "gaussian_gradient_magnitude": (1.0,),
+             "correlate": (w,), "convolve": (w,), "correlate1d": ([0.3, 0.5, -0.2],)}
+    for name, args in calls.items():
+        expected = getattr(sn, name)(x, *args, output=np.bool_)
+        np.testing.assert_array_equal(getattr(nn, name)(x, *args, output=np.bool_).view(np.uint8),
+                                      expected.view(np.uint8), err_msg=name)
+        out = np.zeros(x.shape, np.bool_)
+        assert getattr(nn, name)(x, *args, output=out) is out
+        np.testing.assert_array_equal(out.view(np.uint8), expected.view(np.uint8), err_msg=name)
+
+
 def test_grid_modes_are_their_filter_aliases():
     x = sample((3, 4, 5), "float64")
     w = np.random.default_rng(5).standard_normal((3, 5, 2))
@@ -505,6 +528,20 @@ ERRORS = [
     ("laplace", (X,), dict(axes=7)),
     ("gaussian_laplace", (X, [1.0, 1.0]), {}),
     ("gaussian_gradient_magnitude", (X, 1.0), dict(mode=["reflect"])),
+    # found by a review: scipy checks an origin's range before its type, reads cval as a
+    # C double, takes a 1-D size as a C integer, and has no complex output for real data
+    ("correlate", (X, np.ones((3, 3, 3))), dict(origin=1.5)),
+    ("correlate", (X, np.ones((3, 3, 3))), dict(origin=0.5)),
+    ("correlate", (X, np.ones((3, 3, 3))), dict(mode="constant", cval="a")),
+    ("correlate1d", (X, [1, 2, 3]), dict(cval=None)),
+    ("gaussian_filter", (X, 1.0), dict(cval=1j)),
+    ("sobel", (X,), dict(cval="a")),
+    ("uniform_filter", (X.astype(np.float32), 3), dict(cval="a")),
+    ("uniform_filter1d", (X, 2.5), {}),
+    ("uniform_filter1d", (X, np.float64(3)), {}),
+    ("correlate", (X, np.ones((3, 3, 3))), dict(output=np.complex128)),
+    ("correlate1d", (X, [1, 2]), dict(output=np.zeros(X.shape, np.complex64))),
+    ("uniform_filter", (X, 3), dict(output=np.complex128)),
 ]
 
 

@@ -163,6 +163,7 @@ def _pass1d(inp, weights, axis, output, rule, cval, origin, running_mean=False, 
     """scipy's correlate1d (or uniform_filter1d with ``running_mean``) once validated:
     ``inp`` and ``output`` have the same shape; ``weights`` float64 (K,). ``finite``:
     for ``running_mean``, whether ``inp`` and ``cval`` hold no NaN or Inf (None: look)."""
+    cval = S.check_cval(cval)
     if inp.size == 0:
         return output
     work = S.work_dtype(inp.dtype, output.dtype)
@@ -175,9 +176,12 @@ def _pass1d(inp, weights, axis, output, rule, cval, origin, running_mean=False, 
         # only the running mean gives its NaNs; float32 data otherwise takes the sums.
         work = np.dtype(np.float64)
     if running_mean and work == np.float64:
-        # The input's dtype where it can be (the kernel converts each element).
-        data = x3.dtype if _read_as_is(x3, weights, output, cval) else work
-        out3 = _target(output, x3.shape, output.dtype if data == x3.dtype else work)
+        # The input's dtype where it can be (the kernel converts each element), and the
+        # output's; else work-dtype sums that _store casts as scipy does (a bool output
+        # truncates, where the kernel's cast would test for nonzero).
+        as_is = _read_as_is(x3, weights, output, cval)
+        data = x3.dtype if as_is else work
+        out3 = _target(output, x3.shape, output.dtype if as_is else work)
         src = np.ascontiguousarray(x3, data)
         if np.shares_memory(src, out3):  # in place (scipy's passes read their output)
             src = src.copy()
@@ -462,6 +466,7 @@ def _correlate_or_convolve(inp, weights, output, mode, cval, origin, convolution
     if not isinstance(mode, str) and isinstance(mode, Iterable):
         raise RuntimeError("A sequence of modes is not supported: mode must be one string")
     rule = S.rule(mode)
+    cval = S.check_cval(cval)
     if inp.size == 0:
         return output
     work = S.work_dtype(inp.dtype, output.dtype)
@@ -574,12 +579,11 @@ def uniform_filter1d(input, size, axis=-1, output=None, mode="reflect", cval=0.0
 def _uniform_filter1d(input, size, axis, output, mode, cval, origin, finite=None):
     inp = _as_input(input)
     axis = S.axis_index(axis, inp.ndim)
-    if size < 1:
-        raise RuntimeError(f"incorrect filter size: size={size} must be >= 1")
+    size = S.check_size(size)
     output = S.get_output(output, inp)
     if size // 2 + origin < 0 or size // 2 + origin >= size:
         raise ValueError(f"invalid origin: origin={origin} for size={size}")
-    weights = np.full(int(size), 1.0 / size)
+    weights = np.full(size, 1.0 / size)
     return _pass1d(inp, weights, axis, output, S.rule(mode), cval, operator.index(origin),
                    running_mean=True, finite=finite)
 
@@ -592,6 +596,11 @@ def _chain(inp, output, passes):
     the array it writes (which would cost a copy per pass), ending in ``output``."""
     if not passes:
         output[...] = inp[...]
+        return output
+    if output.dtype == np.bool_:
+        # scipy's bool is an unsigned char: each pass stores its sums truncated into bytes
+        # (0.3 -> 0, 2.7 -> 2) and the next reads those bytes back, as a uint8 array's.
+        _chain(inp, output.view(np.uint8), passes)
         return output
     spare = np.empty_like(output) if len(passes) > 1 else output
     targets = [output, spare] if len(passes) % 2 else [spare, output]
@@ -639,7 +648,7 @@ def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=
     # Looked at once: the means of finite values are finite, so every pass of finite
     # data is (float32 data takes the running mean only where it is not).
     finite = None if S.work_dtype(inp.dtype, output.dtype) == np.float64 else \
-        _finite(cval, inp)
+        _finite(S.check_cval(cval), inp)
     passes = [functools.partial(_uniform_pass, axis=axes[i], size=int(sizes[i]),
                                 origin=origins[i], mode=modes[i], cval=cval, finite=finite)
               for i in range(n) if sizes[i] > 1]

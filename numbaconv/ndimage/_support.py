@@ -6,6 +6,7 @@ argument. Nothing here computes a filter.
 """
 from __future__ import annotations
 
+import numbers
 import operator
 from collections.abc import Iterable
 
@@ -24,7 +25,8 @@ RULES = {
 }
 
 __all__ = ["RULES", "rule", "normalize_sequence", "check_axes", "axis_index", "check_origin",
-           "get_output", "work_dtype", "as_float64_weights", "reject_complex"]
+           "check_cval", "check_size", "get_output", "work_dtype", "as_float64_weights",
+           "reject_complex"]
 
 
 def rule(mode) -> str:
@@ -73,12 +75,29 @@ def axis_index(axis, ndim: int) -> int:
 
 def check_origin(origin, length: int, name: str = "origin") -> int:
     """An origin for a filter of ``length`` taps: scipy's range
-    ``-(length // 2) <= origin <= (length - 1) // 2`` (ValueError otherwise)."""
-    origin = operator.index(origin)
+    ``-(length // 2) <= origin <= (length - 1) // 2`` (ValueError otherwise, also for a
+    float outside it), then an integer (TypeError otherwise: scipy's C layer)."""
     if origin < -(length // 2) or origin > (length - 1) // 2:
         raise ValueError(f"Invalid origin; {name}={origin} must satisfy "
                          f"-({length} // 2) <= origin <= ({length} - 1) // 2")
-    return origin
+    return operator.index(origin)
+
+
+def check_cval(cval) -> float:
+    """``cval`` as the float scipy's C layer reads (TypeError for what is not a real
+    number: a string, a complex number, None)."""
+    if isinstance(cval, (str, bytes, complex, np.complexfloating)) or not (
+            isinstance(cval, numbers.Real) or hasattr(cval, "__float__") or hasattr(cval, "__index__")):
+        raise TypeError(f"cval must be a real number, not {type(cval).__name__}")
+    return float(cval)
+
+
+def check_size(size, name: str = "size") -> int:
+    """A 1-D filter's size: at least 1 (RuntimeError, as scipy's), and an integer
+    (TypeError, as scipy's C layer; the n-D filters take ``int()`` of each size)."""
+    if size < 1:
+        raise RuntimeError(f"incorrect filter size: {name}={size} must be >= 1")
+    return operator.index(size)
 
 
 def get_output(output, inp: np.ndarray) -> np.ndarray:
@@ -88,16 +107,20 @@ def get_output(output, inp: np.ndarray) -> np.ndarray:
     if output is None:
         return np.zeros(inp.shape, dtype=inp.dtype.name)
     if isinstance(output, (type, np.dtype)):
-        return np.zeros(inp.shape, dtype=output)
-    if isinstance(output, str):
+        output = np.zeros(inp.shape, dtype=output)
+    elif isinstance(output, str):
         dtype = np.dtype(output)
         if not issubclass(dtype.type, np.number):
             raise RuntimeError(f"output must have numeric dtype, got output={output!r}")
-        return np.zeros(inp.shape, dtype=dtype)
-    output = np.asarray(output)
-    if output.shape != inp.shape:
-        raise RuntimeError(f"output shape not correct: output has shape {output.shape}, "
-                           f"input {inp.shape}")
+        output = np.zeros(inp.shape, dtype=dtype)
+    else:
+        output = np.asarray(output)
+        if output.shape != inp.shape:
+            raise RuntimeError(f"output shape not correct: output has shape {output.shape}, "
+                               f"input {inp.shape}")
+    if output.dtype.kind == "c":  # scipy's only for complex input or weights, refused here
+        raise RuntimeError(f"output array type {output.dtype} not supported: numbaconv.ndimage "
+                           f"filters real arrays into real outputs")
     return output
 
 
