@@ -59,10 +59,14 @@ def warmup() -> None:
           f"load them from numba's disk cache")
 
 
+USAGE = "usage: python -m numbaconv [warmup]\n\n" + __doc__
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["warmup"]:
         warmup()
+    elif sys.argv[1:] in (["-h"], ["--help"]):
+        print(USAGE)
     elif sys.argv[1:]:
-        raise SystemExit("usage: python -m numbaconv [warmup]")
+        raise SystemExit(USAGE)
     else:
         main()

@@ -149,6 +149,28 @@ def test_gemm_path_allclose(rng):
     check(x, (1, 16, 8, 6, 12), w, b, exact=False)
 
 
+def test_winograd_layers_agree_to_rounding_and_exactly_under_exact_precision(rng):
+    """A dense 3x3x3 U-Net layer: under the default precision the whole volume runs
+    Winograd and the blocks (another tile grid) other kernels, so they agree to
+    rounding; under "exact" both run the direct kernels, bit for bit (a review found
+    the README claimed bits here)."""
+    from numbaconv import _dispatch
+    from numbaconv._spec import ConvSpec
+
+    x, w, b = make(rng, (1, 32, 16, 16, 16), 32, 3)
+    assert nc.get_precision() == "fast"
+    assert _dispatch.choose(ConvSpec.from_args(x, w, b, padding=1)[0]) == "winograd"
+    got = ncd.conv3d(da.from_array(x, chunks=(1, 32, 8, 8, 8)), w, b, padding=1).compute()
+    whole = nc.conv3d(x, w, b, padding=1)
+    # Winograd's documented float32 bound (README, Precision): 1e-5 * max|y|
+    np.testing.assert_allclose(got, whole, rtol=0, atol=1e-5 * np.abs(whole).max())
+    previous = nc.set_precision("exact")
+    try:
+        check(x, (1, 32, 8, 8, 8), w, b, padding=1)
+    finally:
+        nc.set_precision(previous)
+
+
 # ---- Padding modes -----------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
 @pytest.mark.parametrize("chunks, args", [

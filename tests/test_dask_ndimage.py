@@ -79,6 +79,24 @@ def test_per_axis_modes_and_axes():
     check("gaussian_laplace", x, (4, 3, 2), sigma=(1.0, 0.5), axes=(1, 2), radius=2)
 
 
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint32])
+def test_derivative_filters_of_bool_and_uint32_data_hold_scipys_bytes(dtype):
+    """A bool intermediate holds bytes such as 255 (scipy's unsigned char) that the next
+    pass reads, and uint32 sums past 2^32 wrap as C's cast does, whose numpy twin gave 0
+    in its vector loop (so the bits changed with a block's length). Byte for byte
+    against scipy itself, on blocks of several sizes (found by a review)."""
+    sn = pytest.importorskip("scipy.ndimage")
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 2 if dtype == np.bool_ else 100, (9, 8, 7)).astype(dtype)
+    for name, kwargs in (("sobel", dict(axis=0)), ("prewitt", dict(axis=1)),
+                         ("gaussian_filter", dict(sigma=1.0)), ("gaussian_laplace", dict(sigma=1.0))):
+        expected = getattr(sn, name)(x, **kwargs)
+        assert getattr(nd, name)(x, **kwargs).tobytes() == expected.tobytes(), name
+        for chunks in ((4, 3, 2), (1, 8, 7), -1):
+            got = getattr(dnd, name)(da.from_array(x, chunks=chunks), **kwargs).compute(scheduler="sync")
+            assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes(), (name, chunks)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int32, np.uint8])
 def test_more_dtypes(dtype):
     """float64/float16 take uniform_filter1d's whole-axis path, the integers the
@@ -124,6 +142,10 @@ def test_large_integer_kernels_on_blocks():
     for mode in ("reflect", "constant"):
         check("correlate", x, (9, 13, 14), weights=psf, mode=mode, cval=1.5)
         check("correlate", x, ((1, 12, 13), (13,), (2, 12)), weights=psf, mode=mode, cval=1.5)
+
+
+def test_dask_images_gaussian_alias():
+    assert dnd.gaussian is dnd.gaussian_filter and "gaussian" in dnd.__all__
 
 
 def test_chunk_merging():

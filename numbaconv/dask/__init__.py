@@ -3,9 +3,16 @@
 ``numbaconv.dask.conv3d`` takes a 5-D :class:`dask.array.Array` and returns a lazy dask
 array equal to the in-memory :func:`numbaconv.conv3d` of the whole volume. The same
 kernels run on each block and sum each output in the same order, so the result is
-bitwise the same, except where ``auto`` picks the GEMM (BLAS) path, for the whole volume
-or for a block (pointwise layers with >= 64 input channels per group, very large
-planes), which agrees to rounding. Requires ``dask[array]``; ``distributed`` is optional.
+bitwise the same wherever ``auto`` runs the direct kernels (direct, blocked, tiny: one
+summation order) for the whole volume and for every block. It picks per call, from the
+block's shape, and three other kinds of kernel agree with those to rounding only (about
+1e-6 of the output's scale in float32): the GEMM (BLAS) path (pointwise layers with >= 64
+input channels per group, very large planes), and under the default precision
+``"fast"`` Winograd (dense 3x3x3 stride-1 layers: its tiles start at each block's
+origin) and the FFT (large kernels). ``numbaconv.set_precision("exact")`` leaves out
+the last two. A choice stored by ``numbaconv.autotune`` is per layer class, which
+depends on the shape, so it too may differ between the whole and a block. Requires
+``dask[array]``; ``distributed`` is optional.
 
 How the blocks are made, per spatial axis (size ``I``, kernel ``k``, stride ``s``,
 padding ``p``, dilation ``d``; the dilated kernel spans ``K = d*(k-1) + 1``):
@@ -77,7 +84,7 @@ def conv3d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
             spatial chunks set the output's (see the module docstring).
         weight, bias: array-likes (numpy arrays; small dask arrays are computed).
         padding_mode: how the ``padding`` voxels at the volume's true borders are
-            filled, with PyTorch's names and semantics (case-insensitive):
+            filled, with PyTorch's names and semantics:
             ``"zeros"`` (MegEngine's and the in-memory function's only mode),
             ``"reflect"`` (mirror without repeating the edge, numpy's ``"reflect"``;
             padding must be < the size on each axis), ``"replicate"`` (repeat the edge,

@@ -74,7 +74,7 @@ from .. import ndimage as _nd
 from ..ndimage import _support as S
 from . import da, task_threads
 
-__all__ = list(_nd.__all__)
+__all__ = list(_nd.__all__) + ["gaussian"]
 
 
 # ---- One step -------------------------------------------------------------------------------
@@ -264,6 +264,19 @@ def _checked(image, in_memory, *args, **kwargs):
     return x
 
 
+def _chain(x, steps):
+    """``x`` through ``steps`` (1-D passes, each ``step(x)``), each on the previous one's
+    result. A bool result goes on as its bytes (uint8) and the last comes back as bool,
+    as in memory (``numbaconv.ndimage._filters._chain``): scipy's bool is an unsigned
+    char, whose bytes (2 for 2.7, 255 for -1) the next pass reads."""
+    boolean = False
+    for step in steps:
+        x = step(x)
+        if x.dtype == np.bool_:
+            boolean, x = True, x.view(np.uint8)
+    return x.view(np.bool_) if boolean else x
+
+
 def gaussian_filter(image, sigma, order=0, mode="reflect", cval=0.0, truncate=4.0, *,
                     radius=None, axes=None):
     """scipy.ndimage.gaussian_filter: one :func:`gaussian_filter1d` per axis with sigma >
@@ -275,10 +288,9 @@ def gaussian_filter(image, sigma, order=0, mode="reflect", cval=0.0, truncate=4.
     passes = zip(axes, S.normalize_sequence(sigma, n, "sigma"),
                  S.normalize_sequence(order, n, "order"), S.normalize_sequence(mode, n, "mode"),
                  S.normalize_sequence(radius, n, "radius"))
-    for axis, sd, o, m, r in passes:
-        if sd > 1e-15:
-            x = gaussian_filter1d(x, sd, axis, o, m, cval, truncate, radius=r)
-    return x
+    return _chain(x, [functools.partial(gaussian_filter1d, sigma=sd, axis=axis, order=o, mode=m,
+                                        cval=cval, truncate=truncate, radius=r)
+                      for axis, sd, o, m, r in passes if sd > 1e-15])
 
 
 def uniform_filter(image, size=3, mode="reflect", cval=0.0, origin=0, *, axes=None):
@@ -288,10 +300,9 @@ def uniform_filter(image, size=3, mode="reflect", cval=0.0, origin=0, *, axes=No
     n = len(axes)
     passes = zip(axes, S.normalize_sequence(size, n, "size"),
                  S.normalize_sequence(origin, n, "origin"), S.normalize_sequence(mode, n, "mode"))
-    for axis, size_, o, m in passes:
-        if size_ > 1:
-            x = uniform_filter1d(x, int(size_), axis, m, cval, o)
-    return x
+    return _chain(x, [functools.partial(uniform_filter1d, size=int(size_), axis=axis, mode=m,
+                                        cval=cval, origin=o)
+                      for axis, size_, o, m in passes if size_ > 1])
 
 
 def _derivative_then_smooth(image, in_memory, axis, mode, cval, smooth):
@@ -299,10 +310,10 @@ def _derivative_then_smooth(image, in_memory, axis, mode, cval, smooth):
     x = _checked(image, in_memory, axis, None, mode, cval)
     axis = S.axis_index(axis, x.ndim)
     modes = S.normalize_sequence(mode, x.ndim, "mode")
-    x = correlate1d(x, [-1, 0, 1], axis, modes[axis], cval)
-    for other in (ax for ax in range(x.ndim) if ax != axis):
-        x = correlate1d(x, smooth, other, modes[other], cval)
-    return x
+    steps = [functools.partial(correlate1d, weights=[-1, 0, 1], axis=axis, mode=modes[axis], cval=cval)]
+    steps += [functools.partial(correlate1d, weights=smooth, axis=other, mode=modes[other], cval=cval)
+              for other in range(x.ndim) if other != axis]
+    return _chain(x, steps)
 
 
 def sobel(image, axis=-1, mode="reflect", cval=0.0):
@@ -383,3 +394,7 @@ def gaussian_gradient_magnitude(image, sigma, mode="reflect", cval=0.0, truncate
     if not S.check_axes(axes, x.ndim):
         return total
     return total.map_blocks(_sqrt_in_place, dtype=total.dtype)
+
+
+#: dask-image's alias (``dask_image.ndfilters.gaussian``).
+gaussian = gaussian_filter

@@ -61,7 +61,23 @@ def _store(result: np.ndarray, output: np.ndarray) -> None:
         # (0.3 -> False), where numpy's cast to bool tests for nonzero.
         output = output.view(np.uint8)
     with np.errstate(invalid="ignore", over="ignore"):
+        if output.dtype == np.uint32 and result.dtype.kind == "f" and _uint32_through_int64():
+            # scipy's C cast of a double to uint32 goes through a 64-bit integer here:
+            # values past 2^32 or below 0 wrap modulo 2^32. numpy's own cast does that in
+            # its scalar loop but gives 0 in its vector loop, so it changed with the
+            # array's length (numbaconv.dask's blocks; uint32 sobel, found by a review).
+            result = result.astype(np.int64)
         np.copyto(output, result, casting="unsafe")
+
+
+@functools.lru_cache(maxsize=None)
+def _uint32_through_int64() -> bool:
+    """Whether C casts a double to uint32 as it casts it to int64, then narrows (x86-64):
+    numpy's one-element cast is C's (its scalar loop)."""
+    probe = [1.7e10, -5.5, 2.0 ** 40 + 3.7, -2.0 ** 33 - 1.2]
+    with np.errstate(all="ignore"):
+        scalar = [int(np.array([v]).astype(np.uint32)[0]) for v in probe]
+        return scalar == [int(v) for v in np.array(probe).astype(np.int64).astype(np.uint32)]
 
 
 def _target(output: np.ndarray, shape3, work) -> np.ndarray:
