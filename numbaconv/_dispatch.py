@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import itertools
 import math
 import os
 import queue
@@ -665,6 +666,8 @@ class _BlasLimit:
         self._users = 0
         self._limiter = None
         self._controller = None
+        self._openblas = ()  # (get, set) of each pthreads OpenBLAS
+        self._restore = ()  # its thread counts before the limit
 
     @contextlib.contextmanager
     def __call__(self):
@@ -682,7 +685,15 @@ class _BlasLimit:
                     from threadpoolctl import ThreadpoolController
 
                     self._controller = ThreadpoolController()
+                    self._openblas = _pthreads_openblas(self._controller)
+                self._restore = tuple((set_, get()) for get, set_ in self._openblas)
                 self._limiter = self._controller.limit(limits=1, user_api="blas")
+                # threadpoolctl (3.6 and later) changes a pthreads OpenBLAS only from the
+                # first Python thread that limited it: from any other, its limit did
+                # nothing and BLAS ran two threads inside numba's loops, with other
+                # bits (a gemm layer called from a worker thread; found by a review).
+                for _, set_ in self._openblas:
+                    set_(1)
             self._users += 1
         try:
             yield
@@ -692,9 +703,35 @@ class _BlasLimit:
                 if self._users == 0:
                     self._limiter.restore_original_limits()
                     self._limiter = None
+                    for set_, threads in self._restore:
+                        set_(threads)
 
 
 single_threaded_blas = _BlasLimit()
+
+
+def _pthreads_openblas(controller) -> tuple:
+    """``(openblas_get_num_threads, openblas_set_num_threads)`` of each OpenBLAS that
+    ``controller`` (threadpoolctl's) found with one process-wide thread pool (not the
+    OpenMP build, whose limit is per thread), called through ctypes."""
+    import ctypes
+
+    calls = []
+    for lib in controller.lib_controllers:
+        if lib.internal_api != "openblas" or getattr(lib, "threading_layer", None) == "openmp":
+            continue
+        try:
+            dll = ctypes.CDLL(lib.filepath)
+        except OSError:
+            continue
+        for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+            get = getattr(dll, f"{prefix}openblas_get_num_threads{suffix}", None)
+            set_ = getattr(dll, f"{prefix}openblas_set_num_threads{suffix}", None)
+            if get is not None and set_ is not None:
+                get.restype, set_.argtypes, set_.restype = ctypes.c_int, [ctypes.c_int], None
+                calls.append((get, set_))
+                break
+    return tuple(calls)
 
 
 class UnsupportedLayer(ValueError):

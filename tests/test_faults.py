@@ -245,6 +245,35 @@ def test_blas_limit_covers_the_kernels_blas_from_the_first_call(tmp_path):
     assert "OpenBLAS Warning" not in proc.stderr, proc.stderr[-2000:]
 
 
+def test_blas_limit_holds_in_every_python_thread(rng):
+    """threadpoolctl changes a pthreads OpenBLAS only from the first Python thread that
+    limited it: a GEMM layer called from another thread ran BLAS on two threads inside
+    numba's loops, with other bits than the same call on the main thread (found by a
+    review). The limit now holds from any thread, and the bits agree."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+    x = rng.standard_normal((1, 2, 18, 18, 18)).astype(np.float32)
+    w = rng.standard_normal((2, 2, 7, 7, 7)).astype(np.float32)
+    on_main = nc.conv3d(x, w, padding=3, algorithm="gemm")  # the main thread limits first
+    seen = {}
+
+    def worker():
+        with _dispatch.single_threaded_blas():
+            seen["inside"] = blas_threads()
+        seen["result"] = nc.conv3d(x, w, padding=3, algorithm="gemm")
+
+    before = blas_threads()
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen["inside"] and all(n == 1 for n in seen["inside"]), seen["inside"]
+    assert blas_threads() == before  # restored
+    assert seen["result"].tobytes() == on_main.tobytes()
+
+
 # ---- NUMBA_DISABLE_JIT ------------------------------------------------------------------------
 _NO_JIT_SCRIPT = r'''
 import json
