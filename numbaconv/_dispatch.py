@@ -802,6 +802,11 @@ class Plan:
                 operands[:self.kernel.nonfinite_operands]):
             return plan_for(self.spec, _exact_algorithm(self.spec, self.computes), self.computes,
                             tiered=True).run(*operands)
+        if kernel.skips_zero_products and len(tiers) > 1 and not all_finite(operands):
+            # A NaN or Inf operand would not meet the zeros this tier leaves out, where
+            # the tiers above make 0 x Inf = NaN: the tier above serves (compiled now).
+            kernel = REGISTRY[tiers[-2]]
+            run = functools.partial(launch, _kernel(kernel.name, self.dtype))
         if kernel.parallel and _forked_after_omp:
             kernel = REGISTRY[kernel.serial]
             run = functools.partial(launch, _kernel(kernel.name, self.dtype))

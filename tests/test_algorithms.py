@@ -275,6 +275,16 @@ def test_cold_weight_gradients_start_on_the_tiny_kernel_with_the_same_bits(monke
     assert plan.run(x, g).tobytes() == expected.tobytes()
     assert plan.run(spoiled, g).tobytes() == expected_spoiled.tobytes()
     assert not np.isfinite(expected_spoiled).all() and np.isfinite(expected_spoiled).any()
+    # A NaN or Inf in grad_output at the border meets the input's padding, whose zeros
+    # the tiny kernel leaves out and the blocked one multiplies (0 x Inf = NaN): the tier
+    # above serves then (found by a review: fewer NaN than the blocked kernel).
+    for value in (np.nan, np.inf):
+        bad = g.copy()
+        bad[0, 1, 0, 0, 0] = value
+        blocked = warm.run(x, bad)
+        assert np.isnan(blocked).any() and not np.isnan(blocked).all()
+        assert plan.run(x, bad).tobytes() == blocked.tobytes()
+    assert plan.kernel_name == "wgrad_tiny"  # finite operands still take it
 
 
 def test_huge_padding_and_stride_stay_small(rng):

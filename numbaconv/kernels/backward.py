@@ -208,7 +208,7 @@ register(name="wgrad_direct_serial", computes=WEIGHT_GRAD,
          bitwise="wgrad_direct",
          description="the direct weight gradient on the calling thread")
 register(name="wgrad_tiny", computes=WEIGHT_GRAD, function=weight_grad_tiny, examples=_examples,
-         launch=launch_weight_grad, parallel=False, bitwise="wgrad_direct",
+         launch=launch_weight_grad, parallel=False, bitwise="wgrad_direct", skips_zero_products=True,
          description="the direct weight gradient one product at a time, no scratch "
                      "planes (small layers, while the others compile)")
 for _cob, _tb in WGRAD_VARIANTS:  # all are declared; the dispatcher picks the target CPU's

@@ -69,6 +69,9 @@ class Kernel:
     #: zeros and the input holds values of other positions (the direct weight
     #: gradients): zero times an Inf there is NaN.
     sums_margins: bool = False
+    #: Leaves out products with a zero factor (padding) that the kernels of its bits
+    #: make: 0 x Inf is NaN in those, so it serves only finite operands (``wgrad_tiny``).
+    skips_zero_products: bool = False
     #: The compute dtypes it is compiled for (``examples``' argument).
     dtypes: tuple = ("float32", "float64")
     #: False for a plain Python function (the BLAS kernels' numpy twins): nothing to
