@@ -19,11 +19,13 @@ AVX-512, another BLAS), timing on the machine itself picks better.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -74,16 +76,22 @@ def layer_class(spec, computes) -> str:
             f"precision={_config.precision()}")
 
 
+def _read(file) -> dict:
+    """The choices stored in ``file``: none if there is none yet, or it is unreadable
+    (then the rules decide)."""
+    try:
+        with open(file) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _load() -> dict:
     """This target's choices (read on first use; callers hold ``_lock``)."""
     file = path()
     if file not in _stores:
-        try:
-            with open(file) as f:
-                data = json.load(f)
-        except (OSError, ValueError):
-            data = {}  # none stored yet, or unreadable: the rules decide
-        _stores[file] = data if isinstance(data, dict) else {}
+        _stores[file] = _read(file)
     return _stores[file]
 
 
@@ -106,24 +114,51 @@ def _record(spec, computes) -> dict | None:
         record = _load().get(layer_class(spec, computes))
     if not isinstance(record, dict):
         return None
-    kernel = REGISTRY.get(record.get("kernel"))
+    name = record.get("kernel")
+    kernel = REGISTRY.get(name) if isinstance(name, str) else None
     if kernel is None or kernel.computes != computes or not _dispatch.permitted(kernel, spec):
         return None
     return dict(record, stored=True)
 
 
 def _save(key: str, record: dict) -> None:
-    """Add one record; the file is rewritten whole, through a temporary file, so a
-    reader never sees half of it."""
+    """Add one record: to this process's choices, and to the file, which is read again,
+    merged and rewritten whole under a lock (so that processes tuning at once keep each
+    other's records), through a temporary file (so a reader never sees half of it). A
+    file that cannot be written warns, and the choice holds for this process only."""
     with _lock:
-        store = _load()
-        store[key] = record
+        _load()[key] = record
         file = path()
-        os.makedirs(os.path.dirname(file), exist_ok=True)
-        temporary = f"{file}.{os.getpid()}.tmp"
-        with open(temporary, "w") as f:
-            json.dump(store, f, indent=1, sort_keys=True)
-        os.replace(temporary, file)
+        try:
+            os.makedirs(os.path.dirname(file), exist_ok=True)
+            with _file_lock(file):
+                store = _read(file)
+                store[key] = record
+                temporary = f"{file}.{os.getpid()}.tmp"
+                with open(temporary, "w") as f:
+                    json.dump(store, f, indent=1, sort_keys=True)
+                os.replace(temporary, file)
+        except OSError as error:
+            warnings.warn(f"numbaconv could not store the autotuner's choice in {file} "
+                          f"({error}); it holds for this process only", RuntimeWarning,
+                          stacklevel=3)
+
+
+@contextlib.contextmanager
+def _file_lock(file):
+    """Hold ``file``'s lock file, so that another process's read-merge-write of it waits
+    (POSIX ``flock``; where there is none, nothing is locked)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(file + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def clear() -> None:

@@ -257,12 +257,14 @@ class Conv3d(_ConvNd):
         return layer
 
     def to_torch(self):
-        """A ``torch.nn.Conv3d`` with this layer's hyper-parameters and weights."""
+        """A ``torch.nn.Conv3d`` with this layer's hyper-parameters and weights (for
+        ``conv_mode="convolution"`` the weight flipped on its three spatial axes: PyTorch
+        only cross-correlates)."""
         torch = _torch()
         module = torch.nn.Conv3d(self.in_channels, self.out_channels, self.kernel_size,
                                  self.stride, self.padding, self.dilation, self.groups,
                                  self.bias is not None, padding_mode=self.padding_mode)
-        _copy_into_torch(module, self)
+        _copy_into_torch(module, self, flip=str(self.conv_mode).lower() == "convolution")
         return module
 
 
@@ -330,11 +332,15 @@ def _to_numpy(tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
 
 
-def _copy_into_torch(module, layer) -> None:
+def _copy_into_torch(module, layer, flip: bool = False) -> None:
     """Copy ``layer``'s parameters into the torch ``module`` (MegEngine's grouped 6-D
-    weight becomes PyTorch's 5-D one: the same memory order)."""
+    weight becomes PyTorch's 5-D one: the same memory order; ``flip``: reversed on the
+    three spatial axes)."""
     torch = _torch()
+    weight = layer.weight.reshape(tuple(module.weight.shape))
+    if flip:
+        weight = np.ascontiguousarray(weight[..., ::-1, ::-1, ::-1])
     with torch.no_grad():
-        module.weight.copy_(torch.from_numpy(layer.weight.reshape(tuple(module.weight.shape))))
+        module.weight.copy_(torch.from_numpy(weight))
         if layer.bias is not None:
             module.bias.copy_(torch.from_numpy(layer.bias.reshape(-1)))

@@ -104,7 +104,10 @@ def test_choices_for_one_class_leave_other_classes_alone(store, rng):
 
 
 @pytest.mark.parametrize("content", ['{"forward float32": {"kernel": "nonsense"}}', "not json",
-                                     "[1, 2]", '{"k": 3}'])
+                                     "[1, 2]", '{"k": 3}',
+                                     # not a name at all (raised TypeError; a review)
+                                     '{"forward float32": {"kernel": ["gemm"]}}',
+                                     '{"forward float32": {"kernel": {"a": 1}}}'])
 def test_a_damaged_store_leaves_the_rules_in_charge(store, rng, content):
     x, w, spec = _layer(rng)
     file = _autotune.path()
@@ -114,6 +117,38 @@ def test_a_damaged_store_leaves_the_rules_in_charge(store, rng, content):
     _autotune._stores.clear()
     assert _dispatch.resolve(spec, "auto") == _dispatch.choose(spec)
     assert_matches_reference(nc.conv3d(x, w, padding=1), x, w, padding=1)
+
+
+def test_processes_tuning_at_once_keep_each_others_choices(store, rng):
+    """A process that read the file before another one stored a choice merges the file
+    as it is now when it stores its own (it rewrote the copy it read, dropping the other
+    process's record; found by a review). This process's own choices stay as read."""
+    x, w, spec = _layer(rng)
+    _autotune._stores.clear()
+    assert _dispatch.resolve(spec, "auto") == _dispatch.choose(spec)  # reads the empty file
+    other = ConvSpec.from_args(x[:, :2], w[:, :2], None, padding=1)[0]
+    _store_choice(other, FORWARD, "direct")  # another process, meanwhile
+    _autotune._stores[_autotune.path()] = {}  # ...which this one has not read
+    _autotune._save(_autotune.layer_class(spec, FORWARD), {"kernel": "gemm", "seconds": {}})
+    with open(_autotune.path()) as f:
+        stored = json.load(f)
+    assert stored[_autotune.layer_class(other, FORWARD)]["kernel"] == "direct"
+    assert stored[_autotune.layer_class(spec, FORWARD)]["kernel"] == "gemm"
+    assert _autotune.layer_class(other, FORWARD) not in _autotune._stores[_autotune.path()]
+
+
+def test_an_unwritable_store_warns_and_keeps_the_choice_for_this_process(tmp_path, monkeypatch, rng):
+    """NUMBACONV_AUTOTUNE=1 with a folder that cannot be made (here a file is in the
+    way) raised from every new layer's call (a review); it warns instead."""
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("")
+    monkeypatch.setenv("NUMBACONV_AUTOTUNE_DIR", str(blocked / "choices"))
+    x, w, spec = _layer(rng)
+    _autotune._stores.clear()
+    with pytest.warns(RuntimeWarning, match="could not store the autotuner's choice"):
+        _autotune._save(_autotune.layer_class(spec, FORWARD), {"kernel": "gemm", "seconds": {}})
+    assert _autotune._record(spec, FORWARD)["kernel"] == "gemm"
+    _autotune._stores.clear()
 
 
 def test_a_stored_kernel_that_computes_something_else_is_ignored(store, rng):

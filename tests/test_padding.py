@@ -120,6 +120,18 @@ def test_torch_round_trip_transposed(rng):
     np.testing.assert_array_equal(layer.to_torch()(torch.from_numpy(x)).detach().numpy(), expected)
 
 
+def test_convolution_mode_to_torch_flips_the_weight(rng):
+    """PyTorch only cross-correlates: a conv_mode="convolution" layer's torch twin
+    holds the flipped weight (it held it as it was: other outputs; found by a review)."""
+    torch = pytest.importorskip("torch")
+    layer = nc.Conv3d(4, 6, (3, 2, 3), padding=1, groups=2, conv_mode="convolution", rng=0)
+    x = rng.standard_normal((2, 4, 5, 6, 7)).astype(np.float32)
+    twin = layer.to_torch()
+    np.testing.assert_allclose(twin(torch.from_numpy(x)).detach().numpy(), layer(x),
+                               rtol=1e-5, atol=1e-5)
+    assert layer.weight.shape == (2, 3, 2, 3, 2, 3)  # the layer's own weight is unchanged
+
+
 def test_from_torch_rejects_other_modules():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="must be a torch.nn.Conv3d"):
