@@ -54,7 +54,8 @@ def set_precision(precision: str) -> str:
     variable ``NUMBACONV_PRECISION`` sets it at import."""
     from . import _config
     from ._spec import check_choice
-    previous = _config.set_precision(check_choice("precision", precision, _config.PRECISIONS))
+    previous = _config.set_precision(check_choice("precision", precision, _config.PRECISIONS,
+                                                  case_sensitive=False))
     _functional.clear_plans()  # plans made before hold the other setting's choices
     return previous
 

@@ -888,9 +888,10 @@ def clear_plans() -> None:
     _PLANS.clear()
 
 
-#: Weight-gradient kernels ``auto`` only falls back on (a lower tier, or a process forked
-#: after OpenMP started): ``warmup`` has no need of them.
-_NEVER_FINAL = ("wgrad_direct_serial", "wgrad_tiny")
+#: Kernels ``auto`` only serves from while another compiles (a lower tier): ``warmup``
+#: has no need of them. (``wgrad_direct_serial`` is a process's weight gradient after a
+#: fork once OpenMP has started, so it is warmed up: a review found it left out.)
+_NEVER_FINAL = ("wgrad_tiny",)
 
 
 def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> list:
@@ -910,6 +911,10 @@ def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> lis
 
     from ._spec import check_choice
 
+    if isinstance(dtypes, (str, type, np.dtype)):
+        dtypes = (dtypes,)  # one dtype, not the characters of its name
+    if isinstance(algorithms, str):
+        algorithms = (algorithms,)
     if algorithms is None:
         uncompiled = {name for name, kernel in list(REGISTRY.items()) if not kernel.compiled}
         algorithms = tuple(a for a in ALGORITHMS[1:] + WEIGHT_GRAD_ALGORITHMS[1:]

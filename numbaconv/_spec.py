@@ -98,7 +98,13 @@ def check_array(name: str, value) -> np.ndarray:
             f"{name}.filled(value) or {name}.data explicitly"
         )
     if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
-        value = value.numpy()  # a MegEngine or torch tensor
+        if hasattr(value, "detach"):  # a torch tensor that requires grad refuses .numpy()
+            value = value.detach()
+        try:
+            value = value.numpy()  # a MegEngine or torch tensor
+        except (TypeError, RuntimeError) as exc:  # on a GPU, bfloat16, ...
+            raise TypeError(f"{name} could not be read as a numpy array: "
+                            f"{type(value).__name__}.numpy() failed: {exc}") from None
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as exc:

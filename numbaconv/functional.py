@@ -57,7 +57,8 @@ def conv3d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         (N, Cout, Do, Ho, Wo) array with ``Do = (D + 2*pD - dD*(kD-1) - 1) // sD + 1``
         (likewise H, W). float32 and float64 are computed in their own precision;
         float16 is accumulated in float32 and returned as float16. Mixed float operands
-        promote as in numpy; an integer operand takes the other's float dtype.
+        promote as in numpy; an integer operand takes the other's float dtype. The
+        bias is cast to that dtype (the input and the weight decide it).
     """
     return _forward(inp, weight, bias, stride, padding, dilation, groups, conv_mode,
                     padding_mode, algorithm)

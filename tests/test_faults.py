@@ -472,6 +472,33 @@ def test_threads_make_cold_ndimage_calls_of_many_dtypes_at_once(tmp_path):
     assert report == {"errors": [], "mismatches": []}, report
 
 
+def test_warmup_takes_one_name_as_it_is():
+    """A single dtype or kernel name, not the characters of it (warmup("float64")
+    asked for dtype 'int64', from 'f'; a review)."""
+    assert [(n, d.name) for n, d in nc.warmup("float32", "tiny")] == [("tiny", "float32")]
+    assert [(n, d.name) for n, d in nc.warmup(np.float32, ["tiny"])] == [("tiny", "float32")]
+
+
+def test_default_warmup_covers_the_kernels_forked_processes_run(monkeypatch):
+    """A process forked once OpenMP has started runs each parallel kernel's serial twin:
+    the default warmup covers the weight gradient's too (it left wgrad_direct_serial
+    out; a review). Nothing is compiled here: the names only."""
+    monkeypatch.setattr(_dispatch, "_on_disk", lambda kernel, dtype: True)
+    monkeypatch.setattr(_dispatch, "_kernel", lambda name, dtype, wait=None: None)
+    names = {name for name, _ in nc.warmup()}
+    assert {"direct_serial", "wgrad_direct_serial"} <= names
+    twins = {k.serial for name in names for k in [_dispatch.REGISTRY[name]] if k.serial}
+    assert twins <= names, twins - names
+
+
+def test_set_precision_is_case_insensitive_as_its_environment_variable():
+    previous = nc.set_precision("EXACT")
+    try:
+        assert nc.get_precision() == "exact"
+    finally:
+        nc.set_precision(previous)
+
+
 def test_warmup_reports_progress():
     lines = []
     pairs = nc.warmup(dtypes=("float32",), algorithms=("tiny",), progress=lines.append)

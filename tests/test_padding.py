@@ -138,6 +138,23 @@ def test_from_torch_rejects_other_modules():
         nc.Conv3d.from_torch(torch.nn.Conv2d(1, 1, 3))
 
 
+def test_torch_tensors_that_require_grad_are_read(rng):
+    """A torch parameter requires grad, and torch refuses its .numpy(): load_state_dict
+    of t.weight and nc.conv3d of it raised torch's RuntimeError (a review); a tensor
+    numpy cannot hold (bfloat16) is a TypeError naming the argument."""
+    torch = pytest.importorskip("torch")
+    twin = torch.nn.Conv3d(2, 3, 3, padding=1)
+    layer = nc.Conv3d(2, 3, 3, padding=1)
+    layer.load_state_dict({"weight": twin.weight, "bias": twin.bias})
+    x = rng.standard_normal((1, 2, 5, 5, 5)).astype(np.float32)
+    expected = twin(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(nc.conv3d(x, twin.weight, twin.bias, padding=1), expected,
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="weight could not be read as a numpy array"):
+        nc.conv3d(x, twin.weight.to(torch.bfloat16))
+
+
 def test_megengine_style_state_dict(rng):
     """MegEngine's state_dict: objects with .numpy(), a (1, C, 1, 1, 1) bias."""
     class Tensor:
