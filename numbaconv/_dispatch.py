@@ -667,7 +667,8 @@ class _BlasLimit:
         self._limiter = None
         self._controller = None
         self._openblas = ()  # (get, set) of each pthreads OpenBLAS
-        self._restore = ()  # its thread counts before the limit
+        self._others = True  # BLAS libraries threadpoolctl limits (per thread there)
+        self._restore = ()  # the OpenBLAS thread counts before the limit
 
     @contextlib.contextmanager
     def __call__(self):
@@ -685,15 +686,21 @@ class _BlasLimit:
                     from threadpoolctl import ThreadpoolController
 
                     self._controller = ThreadpoolController()
-                    self._openblas = _pthreads_openblas(self._controller)
+                    openblas = _pthreads_openblas(self._controller)
+                    self._openblas = tuple(calls for _, calls in openblas)
+                    self._others = any(lib.user_api == "blas" and lib.filepath not in dict(openblas)
+                                       for lib in self._controller.lib_controllers)
                 self._restore = tuple((set_, get()) for get, set_ in self._openblas)
-                self._limiter = self._controller.limit(limits=1, user_api="blas")
                 # threadpoolctl (3.6 and later) changes a pthreads OpenBLAS only from the
                 # first Python thread that limited it: from any other, its limit did
                 # nothing and BLAS ran two threads inside numba's loops, with other
-                # bits (a gemm layer called from a worker thread; found by a review).
+                # bits (a gemm layer called from a worker thread; found by a review). So
+                # those are set directly (also quicker: threadpoolctl's limit took 20 us
+                # of a 360 us pointwise layer), and threadpoolctl limits the others.
                 for _, set_ in self._openblas:
                     set_(1)
+                if self._others:
+                    self._limiter = self._controller.limit(limits=1, user_api="blas")
             self._users += 1
         try:
             yield
@@ -701,8 +708,9 @@ class _BlasLimit:
             with self._lock:
                 self._users -= 1
                 if self._users == 0:
-                    self._limiter.restore_original_limits()
-                    self._limiter = None
+                    if self._limiter is not None:
+                        self._limiter.restore_original_limits()
+                        self._limiter = None
                     for set_, threads in self._restore:
                         set_(threads)
 
@@ -711,9 +719,9 @@ single_threaded_blas = _BlasLimit()
 
 
 def _pthreads_openblas(controller) -> tuple:
-    """``(openblas_get_num_threads, openblas_set_num_threads)`` of each OpenBLAS that
-    ``controller`` (threadpoolctl's) found with one process-wide thread pool (not the
-    OpenMP build, whose limit is per thread), called through ctypes."""
+    """``(file, (openblas_get_num_threads, openblas_set_num_threads))`` of each OpenBLAS
+    that ``controller`` (threadpoolctl's) found with one process-wide thread pool (not
+    the OpenMP build, whose limit is per thread), called through ctypes."""
     import ctypes
 
     calls = []
@@ -729,7 +737,7 @@ def _pthreads_openblas(controller) -> tuple:
             set_ = getattr(dll, f"{prefix}openblas_set_num_threads{suffix}", None)
             if get is not None and set_ is not None:
                 get.restype, set_.argtypes, set_.restype = ctypes.c_int, [ctypes.c_int], None
-                calls.append((get, set_))
+                calls.append((lib.filepath, (get, set_)))
                 break
     return tuple(calls)
 
