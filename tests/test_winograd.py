@@ -248,10 +248,12 @@ def test_auto_uses_it_only_when_permitted():
 
 
 def test_precision_switch_is_checked():
-    with pytest.raises(ValueError, match="precision"):
-        nc.set_precision("Exact")
+    """Unknown names and non-strings are refused (the case is not checked, as in
+    NUMBACONV_PRECISION: see test_faults' case-insensitivity test)."""
     with pytest.raises(ValueError, match="precision"):
         nc.set_precision("highest")
+    with pytest.raises(TypeError, match="precision"):
+        nc.set_precision(None)
     assert nc.get_precision() == "fast"
 
 
