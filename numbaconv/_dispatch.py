@@ -686,9 +686,9 @@ class _BlasLimit:
                     from threadpoolctl import ThreadpoolController
 
                     self._controller = ThreadpoolController()
-                    openblas = _pthreads_openblas(self._controller)
-                    self._openblas = tuple(calls for _, calls in openblas)
-                    self._others = any(lib.user_api == "blas" and lib.filepath not in dict(openblas)
+                    openblas = dict(_pthreads_openblas(self._controller))  # file -> calls
+                    self._openblas = tuple(openblas.values())
+                    self._others = any(lib.user_api == "blas" and lib.filepath not in openblas
                                        for lib in self._controller.lib_controllers)
                 self._restore = tuple((set_, get()) for get, set_ in self._openblas)
                 # threadpoolctl (3.6 and later) changes a pthreads OpenBLAS only from the

@@ -192,7 +192,7 @@ def transposed_length(size, stride, padding, span, output_padding) -> int:
     return (size - 1) * stride - 2 * padding + span + output_padding
 
 
-def _transposed_axis(size, kernel, stride, padding, dilation, output_padding) -> tuple:
+def _transposed_axis(size, span, stride, padding, output_padding) -> tuple:
     """One axis of a transposed convolution as the input gradient of a forward one:
     (the forward convolution's input length, the tail, its padding after the input).
 
@@ -205,7 +205,7 @@ def _transposed_axis(size, kernel, stride, padding, dilation, output_padding) ->
     padding`` before the end (where that is positive), and the tail is the whole
     strides of that excess, with no padding after; otherwise there is no tail and
     ``padding - output_padding`` after."""
-    length = transposed_length(size, stride, padding, dilation * (kernel - 1) + 1, output_padding)
+    length = transposed_length(size, stride, padding, span, output_padding)
     if output_padding < stride:
         return length, 0, padding
     excess = output_padding - padding
@@ -481,9 +481,8 @@ class ConvSpec:
         batch, in_channels, in_size = _check_input(inp)
         # The weight is the forward convolution's: (Cin, Cout/G, k) there is (Cout, Cin/G, k) here.
         out_channels, kernel = _check_weight(weight, in_channels, params.groups, transposed=True)
-        axes = [_transposed_axis(size, k, s, p, d, op) for size, k, s, p, d, op in
-                zip(in_size, kernel, params.stride, params.padding, params.dilation,
-                    params.output_padding)]
+        axes = list(map(_transposed_axis, in_size, dilated_span(kernel, params.dilation),
+                        params.stride, params.padding, params.output_padding))
         out_size = tuple(length for length, _, _ in axes)
         tail = tuple(t for _, t, _ in axes)
         if min(out_size) < 1:

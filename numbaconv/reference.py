@@ -92,9 +92,7 @@ def conv_transpose3d_reference(inp, weight, bias=None, stride=1, padding=0, outp
     and the output is ``full[..., p : p + L]`` per axis, ``L = (I-1)*s - 2p + d*(k-1) +
     output_padding + 1``, with zeros where that reaches past ``full``."""
     x = np.asarray(inp, np.float64)
-    w = np.asarray(weight, np.float64)
-    if w.ndim == 5:
-        w = w.reshape((groups, w.shape[0] // groups) + w.shape[1:])
+    w = to_grouped(weight, groups)  # (G, Cin/G, Cout/G, k): the same reshape as a forward weight's
     s, p, op, d = triple(stride), triple(padding), triple(output_padding), triple(dilation)
     g, cin_g, cout_g = w.shape[:3]
     k = w.shape[3:]
