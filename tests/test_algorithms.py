@@ -60,6 +60,11 @@ def test_row_pair_kernel_gives_the_direct_kernels_bits(rng, monkeypatch, case, d
     """The row-pair block adds each output row's taps in the direct kernel's order: the
     same bits, with passes over input channels, and with an Inf that only one row of a
     pair reads (its second row's last kernel row, its first row's first)."""
+    if _cpu.row_pair_block(dtype) is None:
+        # Compiling them costs 40-50 s per dtype on a Zen 3, for kernels that no call
+        # reaches on this CPU (neither the rules nor a forced "blocked" pick them, and the
+        # autotuner's file is per CPU); the hosts that run them test them.
+        pytest.skip(f"no row-pair block on {_cpu.target().isa}: these kernels never run here")
     x, w, b, args = make_case(rng, *case, dtype)
     x[0, 0, 1, 1, 3] = np.inf
     x[-1, -1, -1, 0, 2] = -np.inf

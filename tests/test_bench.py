@@ -15,10 +15,13 @@ import numbaconv
 from numbaconv import _dispatch, bench
 from numbaconv.bench.layer import sampled_reference_diff
 from numbaconv.bench.report import clean_json
+from numbaconv.kernels.registry import FORWARD, REGISTRY
 from numbaconv.reference import conv3d_reference
 
+# Every forward kernel by its own name: which register-blocked variant serves depends on
+# the CPU (blocked8x16 on AVX-512, blocked4x16 on AVX2; see numbaconv/_cpu.py).
 ALGORITHM_NAMES = set(_dispatch.ALGORITHMS) | {
-    "blocked8x16", "blocked1x64", "direct_serial", "gemm", "direct"}
+    name for name, kernel in REGISTRY.items() if kernel.computes == FORWARD}
 ROW_KEYS = {"id", "name", "layer", "config", "out_shape", "gflop", "torch_ms", "numbaconv_ms",
             "speedup", "numbaconv_gflops", "torch_gflops", "pct_of_peak", "algorithm",
             "workspace_mib", "torch_workspace_mib", "rel_diff", "check", "tolerance", "ok",

@@ -626,6 +626,7 @@ def test_integer_passes_out_of_range_cast_as_scipy(dtype):
     machines where numpy wraps), else counted, not stored, and the pass is redone with
     numpy's cast (scipy's)."""
     from numbaconv.kernels import separable
+    from numbaconv.kernels.registry import readonly
     info = np.iinfo(dtype)
     x = np.random.default_rng(3).integers(info.min, info.max, (3, 4, 50), endpoint=True).astype(dtype)
     for weights in ([3.0], [-1.0, 0.0, 1.0], [0.25, 0.5, 0.25]):
@@ -634,13 +635,14 @@ def test_integer_passes_out_of_range_cast_as_scipy(dtype):
         np.testing.assert_array_equal(nn.correlate1d(x, weights, axis=0),
                                       sn.correlate1d(x, weights, axis=0))
     out = np.zeros((1, 4, 1), dtype)
-    src = np.full((1, 4, 1), info.max, dtype)
-    w = np.array([2.0])
-    outside = separable.correlate_lines_serial(src, np.arange(4), np.zeros(1, dtype), w,
-                                               separable.tap_plan(w), False, out)
+    # Read-only, as the filters launch it: the specialisation the warmup compiled.
+    src, index, cval_row, w = map(readonly, (np.full((1, 4, 1), info.max, dtype), np.arange(4),
+                                             np.zeros(1, dtype), np.array([2.0])))
+    outside = separable.correlate_lines_serial(src, index, cval_row, w, separable.tap_plan(w),
+                                               False, out)
     assert outside == 4 and not out.any()
-    outside = separable.correlate_lines_serial(src, np.arange(4), np.zeros(1, dtype), w,
-                                               separable.tap_plan(w), True, out)
+    outside = separable.correlate_lines_serial(src, index, cval_row, w, separable.tap_plan(w),
+                                               True, out)
     if 2.0 * info.max < 2.0**31:  # stored modulo 2^bits, as numpy's cast where it wraps
         expected = (2 * src.astype(np.int64)).astype(dtype)
         assert outside == 0 and np.array_equal(out, expected)
