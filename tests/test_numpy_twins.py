@@ -112,6 +112,7 @@ def test_winograd_twins_in_blocks_and_chunks(monkeypatch, block_bytes, staged):
         x, w, b, args = make_case(np.random.default_rng(1), *case, dtype=dtype)
         serial = nc.conv3d(x, w, b, algorithm="winograd_serial", **args)
         assert serial.tobytes() == nc.conv3d(x, w, b, algorithm="winograd", **args).tobytes()
+        spec = ConvSpec.from_args(x, w, None, **args)[0]  # this dtype's (the kernels' types)
         grad_out = np.random.default_rng(2).standard_normal(spec.out_shape).astype(dtype)
         serial = _backward.grad_weight(spec, x, grad_out, "wgrad_winograd_serial")
         assert serial.tobytes() == _backward.grad_weight(spec, x, grad_out, "wgrad_winograd").tobytes()
