@@ -654,6 +654,31 @@ def test_integer_passes_out_of_range_cast_as_scipy(dtype):
         assert outside == 4
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "int32", "uint32"])
+def test_rows_that_wrap_store_numpys_int64_route(dtype):
+    """A row with sums outside the output's range (a derivative of unsigned data) is
+    stored in one pass where every value lies within +-2^31: truncated toward zero and
+    wrapped as the cast through int64 does. A NaN or a value beyond +-2^31 anywhere in
+    the row leaves that value unstored and counted, the rest stored the same way."""
+    from numbaconv.kernels import separable
+    from numbaconv.kernels.registry import readonly
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(7)
+    span = 2.0**31 - 1.0
+    rows = rng.uniform(-span, span, (5, 37))
+    rows[1] = rng.uniform(info.min - 300.5, info.max + 300.5, 37)  # near the range
+    rows[2, :3] = [-0.5, -1.0 + 1e-9, 2.0**31 - 0.5]
+    rows[3, 5] = np.nan
+    rows[4, 8] = -2.0**31 - 1.0  # beyond +-2^31: left to numpy's cast
+    out = np.zeros(rows.shape, dtype)
+    outside = separable.store_rows(readonly(rows), True, out)
+    assert outside == 2
+    with np.errstate(invalid="ignore"):
+        expected = np.trunc(np.nan_to_num(rows)).astype(np.int64).astype(dtype)
+    expected[3, 5] = expected[4, 8] = 0  # not stored
+    np.testing.assert_array_equal(out, expected)
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32"])
 def test_uniform_filter1d_of_integers_read_as_they_are(dtype):
     """Integer volumes with an exact ``cval`` are read without a converted copy; along

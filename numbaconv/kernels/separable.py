@@ -156,17 +156,29 @@ def _store_row_impl(dst, sums, wrap):
     # (low, high) open: every value there truncates into the range; NaN is outside.
     low, high = float(info.min) - 1.0, float(info.max) + 1.0
     limit = 2.0 ** 31
+    # Wrapping through int32 is wrapping through int64 for values within +-2^31, and
+    # for 8- and 16-bit outputs it is also the plain cast of values in range; it
+    # vectorises where int64 does not (AVX2 has no double -> int64 conversion).
+    narrow = info.bits <= 16
 
     def store_integer(dst, sums, wrap):
         # Rows wholly in range (the usual case) in two loops that vectorise: the test,
         # then the casts (one branchy loop doing both cost 9 ms of a 256^3 uint16
-        # correlation's 137).
+        # correlation's 137). Rows that wrap (a derivative of unsigned data) likewise
+        # where they can: a sobel of 128^3 uint16 data took 17 ms, 5.0 in float32
+        # (Zen 3).
         inside = True
+        within = True
         for i in range(dst.shape[0]):
             inside &= (sums[i] > low) & (sums[i] < high)
+            within &= (sums[i] > -limit) & (sums[i] < limit)
         if inside:
             for i in range(dst.shape[0]):
                 dst[i] = cast(sums[i])
+            return 0
+        if narrow and wrap and within:
+            for i in range(dst.shape[0]):
+                dst[i] = cast(np.int32(sums[i]))
             return 0
         outside = 0
         for i in range(dst.shape[0]):
