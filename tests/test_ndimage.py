@@ -542,6 +542,17 @@ ERRORS = [
     ("correlate", (X, np.ones((3, 3, 3))), dict(output=np.complex128)),
     ("correlate1d", (X, [1, 2]), dict(output=np.zeros(X.shape, np.complex64))),
     ("uniform_filter", (X, 3), dict(output=np.complex128)),
+    # found in the sixteenth session: inputs and outputs of dtypes scipy does not filter
+    # (numbaconv read them through a float64 cast: objects became NaN)
+    ("uniform_filter", (np.array([[None, 1.0, 2.0]] * 3), 2), {}),
+    ("gaussian_filter", (np.ones((3, 4), object), 1.0), {}),
+    ("correlate", (np.ones((3, 4), np.longdouble), np.ones((2, 2))), {}),
+    ("sobel", (np.zeros((3, 4), "datetime64[s]"),), {}),
+    ("laplace", (np.zeros((3, 4), "timedelta64[s]"),), {}),
+    ("correlate1d", (X, [1, 2]), dict(output=np.zeros(X.shape, object))),
+    ("uniform_filter", (X, 3), dict(output=np.longdouble)),
+    ("uniform_filter", (X, 3), dict(output=np.str_)),
+    ("gaussian_filter1d", (X, 1.0), dict(output=np.dtype("datetime64[s]"))),
 ]
 
 

@@ -26,7 +26,7 @@ RULES = {
 
 __all__ = ["RULES", "rule", "normalize_sequence", "check_axes", "axis_index", "check_origin",
            "check_cval", "check_size", "get_output", "work_dtype", "as_float64_weights",
-           "reject_complex"]
+           "reject_complex", "check_array_dtype"]
 
 
 def rule(mode) -> str:
@@ -103,10 +103,10 @@ def check_size(size, name: str = "size") -> int:
 def get_output(output, inp: np.ndarray) -> np.ndarray:
     """The output array as scipy's ``_get_output`` makes it: None -> zeros of the input's
     dtype; a dtype, type or dtype string -> zeros of it; an array -> itself (its shape
-    must be the input's)."""
+    must be the input's). Then both dtypes are checked (:func:`check_array_dtype`)."""
     if output is None:
-        return np.zeros(inp.shape, dtype=inp.dtype.name)
-    if isinstance(output, (type, np.dtype)):
+        output = np.zeros(inp.shape, dtype=inp.dtype.name)
+    elif isinstance(output, (type, np.dtype)):
         output = np.zeros(inp.shape, dtype=output)
     elif isinstance(output, str):
         dtype = np.dtype(output)
@@ -121,6 +121,10 @@ def get_output(output, inp: np.ndarray) -> np.ndarray:
     if output.dtype.kind == "c":  # scipy's only for complex input or weights, refused here
         raise RuntimeError(f"output array type {output.dtype} not supported: numbaconv.ndimage "
                            f"filters real arrays into real outputs")
+    # After the output is made, as scipy's C code checks both (a string input has
+    # already failed above, as scipy's, making its output).
+    check_array_dtype(inp.dtype, "input")
+    check_array_dtype(output.dtype, "output")
     return output
 
 
@@ -136,6 +140,20 @@ def work_dtype(input_dtype, output_dtype) -> np.dtype:
 def as_float64_weights(weights) -> np.ndarray:
     """Weights as scipy converts them (float64; complex is rejected elsewhere)."""
     return np.asarray(weights, dtype=np.float64)
+
+
+def check_array_dtype(dtype, name: str) -> None:
+    """scipy.ndimage filters bool, integer and float32/float64 arrays (and complex ones,
+    which :func:`reject_complex` and :func:`get_output` turn away here); it refuses an
+    input or output of any other dtype (object, float128, datetime64, strings, ...) with
+    RuntimeError, and so does numbaconv.ndimage: such arrays were read through a float64
+    cast that made NaN of objects and dropped float128's extra bits. float16, which scipy
+    also refuses, is taken: summed in float64 and stored as numpy casts."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "biuc" or dtype in (np.float16, np.float32, np.float64):
+        return
+    raise RuntimeError(f"{name} array type {dtype!r} not supported: numbaconv.ndimage, as "
+                       f"scipy.ndimage, filters bool, integer and float32/float64 arrays")
 
 
 def reject_complex(*arrays) -> None:
