@@ -15,10 +15,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .blas import product_tn
+from .blas import product_nt_add, product_tn
 from .direct import split_item
 from .geometry import EXAMPLE, unpack
-from .loops import add_matrix, copy_matrix, copy_row, copy_rows_every
+from .loops import add_matrix, copy_matrix, copy_row, copy_rows_every, fill_matrix
 from .registry import FORWARD, WEIGHT_GRAD, called_directly, example_arrays, readonly, register
 
 #: Upper bound on one im2col slab, in bytes.
@@ -39,6 +39,25 @@ def channels_are_columns(x_shape, out_shape, geo):
             and geo.stride_h == 1 and geo.stride_w == 1 and geo.pad_d == 0 and geo.pad_h == 0
             and geo.pad_w == 0 and out_shape[2] == x_shape[2] and out_shape[3] == x_shape[3]
             and out_shape[4] == x_shape[4])
+
+
+@njit(cache=True, inline="always")
+def planes_are_columns(x_shape, out_shape, geo):
+    """Whether every tap of the layer moves along depth only (kernel 1 x 1 in H and W,
+    stride 1 and no padding there): then each (input channel, tap) row of the im2col
+    matrix, over one output plane, is an input plane as it is, and BLAS reads it in
+    place (:func:`weight_grad_gemm`'s depth-tap products)."""
+    return (geo.kernel_h == 1 and geo.kernel_w == 1 and geo.stride_h == 1 and geo.stride_w == 1
+            and geo.pad_h == 0 and geo.pad_w == 0 and out_shape[3] == x_shape[3]
+            and out_shape[4] == x_shape[4])
+
+
+def depth_tap_products(spec) -> bool:
+    """Whether :func:`weight_grad_gemm` takes ``spec`` through its depth-tap products
+    (:func:`planes_are_columns`, and not a layer on few positions, which takes row
+    blocks)."""
+    return (weight_grad_row_blocks(spec) == 1
+            and planes_are_columns.py_func(spec.in_shape, spec.out_shape, spec.geometry))
 
 
 @njit(cache=True, inline="always")
@@ -251,6 +270,34 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, row_blocks)
                     fill_columns(x, n, g * cin_g, cin_g, geo, grad_out.shape, cols)
                     weight_grad_block_products(grads, cols, partial, g, n, groups, cout_g, row_blocks)
         return
+    if planes_are_columns(x.shape, grad_out.shape, geo):
+        # Depth taps only (a (k, 1, 1) layer): each (sample, group, output depth) adds,
+        # for every tap whose input plane lies inside, grad_output's plane (Cout/G, Ho*Wo)
+        # times that input plane (Cin/G, H*W) transposed into the tap's block of the
+        # partial, one BLAS call each, both read in place: no im2col matrix (which
+        # copied every plane kD times). The partial is laid out [tap, cout, cin] here
+        # (see launch_weight_grad).
+        kd_ = geo.kernel_d
+        taps = partial.reshape((chunks, groups, kd_, cout_g, reduction // kd_))
+        plane = grad_out.shape[3] * grad_out.shape[4]  # = H * W
+        planes = x.reshape((n_batch, x.shape[1], x.shape[2], plane))
+        grads = grad_out.reshape((n_batch, groups * cout_g, grad_out.shape[2], plane))
+        cin_g = x.shape[1] // groups
+        total = n_batch * groups * grad_out.shape[2]
+        for chunk in prange(chunks):
+            chunk_taps = taps[chunk]
+            for g in range(groups):
+                for t in range(kd_):
+                    fill_matrix(chunk_taps[g, t], 0)
+            for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
+                n, g, od = split_item(item, groups, grad_out.shape[2])
+                grad = grads[n, g * cout_g:(g + 1) * cout_g, od]
+                for t in range(kd_):
+                    z = od * geo.stride_d + t * geo.dilation_d - geo.pad_d
+                    if 0 <= z < x.shape[2]:
+                        product_nt_add(grad, planes[n, g * cin_g:(g + 1) * cin_g, z],
+                                       chunk_taps[g, t])
+        return
     slabs = (positions + slab_positions - 1) // slab_positions
     total = n_batch * groups * slabs
     grad_flat = grad_out.reshape((n_batch, groups, cout_g, positions))
@@ -346,11 +393,14 @@ def weight_grad_slab_positions(spec) -> int:
 
 def weight_grad_chunks(spec) -> int:
     """Partial sums of the weight gradient: ``WEIGHT_GRAD_CHUNKS``, or fewer when there
-    are fewer work items or when more would exceed ``PARTIAL_BYTES``. A function of the
-    layer only: the sums do not depend on the thread count."""
-    slabs = -(-math.prod(spec.out_size) // weight_grad_slab_positions(spec))
-    return max(1, min(WEIGHT_GRAD_CHUNKS, spec.batch * spec.groups * slabs,
-                      _partials_within_budget(spec)))
+    are fewer work items (slabs, or output planes for the depth-tap products) or when
+    more would exceed ``PARTIAL_BYTES``. A function of the layer only: the sums do not
+    depend on the thread count."""
+    if depth_tap_products(spec):
+        items = spec.batch * spec.groups * spec.out_size[0]
+    else:
+        items = spec.batch * spec.groups * -(-math.prod(spec.out_size) // weight_grad_slab_positions(spec))
+    return max(1, min(WEIGHT_GRAD_CHUNKS, items, _partials_within_budget(spec)))
 
 
 #: Output rows per item, at least, where layers on few positions split rows (see below).
@@ -427,7 +477,10 @@ def launch_weight_grad(run, spec, x, grad_out):
     total = partial[0]
     for chunk in partial[1:]:  # a fixed order: the same sum at every thread count
         total += chunk
-    return total.reshape(spec.group_weight_shape)
+    if depth_tap_products(spec):  # laid out [tap, cout, cin] by the kernel
+        kd = spec.kernel[0]
+        total = total.reshape(groups, kd, cout_g, -1).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(total).reshape(spec.group_weight_shape)
 
 
 # The numpy twins (kernels/gemm_numpy.py: the same BLAS calls, nothing to compile) serve

@@ -140,6 +140,9 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, row_blocks)
                     else:
                         partial[0, g, m0:m1] += product
         return
+    if gemm.planes_are_columns.py_func(x.shape, grad_out.shape, geo):  # depth taps only
+        _depth_tap_products(x, grad_out, partial, geo)
+        return
     slabs = -(-positions // slab_positions)
     total = n_batch * groups * slabs
     grad_flat = grad_out.reshape(n_batch, groups, cout_g, positions)
@@ -165,6 +168,29 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, row_blocks)
                 partial[chunk, g] = product
             started[g] = True
         partial[chunk, ~started] = 0
+
+
+def _depth_tap_products(x, grad_out, partial, geo):
+    """The depth-tap products of :func:`gemm.weight_grad_gemm` (a layer whose taps move
+    along depth only): the same items, taps and beta = 1 gemm calls, into the partial
+    laid out [tap, cout, cin]."""
+    n_batch, cin = x.shape[:2]
+    chunks, groups, cout_g, reduction = partial.shape
+    kd, cin_g, out_d = geo.kernel_d, cin // groups, grad_out.shape[2]
+    taps = partial.reshape(chunks, groups, kd, cout_g, reduction // kd)
+    planes = x.reshape(n_batch, cin, x.shape[2], -1)
+    grads = grad_out.reshape(n_batch, groups * cout_g, out_d, -1)
+    total = n_batch * groups * out_d
+    for chunk in range(chunks):
+        taps[chunk] = 0
+        for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
+            (n, g), od = divmod(item // out_d, groups), item % out_d
+            grad = np.ascontiguousarray(grads[n, g * cout_g:(g + 1) * cout_g, od])
+            for t in range(kd):
+                z = od * geo.stride_d + t * geo.dilation_d - geo.pad_d
+                if 0 <= z < x.shape[2]:
+                    plane = np.ascontiguousarray(planes[n, g * cin_g:(g + 1) * cin_g, z])
+                    product_nt_add(grad, plane, taps[chunk, g, t])
 
 
 def tap_products(w3, grads, cols, first_row, row_blocks, column_blocks):

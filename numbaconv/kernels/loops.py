@@ -24,6 +24,14 @@ def copy_matrix(dst, src):
 
 
 @njit(cache=True, inline="always")
+def fill_matrix(dst, value):
+    """dst[:, :] = value, for 2-D arrays."""
+    for i in range(dst.shape[0]):
+        for j in range(dst.shape[1]):
+            dst[i, j] = value
+
+
+@njit(cache=True, inline="always")
 def add_row(dst, src):
     """dst[:len(src)] += src, for 1-D arrays."""
     for i in range(src.shape[0]):
