@@ -225,6 +225,15 @@ def choose(spec, computes=FORWARD) -> str:
         # | 1.30 vs 0.49, 16->32 14.0 vs 8.7 | 14.9 vs 9.1, 1->16 7.1 vs 2.5, 3->16 on 96^3
         # 25 vs 12; but 32->2 on 96^3 (the 1 x 64 block) 11.6 vs 14.6 | 9.1 vs 12.6.
         return "gemm"
+    if gemm.forward_depth_taps(spec):
+        # Taps along depth only ((k, 1, 1): the temporal layers of (2+1)-D video models):
+        # the GEMM path multiplies each input plane in place, one BLAS call per tap
+        # (gemm._forward_depth_taps), where a register tile reuses few loads. Zen 4,
+        # 2026-12-07, float32, ms, blocked vs gemm: (3,1,1) p(1,0,0) 64 ch on 2x8x56^2
+        # 11.9 vs 10.1, 32 ch on 2x16x56^2 10.3 vs 9.0, 16 ch 5.6 vs 1.4, 128 on 8x28^2
+        # 4.8 vs 3.6, 64 ch s(2,1,1) on 16x56^2 5.6 vs 4.9; (5,1,1) 32 ch on 16x56^2 4.8
+        # vs 4.8.
+        return "gemm"
     if (taps <= 3 and spec.in_per_group >= 64
             and max(spec.in_per_group, spec.out_per_group) >= FEW_TAPS_GEMM_CHANNELS):
         # Nearly a plain matrix product (2-3 taps): too few taps per input channel

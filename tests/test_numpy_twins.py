@@ -33,8 +33,9 @@ GEMM_LAYERS = {
     "deep_strided": (2, 18, (9, 8, 7), 130, 3, 2, 1, 1, 2),
     "one_output": (1, 5, (6, 7, 8), 1, 3, 1, 1, 1, 1),
     "one_position": (2, 7, (3, 3, 3), 9, 3, 1, 0, 1, 1),
-    # taps along depth only: the weight gradient's depth-tap products (planes in place),
-    # with padding beyond the kernel (planes no tap reaches), stride, dilation, groups
+    # taps along depth only: the forward's and the weight gradient's products of planes
+    # read in place, with padding beyond the kernel (planes no tap reaches), stride,
+    # dilation, groups; a pointwise layer on many positions (the weight gradient's only)
     "depth_taps": (2, 6, (7, 5, 9), 10, (3, 1, 1), 1, (1, 0, 0), 1, 1),
     "depth_taps_far_padding": (1, 4, (3, 4, 2), 6, (2, 1, 1), 1, (4, 0, 0), 1, 2),
     "depth_taps_strided_dilated": (2, 6, (11, 3, 4), 9, (3, 1, 1), (2, 1, 1), (2, 0, 0), (2, 1, 1), 3),
@@ -81,8 +82,9 @@ def test_the_layers_reach_the_paths():
     assert gemm.weight_grad_chunks(spec("deep_strided")) > 1
     for name in ("depth_taps", "depth_taps_far_padding", "depth_taps_strided_dilated",
                  "pointwise_many_positions"):
-        assert gemm.depth_tap_products(spec(name)) and gemm.weight_grad_chunks(spec(name)) > 1, name
-    assert not any(gemm.depth_tap_products(spec(name)) for name in GEMM_LAYERS if "depth" not in name
+        assert gemm.weight_grad_depth_taps(spec(name)) and gemm.weight_grad_chunks(spec(name)) > 1, name
+        assert gemm.forward_depth_taps(spec(name)) == ("depth" in name), name
+    assert not any(gemm.weight_grad_depth_taps(spec(name)) for name in GEMM_LAYERS if "depth" not in name
                    and "pointwise" not in name)
 
 

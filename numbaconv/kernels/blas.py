@@ -4,7 +4,7 @@
 matrix (``w[:, r0:r1].T``) is copied first, and a weight that must be read transposed
 is transposed in memory first (a 512 x 512 x 27 weight: 28 MB, 6-8 ms on this project's
 2-core machines). :func:`product_tn` makes the call BLAS can make on the operands in
-place, and :func:`product_nt_add` adds a product into its destination (beta = 1), where
+place, and :func:`product_nt_add` and :func:`product_tn_add` add a product into its destination (beta = 1), where
 ``np.dot`` would write a temporary for a second pass to add. It is the same library function ``np.dot`` calls: numba's wrapper of scipy's
 cython gemm (``numba_xxgemm`` in numba's helper library, the symbol numba's own
 ``np.dot`` lowers to; resolved by name when code loads, so kernels that call it cache
@@ -28,6 +28,12 @@ def product_tn(a, b, out):
     """``out[:, :] = a.T @ b``: a (K, M), b (K, N), out (M, N), float32 or float64, each a
     2-D view whose last axis is contiguous (a block of a larger matrix is read in place)."""
     raise NotImplementedError("product_tn is called from njit code")
+
+
+def product_tn_add(a, b, out):
+    """``out[:, :] += a.T @ b`` in one gemm call (beta = 1), operands as for
+    :func:`product_tn`."""
+    raise NotImplementedError("product_tn_add is called from njit code")
 
 
 def product_nt_add(a, b, out):
@@ -80,4 +86,5 @@ def _gemm_overload(transpose_a, accumulate):
 
 
 overload(product_tn)(_gemm_overload(transpose_a=True, accumulate=False))
+overload(product_tn_add)(_gemm_overload(transpose_a=True, accumulate=True))
 overload(product_nt_add)(_gemm_overload(transpose_a=False, accumulate=True))

@@ -109,6 +109,9 @@ def forward_gemm(x, wmat, bias, out, geometry, slab_positions, row_blocks):
                 rows = dot(weights[g * cout_g + m0:g * cout_g + m1], columns)
                 out_rows[ng * cout_g + m0:ng * cout_g + m1] = rows + bias[g * cout_g + m0:g * cout_g + m1, None]
         return
+    if geo.kernel_d > 1 and gemm.planes_are_columns.py_func(x.shape, out.shape, geo):
+        _forward_depth_taps(x, wmat, bias, out, geo)
+        return
     out_flat = out.reshape(n_batch, groups, cout_g, positions)
     for n in range(n_batch):
         for g in range(groups):
@@ -141,7 +144,7 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, row_blocks)
                         partial[0, g, m0:m1] += product
         return
     if gemm.planes_are_columns.py_func(x.shape, grad_out.shape, geo):  # depth taps only
-        _depth_tap_products(x, grad_out, partial, geo)
+        _weight_grad_depth_taps(x, grad_out, partial, geo)
         return
     slabs = -(-positions // slab_positions)
     total = n_batch * groups * slabs
@@ -170,7 +173,48 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, row_blocks)
         partial[chunk, ~started] = 0
 
 
-def _depth_tap_products(x, grad_out, partial, geo):
+def product_tn(a, b, out, accumulate=False):
+    """``out = a.T @ b`` (or ``+=``, beta = 1) as ``blas.product_tn`` (``product_tn_add``)
+    makes it inside njit: one gemm call on out^T (column-major) = b^T a, b as it is and
+    a's rows transposed back. a (K, M), b (K, N), out (M, N)."""
+    if out.size == 0:
+        return
+    if a.shape[0] == 0:  # no gemm call: zeros, or nothing to add
+        if not accumulate:
+            out[...] = 0
+        return
+    gemm_call = blas.sgemm if a.dtype == np.float32 else blas.dgemm
+    if accumulate:
+        out[...] = gemm_call(1.0, b.T, a.T, beta=1.0, c=out.T, trans_a=0, trans_b=1).T
+    else:
+        out[...] = gemm_call(1.0, b.T, a.T, trans_a=0, trans_b=1).T
+
+
+def _forward_depth_taps(x, wmat, bias, out, geo):
+    """``gemm._forward_depth_taps``: the same items, taps and gemm calls."""
+    n_batch = x.shape[0]
+    groups, cout_g, reduction = wmat.shape
+    kd, out_d = geo.kernel_d, out.shape[2]
+    cin_g = reduction // kd
+    planes = x.reshape(n_batch, x.shape[1], x.shape[2], -1)
+    out_planes = out.reshape(n_batch, groups * cout_g, out_d, -1)
+    taps = wmat.reshape(groups, cout_g, cin_g, kd).transpose(0, 3, 2, 1)  # (G, kD, Cin/G, Cout/G)
+    for item in range(n_batch * groups * out_d):
+        (n, g), od = divmod(item // out_d, groups), item % out_d
+        dst = out_planes[n, g * cout_g:(g + 1) * cout_g, od]
+        started = False
+        for t in range(kd):
+            z = od * geo.stride_d + t * geo.dilation_d - geo.pad_d
+            if 0 <= z < x.shape[2]:
+                product_tn(np.ascontiguousarray(taps[g, t]),
+                           np.ascontiguousarray(planes[n, g * cin_g:(g + 1) * cin_g, z]), dst, started)
+                started = True
+        if not started:
+            dst[...] = 0
+        dst += bias[g * cout_g:(g + 1) * cout_g, None]
+
+
+def _weight_grad_depth_taps(x, grad_out, partial, geo):
     """The depth-tap products of :func:`gemm.weight_grad_gemm` (a layer whose taps move
     along depth only): the same items, taps and beta = 1 gemm calls, into the partial
     laid out [tap, cout, cin]."""
