@@ -88,6 +88,19 @@ def test_the_layers_reach_the_paths():
                    and "pointwise" not in name)
 
 
+def test_planes_past_blas_integers_take_the_slabs():
+    """BLAS reads a plane with the channel's volume as its leading dimension, a 32-bit
+    integer in scipy's BLAS: a channel of more than 2**31 - 1 voxels (a 1291^3 volume)
+    takes the im2col slabs instead, whose sizes are bounded."""
+    x, w, b, args = make_case(np.random.default_rng(0), *GEMM_LAYERS["depth_taps"], dtype=np.float32)
+    geo = ConvSpec.from_args(x, w, None, **args)[0].geometry
+    within = gemm.planes_are_columns.py_func
+    assert within((1, 6, 2, 32768, 32767), (1, 6, 2, 32768, 32767), geo)  # 2**31 - 2**16 voxels
+    half, past = (1, 6, 1, 32768, 32768), (1, 6, 2, 32768, 32768)  # 2**30 and 2**31 voxels
+    assert within(half, half, geo)
+    assert not within(past, past, geo) and not within(past, half, geo) and not within(half, past, geo)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=configurations(), dtype=st.sampled_from([np.float32, np.float64]),
        seed=st.integers(0, 2**32 - 1))

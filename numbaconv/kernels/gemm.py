@@ -41,15 +41,24 @@ def channels_are_columns(x_shape, out_shape, geo):
             and out_shape[4] == x_shape[4])
 
 
+#: BLAS's INTEGER (scipy's LP64 BLAS, which numba's ``numba_xxgemm`` calls after casting
+#: every size and leading dimension to it): a larger one would wrap around.
+BLAS_MAX_INT = 2**31 - 1
+
+
 @njit(cache=True, inline="always")
 def planes_are_columns(x_shape, out_shape, geo):
     """Whether every tap of the layer moves along depth only (kernel 1 x 1 in H and W,
     stride 1 and no padding there): then each (input channel, tap) row of the im2col
     matrix, over one output plane, is an input plane as it is, and BLAS reads it in
-    place (:func:`weight_grad_gemm`'s depth-tap products)."""
+    place (:func:`_forward_depth_taps`, :func:`weight_grad_gemm`'s plane products).
+    Not where a channel's volume, the planes' leading dimension, exceeds BLAS's integer
+    (the im2col path's slabs are bounded)."""
     return (geo.kernel_h == 1 and geo.kernel_w == 1 and geo.stride_h == 1 and geo.stride_w == 1
             and geo.pad_h == 0 and geo.pad_w == 0 and out_shape[3] == x_shape[3]
-            and out_shape[4] == x_shape[4])
+            and out_shape[4] == x_shape[4]
+            and x_shape[2] * x_shape[3] * x_shape[4] <= BLAS_MAX_INT
+            and out_shape[2] * out_shape[3] * out_shape[4] <= BLAS_MAX_INT)
 
 
 def forward_depth_taps(spec) -> bool:
