@@ -201,7 +201,12 @@ def choose(spec, computes=FORWARD) -> str:
                   and spec.batch * math.prod(spec.out_size) >= WEIGHT_GRAD_NARROW_POSITIONS)
         partials_fit = (WEIGHT_GRAD_GEMM_MIN_CHUNKS * spec.out_channels * spec.reduction
                         * spec.compute_dtype.itemsize <= gemm.PARTIAL_BYTES)
-        if partials_fit and (taps == 1 or many_weights and not narrow):
+        if partials_fit and (taps == 1 or many_weights and not narrow or gemm.weight_grad_depth_taps(spec)):
+            # Taps along depth only: grad_output's planes times the input planes, read
+            # in place (gemm.weight_grad_gemm). Zen 4, 2026-12-07, float32, ms, blocked vs
+            # gemm, (3,1,1) p(1,0,0) on 16x56^2 unless said: 16 ch (2 samples) 4.2 vs
+            # 1.0, 32 ch 12.8 vs 7.5, depthwise 64 ch 2.8 vs 0.9, 8->16 on 16x64^2 1.0
+            # vs 0.34; (5,1,1) 32 ch 7.9 vs 6.0; s(2,1,1) 64 ch 10.9 vs 5.4.
             return "wgrad_gemm"
         return blocked_variant(spec, computes)
     if _fft_pays(spec):
