@@ -26,20 +26,22 @@ def _gemm_function(dtype):
 
 def product_tn(a, b, out):
     """``out[:, :] = a.T @ b``: a (K, M), b (K, N), out (M, N), float32 or float64, each a
-    2-D view whose last axis is contiguous (a block of a larger matrix is read in place)."""
-    raise NotImplementedError("product_tn is called from njit code")
+    2-D view whose last axis is contiguous (a block of a larger matrix is read in place).
+    Called from Python (``NUMBA_DISABLE_JIT=1``), numpy's product does it."""
+    out[:, :] = a.T @ b
 
 
 def product_tn_add(a, b, out):
     """``out[:, :] += a.T @ b`` in one gemm call (beta = 1), operands as for
-    :func:`product_tn`."""
-    raise NotImplementedError("product_tn_add is called from njit code")
+    :func:`product_tn` (and numpy's product from Python)."""
+    out += a.T @ b
 
 
 def product_nt_add(a, b, out):
     """``out[:, :] += a @ b.T`` in one gemm call (beta = 1: no temporary product, no
-    second pass over ``out``): a (M, K), b (N, K), out (M, N), as for :func:`product_tn`."""
-    raise NotImplementedError("product_nt_add is called from njit code")
+    second pass over ``out``): a (M, K), b (N, K), out (M, N), as for :func:`product_tn`
+    (and numpy's product from Python)."""
+    out += a @ b.T
 
 
 def _gemm_overload(transpose_a, accumulate):

@@ -61,13 +61,19 @@ def planes_are_columns(x_shape, out_shape, geo):
             and out_shape[2] * out_shape[3] * out_shape[4] <= BLAS_MAX_INT)
 
 
+def _in_python(function):
+    """An njit function's Python original, to call outside kernels (the function itself
+    under ``NUMBA_DISABLE_JIT=1``, where njit returns it as it is)."""
+    return getattr(function, "py_func", function)
+
+
 def forward_depth_taps(spec) -> bool:
     """Whether :func:`forward_gemm` takes ``spec`` through :func:`_forward_depth_taps`:
     taps along depth only, more than one (a pointwise layer's planes are better read as
     one slab of many positions: 16 -> 64 on 48^3 2.8 ms in slabs, 4.7 by planes), and not
     a layer on few positions, which takes row blocks."""
     return (spec.kernel[0] > 1 and forward_row_blocks(spec) == 1
-            and planes_are_columns.py_func(spec.in_shape, spec.out_shape, spec.geometry))
+            and _in_python(planes_are_columns)(spec.in_shape, spec.out_shape, spec.geometry))
 
 
 def weight_grad_depth_taps(spec) -> bool:
@@ -75,7 +81,7 @@ def weight_grad_depth_taps(spec) -> bool:
     (:func:`planes_are_columns`, and not a layer on few positions, which takes row
     blocks)."""
     return (weight_grad_row_blocks(spec) == 1
-            and planes_are_columns.py_func(spec.in_shape, spec.out_shape, spec.geometry))
+            and _in_python(planes_are_columns)(spec.in_shape, spec.out_shape, spec.geometry))
 
 
 @njit(cache=True, inline="always")

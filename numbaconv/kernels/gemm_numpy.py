@@ -109,7 +109,7 @@ def forward_gemm(x, wmat, bias, out, geometry, slab_positions, row_blocks):
                 rows = dot(weights[g * cout_g + m0:g * cout_g + m1], columns)
                 out_rows[ng * cout_g + m0:ng * cout_g + m1] = rows + bias[g * cout_g + m0:g * cout_g + m1, None]
         return
-    if geo.kernel_d > 1 and gemm.planes_are_columns.py_func(x.shape, out.shape, geo):
+    if geo.kernel_d > 1 and gemm._in_python(gemm.planes_are_columns)(x.shape, out.shape, geo):
         _forward_depth_taps(x, wmat, bias, out, geo)
         return
     out_flat = out.reshape(n_batch, groups, cout_g, positions)
@@ -143,7 +143,7 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, row_blocks)
                     else:
                         partial[0, g, m0:m1] += product
         return
-    if gemm.planes_are_columns.py_func(x.shape, grad_out.shape, geo):  # depth taps only
+    if gemm._in_python(gemm.planes_are_columns)(x.shape, grad_out.shape, geo):  # depth taps only
         _weight_grad_depth_taps(x, grad_out, partial, geo)
         return
     slabs = -(-positions // slab_positions)
