@@ -322,7 +322,7 @@ def _scatter_range(in_length, out_length, stride, shift):
     """(grad_output slice, input slice) of the positions ``o`` whose input position
     ``o*stride + shift`` lies in the input; None if there are none. (The ``col2im``
     kernel's own range, run as Python: the twin scatters what the kernel does.)"""
-    first, last = gemm.tap_range.py_func(in_length, out_length, stride, shift)
+    first, last = gemm._in_python(gemm.tap_range)(in_length, out_length, stride, shift)
     if last < first:
         return None
     start = first * stride + shift

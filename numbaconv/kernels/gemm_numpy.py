@@ -86,7 +86,7 @@ def _group_channels(x, n, g, cin_g):
 def _whole_columns(x, n, g, cin_g, geo, out_shape):
     """The whole im2col matrix of sample n, group g (:func:`gemm.fill_columns`; the input
     channels as they are where :func:`gemm.channels_are_columns`)."""
-    if gemm.channels_are_columns.py_func(x.shape, out_shape, geo):
+    if gemm._in_python(gemm.channels_are_columns)(x.shape, out_shape, geo):
         return x[n, g * cin_g:(g + 1) * cin_g].reshape(cin_g, -1)
     return im2col(_group_channels(x, n, g, cin_g), x.shape[2:], geo, out_shape, 0, math.prod(out_shape[2:]))
 
