@@ -209,3 +209,16 @@ def test_memory_does_not_grow_with_the_volume(mode):
         da.zeros((depth, 64, 64), np.float32, chunks=(8, 32, 32)), 1.0, mode=mode))
         for depth in (64, 192)]
     assert large <= 1.25 * small, (small, large)
+
+
+def test_ndimage_demo_runs_and_its_summaries_are_the_volumes():
+    """The demo's per-chunk (sum, max) reduction equals numpy's over the whole array,
+    and the demo itself (a 32 MB volume) checks its chunks bitwise and succeeds."""
+    from numbaconv.dask import ndimage_demo
+
+    x = da.random.default_rng(1).random((20, 30, 40), dtype=np.float32, chunks=(7, 16, 16))
+    total, top = ndimage_demo.block_summaries(x)
+    whole = x.compute()
+    assert total == pytest.approx(whole.sum(dtype=np.float64), rel=1e-12)
+    assert top == whole.max()
+    assert ndimage_demo.main(["--gib", "0.03", "--chunk", "8", "256", "256", "--verify", "1"]) == 0

@@ -5,8 +5,9 @@
 1. Builds a lazy float32 volume of shape (D, 1024, 1024) and about ``--gib`` GiB
    (default 1) with ``dask.array.random`` (fixed seed): it is generated chunk by chunk
    and never held whole.
-2. Applies ``numbaconv.dask.ndimage.gaussian_filter`` (mode reflect) and reduces the
-   result to its sum and maximum, so nothing volume-sized is stored either.
+2. Applies ``numbaconv.dask.ndimage.gaussian_filter`` (mode reflect) and reduces each
+   output chunk to its sum and maximum as soon as it is made (:func:`block_summaries`),
+   so nothing volume-sized is stored either.
 3. Checks a few random output chunks against the in-memory
    ``numbaconv.ndimage.gaussian_filter`` of their input slab plus a margin of the
    Gaussian's radius on every side (clipped at the volume's borders, where the in-memory
@@ -25,6 +26,23 @@ import time
 import numpy as np
 
 from ..dask_demo import GIB, MIB, PeakMemory, max_rss_bytes, volume_shape
+
+
+def _summary(block: np.ndarray) -> np.ndarray:
+    return np.array([block.sum(dtype=np.float64), float(block.max())]).reshape((1,) * block.ndim + (2,))
+
+
+def block_summaries(result):
+    """(sum, max) of ``result`` (a dask array) from one task per chunk that reduces it.
+
+    ``da.compute(result.sum(), result.max())`` feeds every chunk to two reductions, and
+    dask.order then keeps chunks that one of them has consumed waiting for the other:
+    peak memory grew with the volume (811 MiB at 1 GiB, 1074 at 4 GiB). With one
+    summary per chunk, each chunk is freed as soon as it is summarised (819 and 841 MiB;
+    2-core Zen 4, 2026-12-07)."""
+    parts = result.map_blocks(_summary, new_axis=result.ndim, dtype=np.float64,
+                              chunks=tuple((1,) * len(c) for c in result.chunks) + ((2,),)).compute()
+    return float(parts[..., 0].sum()), float(parts[..., 1].max())
 
 
 def verify(volume, result, sigma, truncate, n_blocks, seed):
@@ -84,7 +102,7 @@ def main(argv=None):
     with PeakMemory() as peak, dask.config.set(scheduler="threads", num_workers=workers):
         start = time.perf_counter()
         result = dnd.gaussian_filter(volume, args.sigma, truncate=truncate)
-        total, top = da.compute(result.sum(dtype=np.float64), result.max())
+        total, top = block_summaries(result)
         seconds = time.perf_counter() - start
     peak_bytes = max(peak.peak, max_rss_bytes())
     print(f"filter + reduce: {seconds:6.1f} s, {nbytes / MIB / seconds:.0f} MiB/s "
