@@ -150,6 +150,38 @@ def test_depth_chunks_do_not_change_results(rng, monkeypatch):
         assert out.tobytes() == expected.tobytes()
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_depth_chunks_are_as_large_as_balance_allows(threads, monkeypatch):
+    """The chunk never leaves a thread more output depths than ``>= 4 items per thread``
+    would, keeps each item's planes within CHUNK_PLANE_BYTES, and no larger chunk also
+    does both (checked by brute force)."""
+    monkeypatch.setattr(blocked.numba, "get_num_threads", lambda: threads)
+    for depth, batch, kernel, stride, width in [(15, 1, 5, 1, 260), (260, 1, 5, 1, 260), (11, 1, 3, 2, 40),
+                                                (7, 3, 3, 1, 30), (64, 2, 1, 1, 16), (33, 1, 3, 1, 1000)]:
+        x = np.zeros((batch, 1, depth, 8, width), np.float64)
+        w = np.zeros((1, 1, kernel, 3, 3), np.float64)
+        spec = ConvSpec.from_args(x, w, None, (stride, 1, 1), 0)[0]
+        out_d, plane = spec.out_size[0], spec.plane_bytes // kernel
+
+        def fits(c):
+            return c == 1 or min(depth, (c - 1) * stride + kernel) * plane <= blocked.CHUNK_PLANE_BYTES
+
+        def busiest(c):
+            return -(-(batch * -(-out_d // c)) // threads) * c
+
+        first = out_d  # the old rule alone
+        while first > 1 and (batch * -(-out_d // first) < 4 * threads or not fits(first)):
+            first = -(-first // 2)
+        chunk = blocked.depth_chunk(spec)
+        assert fits(chunk) and busiest(chunk) <= busiest(first), (depth, threads, chunk)
+        assert not any(fits(c) and busiest(c) <= busiest(first) for c in range(chunk + 1, out_d + 1))
+    # the case it is for: a slab of 11 output depths of a 5^3 single-channel filter
+    if threads == 2:
+        x = np.zeros((1, 1, 15, 260, 260), np.float64)
+        spec = ConvSpec.from_args(x, np.zeros((1, 1, 5, 5, 5)), None, 1, 0)[0]
+        assert blocked.depth_chunk(spec) == 6  # was 1: 11 items, each copying 5 planes
+
+
 def test_auto_choices():
     def spec(n, cin, size, cout, k, groups=1, padding=1):
         x = np.zeros((n, cin) + size, np.float32)
