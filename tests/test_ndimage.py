@@ -589,6 +589,27 @@ def test_bitwise_identical_at_one_and_two_threads():
         assert a.tobytes() == b.tobytes()
 
 
+def test_dense_slabs_follow_the_thread_count_and_keep_the_bits(monkeypatch):
+    """A dense correlation's slabs are whole multiples of the thread count (7 depths
+    at 1 thread, 6 at 2, here): the same bits at both, and scipy's."""
+    from numbaconv.ndimage import _filters
+    sn = pytest.importorskip("scipy.ndimage")
+    x = sample((20, 9, 10), "uint16")
+    w = DENSE_WEIGHTS["random"](3)
+    monkeypatch.setattr(_filters, "SLAB_BYTES", 9 * 11 * 12 * 8)  # 9 extended planes
+    runs = []
+    previous = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            runs.append(nn.correlate(x.astype(np.float64), w, mode="mirror"))
+    finally:
+        numba.set_num_threads(previous)
+    assert runs[0].tobytes() == runs[1].tobytes()
+    np.testing.assert_allclose(runs[0], sn.correlate(x.astype(np.float64), w, mode="mirror"),
+                               rtol=1e-13, atol=1e-9)
+
+
 def test_import_numbaconv_does_not_load_ndimage(tmp_path):
     proc = run_script(tmp_path, """
         import sys

@@ -13,6 +13,7 @@ import numbers
 import operator
 from collections.abc import Iterable
 
+import numba
 import numpy as np
 
 from .. import _dispatch
@@ -408,6 +409,11 @@ def _dense(x3, w3, halos, rule, cval, work, output3, exact: bool) -> None:
     whole = algorithm == "fft" or resum
     slab = depth if whole else \
         max(1, SLAB_BYTES // (math.prod(ext_plane) * np.dtype(work).itemsize) - (before + after))
+    threads = numba.get_num_threads()
+    if not whole and slab > threads:
+        # Whole multiples of the thread count, so that each slab's depths split evenly
+        # between the threads (256^3 float64 5^3: 11-depth slabs 87-88 ms, 10 or 12 80-82).
+        slab -= slab % threads
     if x3.dtype not in _AS_IS:
         x3 = x3.astype(work)  # read as it is: the extension kernel converts each element
     src = np.ascontiguousarray(x3)
