@@ -25,7 +25,7 @@ from . import _config, _dispatch
 from ._lru import LRU
 from ._spec import ConvSpec
 from .kernels import gemm
-from .kernels.registry import WEIGHT_GRAD, readonly
+from .kernels.registry import WEIGHT_GRAD, in_python, readonly
 
 
 @dataclass(frozen=True)
@@ -322,7 +322,7 @@ def _scatter_range(in_length, out_length, stride, shift):
     """(grad_output slice, input slice) of the positions ``o`` whose input position
     ``o*stride + shift`` lies in the input; None if there are none. (The ``col2im``
     kernel's own range, run as Python: the twin scatters what the kernel does.)"""
-    first, last = gemm._in_python(gemm.tap_range)(in_length, out_length, stride, shift)
+    first, last = in_python(gemm.tap_range)(in_length, out_length, stride, shift)
     if last < first:
         return None
     start = first * stride + shift

@@ -13,7 +13,7 @@ from numbaconv import _backward, _dispatch
 from numbaconv._spec import ConvSpec
 from numbaconv.kernels import gemm, gemm_numpy, winograd
 from numbaconv.kernels.blas import product_nt_add
-from numbaconv.kernels.registry import REGISTRY
+from numbaconv.kernels.registry import REGISTRY, in_python
 from helpers import CASES, configurations, make_case, winograd_layers
 
 #: compiled kernel -> its twin
@@ -94,7 +94,7 @@ def test_planes_past_blas_integers_take_the_slabs():
     takes the im2col slabs instead, whose sizes are bounded."""
     x, w, b, args = make_case(np.random.default_rng(0), *GEMM_LAYERS["depth_taps"], dtype=np.float32)
     geo = ConvSpec.from_args(x, w, None, **args)[0].geometry
-    within = gemm._in_python(gemm.planes_are_columns)
+    within = in_python(gemm.planes_are_columns)
     assert within((1, 6, 2, 32768, 32767), (1, 6, 2, 32768, 32767), geo)  # 2**31 - 2**16 voxels
     half, past = (1, 6, 1, 32768, 32768), (1, 6, 2, 32768, 32768)  # 2**30 and 2**31 voxels
     assert within(half, half, geo)

@@ -19,7 +19,8 @@ from .blas import product_nt_add, product_tn, product_tn_add
 from .direct import split_item
 from .geometry import EXAMPLE, unpack
 from .loops import add_matrix, copy_matrix, copy_row, copy_rows_every, fill_matrix
-from .registry import FORWARD, WEIGHT_GRAD, called_directly, example_arrays, readonly, register
+from .registry import (FORWARD, WEIGHT_GRAD, called_directly, example_arrays, in_python, readonly,
+                       register)
 
 #: Upper bound on one im2col slab, in bytes.
 SLAB_BYTES = 4 << 20
@@ -61,19 +62,13 @@ def planes_are_columns(x_shape, out_shape, geo):
             and out_shape[2] * out_shape[3] * out_shape[4] <= BLAS_MAX_INT)
 
 
-def _in_python(function):
-    """An njit function's Python original, to call outside kernels (the function itself
-    under ``NUMBA_DISABLE_JIT=1``, where njit returns it as it is)."""
-    return getattr(function, "py_func", function)
-
-
 def forward_depth_taps(spec) -> bool:
     """Whether :func:`forward_gemm` takes ``spec`` through :func:`_forward_depth_taps`:
     taps along depth only, more than one (a pointwise layer's planes are better read as
     one slab of many positions: 16 -> 64 on 48^3 2.8 ms in slabs, 4.7 by planes), and not
     a layer on few positions, which takes row blocks."""
     return (spec.kernel[0] > 1 and forward_row_blocks(spec) == 1
-            and _in_python(planes_are_columns)(spec.in_shape, spec.out_shape, spec.geometry))
+            and in_python(planes_are_columns)(spec.in_shape, spec.out_shape, spec.geometry))
 
 
 def weight_grad_depth_taps(spec) -> bool:
@@ -81,7 +76,7 @@ def weight_grad_depth_taps(spec) -> bool:
     (:func:`planes_are_columns`, and not a layer on few positions, which takes row
     blocks)."""
     return (weight_grad_row_blocks(spec) == 1
-            and _in_python(planes_are_columns)(spec.in_shape, spec.out_shape, spec.geometry))
+            and in_python(planes_are_columns)(spec.in_shape, spec.out_shape, spec.geometry))
 
 
 @njit(cache=True, inline="always")

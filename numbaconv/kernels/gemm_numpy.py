@@ -22,6 +22,7 @@ from scipy.linalg import blas
 from .geometry import Geometry
 from . import gemm
 from .gemm import NARROW_GRAD_ROWS
+from .registry import in_python
 
 
 def dot(a, b, a_transposed=False, b_transposed=False):
@@ -86,7 +87,7 @@ def _group_channels(x, n, g, cin_g):
 def _whole_columns(x, n, g, cin_g, geo, out_shape):
     """The whole im2col matrix of sample n, group g (:func:`gemm.fill_columns`; the input
     channels as they are where :func:`gemm.channels_are_columns`)."""
-    if gemm._in_python(gemm.channels_are_columns)(x.shape, out_shape, geo):
+    if in_python(gemm.channels_are_columns)(x.shape, out_shape, geo):
         return x[n, g * cin_g:(g + 1) * cin_g].reshape(cin_g, -1)
     return im2col(_group_channels(x, n, g, cin_g), x.shape[2:], geo, out_shape, 0, math.prod(out_shape[2:]))
 
@@ -109,7 +110,7 @@ def forward_gemm(x, wmat, bias, out, geometry, slab_positions, row_blocks):
                 rows = dot(weights[g * cout_g + m0:g * cout_g + m1], columns)
                 out_rows[ng * cout_g + m0:ng * cout_g + m1] = rows + bias[g * cout_g + m0:g * cout_g + m1, None]
         return
-    if geo.kernel_d > 1 and gemm._in_python(gemm.planes_are_columns)(x.shape, out.shape, geo):
+    if geo.kernel_d > 1 and in_python(gemm.planes_are_columns)(x.shape, out.shape, geo):
         _forward_depth_taps(x, wmat, bias, out, geo)
         return
     out_flat = out.reshape(n_batch, groups, cout_g, positions)
@@ -143,7 +144,7 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, row_blocks)
                     else:
                         partial[0, g, m0:m1] += product
         return
-    if gemm._in_python(gemm.planes_are_columns)(x.shape, grad_out.shape, geo):  # depth taps only
+    if in_python(gemm.planes_are_columns)(x.shape, grad_out.shape, geo):  # depth taps only
         _weight_grad_depth_taps(x, grad_out, partial, geo)
         return
     slabs = -(-positions // slab_positions)

@@ -150,6 +150,13 @@ def called_directly(caller: str) -> Callable:
     return launch
 
 
+def in_python(function: Callable) -> Callable:
+    """An njit function's Python original, for calls from Python code (plan rules, numpy
+    twins) that should not compile it; under ``NUMBA_DISABLE_JIT=1`` njit returns the
+    function as it is, and this returns it too."""
+    return getattr(function, "py_func", function)
+
+
 def readonly(array: np.ndarray) -> np.ndarray:
     """A read-only view of ``array``. Kernels' inputs are compiled as read-only arrays
     and launched as such, so every call matches a compiled signature exactly: numba
