@@ -667,6 +667,13 @@ def launch(kernel, *args):
         return result
 
 
+def _runner(kernel, compiled):
+    """What runs ``kernel``'s compiled function: through :func:`launch` if it is numba
+    parallel; directly otherwise (a kernel run in parts calls it from several threads
+    at once, which :func:`launch` would serialise)."""
+    return functools.partial(launch, compiled) if kernel.parallel else compiled
+
+
 class _BlasLimit:
     """BLAS held to one thread while any numba-parallel GEMM kernel runs, restored when
     the last one ends. Counted, so that overlapping calls from several Python threads
@@ -810,7 +817,7 @@ class Plan:
             compiled = _kernel(name, self.dtype, wait=None if last else 0)
             if compiled is not None:
                 break
-        self.state = (tiers[:i + 1], REGISTRY[name], functools.partial(launch, compiled))
+        self.state = (tiers[:i + 1], REGISTRY[name], _runner(REGISTRY[name], compiled))
 
     def run(self, *operands):
         tiers, kernel, run = self.state
@@ -828,10 +835,10 @@ class Plan:
             # A NaN or Inf operand would not meet the zeros this tier leaves out, where
             # the tiers above make 0 x Inf = NaN: the tier above serves (compiled now).
             kernel = REGISTRY[tiers[-2]]
-            run = functools.partial(launch, _kernel(kernel.name, self.dtype))
+            run = _runner(kernel, _kernel(kernel.name, self.dtype))
         if kernel.parallel and _forked_after_omp:
             kernel = REGISTRY[kernel.serial]
-            run = functools.partial(launch, _kernel(kernel.name, self.dtype))
+            run = _runner(kernel, _kernel(kernel.name, self.dtype))
         if kernel.blas:
             with single_threaded_blas():
                 return kernel.launch(run, self.spec, *operands)
@@ -960,7 +967,14 @@ def warmup(dtypes=("float32", "float64"), algorithms=None, progress=None) -> lis
             pairs += [(n, dtype) for n in names
                       if (n, dtype) not in pairs and dtype.name in REGISTRY[n].dtypes]
     say = progress or (lambda text: None)
-    missing = [(n, d) for n, d in pairs if not _on_disk(REGISTRY[n], d)]
+    missing, functions = [], set()
+    for name, dtype in pairs:
+        kernel = REGISTRY[name]
+        # Names of one function and signature (winograd_threads, winograd_serial) compile once.
+        compiled = (kernel.function, tuple(typeof(a) for a in kernel.examples(dtype)))
+        if compiled not in functions and not _on_disk(kernel, dtype):
+            missing.append((name, dtype))
+            functions.add(compiled)
 
     def compile_one(pair):
         start = time.perf_counter()

@@ -48,7 +48,7 @@ def transform_error(inp, weight, padding=0, dilation=1, padding_mode="zeros", **
 
 
 #: Algorithms that compute through Winograd's transforms.
-WINOGRAD = ("winograd", "winograd_serial")
+WINOGRAD = ("winograd", "winograd_threads", "winograd_serial")
 
 
 def winograd_error(dtype, inp, weight, groups=1, **_):

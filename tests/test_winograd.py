@@ -32,22 +32,60 @@ def test_matches_the_reference_on_random_layers(layer, dtype, seed):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(layer=winograd_layers(), dtype=st.sampled_from([np.float32, np.float64]),
        seed=st.integers(0, 2**32 - 1))
-def test_serial_twin_gives_the_same_bits(layer, dtype, seed):
-    """``auto`` serves from winograd_serial while the parallel kernel compiles, and a
-    process forked after OpenMP started runs it: the switch must never change a result."""
+def test_twins_in_parts_give_the_same_bits(layer, dtype, seed):
+    """``auto`` serves from winograd_threads while the parallel kernel compiles, and a
+    process forked after OpenMP started runs it (winograd_serial: the same kernel in one
+    part): the switch must never change a result."""
     x, w, b, args = make_case(np.random.default_rng(seed), *layer, dtype=dtype)
     parallel = nc.conv3d(x, w, b, algorithm="winograd", **args)
-    serial = nc.conv3d(x, w, b, algorithm="winograd_serial", **args)
-    assert serial.tobytes() == parallel.tobytes()
+    for twin in ("winograd_threads", "winograd_serial"):
+        assert nc.conv3d(x, w, b, algorithm=twin, **args).tobytes() == parallel.tobytes(), twin
 
 
-def test_serial_twin_is_the_fork_fallback_and_the_numpy_twin_the_tier():
-    """(The numpy twin's bits: tests/test_numpy_twins.py.)"""
+def test_tiers_and_fork_fallback_share_the_bits():
+    """The tiers below each parallel kernel: in parts on Python threads (also the fork
+    fallback), then the numpy twin (its bits: tests/test_numpy_twins.py). The serial
+    name is the same compiled kernel in one part."""
     for name in ("winograd", "wgrad_winograd"):
         kernel = _dispatch.REGISTRY[name]
-        assert kernel.fallbacks == (name + "_numpy",) and kernel.serial == name + "_serial"
-        for other in (kernel.serial, kernel.fallbacks[0]):
+        assert kernel.fallbacks == (name + "_threads", name + "_numpy")
+        assert kernel.serial == name + "_threads"
+        for other in (name + "_threads", name + "_serial", name + "_numpy"):
             assert _dispatch.REGISTRY[other].bitwise == kernel.bitwise
+            assert not _dispatch.REGISTRY[other].parallel
+        assert (_dispatch.REGISTRY[name + "_threads"].function
+                is _dispatch.REGISTRY[name + "_serial"].function)
+
+
+def test_auto_climbs_the_tiers_as_they_become_ready(monkeypatch):
+    """While the parallel kernel compiles, a tiered plan (``auto``'s) runs the numpy twin,
+    then the kernel in parts once that is ready, then the parallel one: the same bits at
+    every step."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 16, 10, 11, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    spec = ConvSpec.from_args(x, w, b, 1, 1)[0]
+    for name in ("winograd", "winograd_threads"):
+        nc.conv3d(x, w, b, padding=1, algorithm=name)  # compiled (or loaded) before the plan
+    ready = {"winograd": False, "winograd_threads": False}
+    monkeypatch.setattr(_dispatch, "_kernel_ready", lambda kernel, dtype: ready.get(kernel.name, True))
+    real = _dispatch._kernel
+    monkeypatch.setattr(_dispatch, "_kernel", lambda name, dtype, wait=None:
+                        None if name in ready and not ready[name] else real(name, dtype, wait))
+    monkeypatch.setattr(_dispatch, "_start_weight_grad_floor", lambda spec: None)
+    plan = _dispatch.Plan(spec, "winograd", tiered=True)
+    assert plan.state[0] == ["winograd", "winograd_threads", "winograd_numpy"]
+    outputs = []
+    for served, now_ready in (("winograd_numpy", "winograd_threads"),
+                              ("winograd_threads", "winograd"), ("winograd", None)):
+        out = np.empty(spec.out_shape, np.float32)
+        plan.run(x, w.reshape(spec.group_weight_shape), b, out)
+        assert plan.kernel_name == served
+        outputs.append(out.tobytes())
+        if now_ready:
+            ready[now_ready] = True
+    assert outputs[0] == outputs[1] == outputs[2]
 
 
 def weight_grad_oracle(x, grad_out, padding, groups):
@@ -86,8 +124,8 @@ def test_weight_gradient_matches_the_definition(layer, dtype, seed):
     spec = ConvSpec.from_args(x, w, None, **args)[0]
     grad_out = rng.standard_normal(spec.out_shape).astype(dtype)
     gw = _backward.grad_weight(spec, x, grad_out, "wgrad_winograd")
-    serial = _backward.grad_weight(spec, x, grad_out, "wgrad_winograd_serial")
-    assert serial.tobytes() == gw.tobytes()
+    for twin in ("wgrad_winograd_threads", "wgrad_winograd_serial"):
+        assert _backward.grad_weight(spec, x, grad_out, twin).tobytes() == gw.tobytes(), twin
     expected = weight_grad_oracle(x, grad_out, padding, spec.groups)
     tiles = spec.batch * np.prod([-(-size // 2) for size in spec.out_size])
     cout_g, cin_g = spec.out_per_group, spec.in_per_group
@@ -188,6 +226,10 @@ def test_same_bits_at_every_thread_count(tmp_path):
         assert winograd.staged(spec)
         deep = nc.conv3d(x, w, padding=1, algorithm="winograd")
         deep_gw = _backward.grad_weight(spec, x, np.cos(deep), "wgrad_winograd")
+        # run in parts on Python threads, one per numba thread
+        deep_parts = nc.conv3d(x, w, padding=1, algorithm="winograd_threads")
+        deep_gw_parts = _backward.grad_weight(spec, x, np.cos(deep), "wgrad_winograd_threads")
+        assert deep_parts.tobytes() == deep.tobytes() and deep_gw_parts.tobytes() == deep_gw.tobytes()
         np.savez(sys.argv[1], out=out, grad_input=gi, deep=deep, deep_gw=deep_gw)
     """, thread_counts=(1, 2, 2))
     assert_runs_bitwise_equal(runs)

@@ -42,14 +42,16 @@ class Kernel:
     examples: Callable
     launch: Callable
     description: str
-    #: False for kernels that run on the calling thread.
+    #: False for kernels outside numba's parallel layer: on the calling thread, or run in
+    #: parts on Python threads (kernels/parts.py), which also work in a process forked
+    #: after OpenMP started.
     parallel: bool = True
     #: Copies zero-bordered input planes: memory grows with the padding.
     plane_memory: bool = False
     #: Kernels in the same class give the same bits for the same spec (None: rounding only).
     bitwise: str | None = "direct"
-    #: A kernel running on the calling thread to use where parallel ones can't run
-    #: (a process forked after OpenMP started).
+    #: A kernel outside numba's parallel layer (``parallel=False``) to use where parallel
+    #: ones can't run (a process forked after OpenMP started).
     serial: str | None = None
     #: Kernels with the same bits that compile faster, best first: ``auto`` serves
     #: from them while this one compiles in the background.

@@ -28,6 +28,7 @@ from numba import njit, prange
 from .blas import product_nt_add
 from .direct import split_item
 from .geometry import unpack
+from .parts import run_in_parts, thread_count
 from .registry import FORWARD, WEIGHT_GRAD, example_arrays, readonly, register
 
 # F(2, 3) for a correlation y[i] = sum_k d[i + k] g[k], i = 0, 1:
@@ -335,8 +336,42 @@ def item_counts(x, w6, out, block_rows):
     return w6.shape[0] * w6.shape[1], x.shape[0] * w6.shape[0] * tile_blocks(out, block_rows)
 
 
-# One loop nest, two drivers with the same bits: the serial one serves processes forked
-# after OpenMP started (and its numpy twin serves ``auto`` while these compile).
+# The staged forward's jobs (see ``forward_winograd``): every item's stages are open at
+# once, each item in its own scratch row.
+@njit(cache=True, inline="always")
+def staged_input_job(x, geo, out, ut, block_rows, scratch, job):
+    """Job (item, input channel): that channel's input transforms of the item's tiles."""
+    groups, cout_g, cin_g = ut.shape[0], ut.shape[2], ut.shape[3]
+    item, ci = job // cin_g, job % cin_g
+    n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, groups, cin_g, cout_g, item,
+                                                      block_rows, scratch[item])
+    input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v, ci, ci + 1)
+
+
+@njit(cache=True, inline="always")
+def staged_product_job(out, ut, block_rows, scratch, job):
+    """Job (item, xi): one of the item's 64 products."""
+    groups, cout_g, cin_g = ut.shape[0], ut.shape[2], ut.shape[3]
+    item, xi = job // 64, job % 64
+    n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, groups, cin_g, cout_g, item,
+                                                      block_rows, scratch[item])
+    products(ut, g, v, m, xi)
+
+
+@njit(cache=True, inline="always")
+def staged_output_job(out, bias, ut, block_rows, scratch, job):
+    """Job (item, output channel): that channel's output transforms, into ``out``."""
+    groups, cout_g, cin_g = ut.shape[0], ut.shape[2], ut.shape[3]
+    item, co = job // cout_g, job % cout_g
+    n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, groups, cin_g, cout_g, item,
+                                                      block_rows, scratch[item])
+    output_block(m, out, bias, n, g, r0, r1, tiles_h, tiles_w, co, co + 1)
+
+
+# One loop nest, two drivers with the same bits: the ``prange`` one, and one run in
+# parts on Python threads (kernels/parts.py), which compiles in a third of the time and
+# serves while this one compiles, and in processes forked after OpenMP started (its
+# numpy twin serves ``auto`` while both compile).
 @njit(parallel=True, cache=True, nogil=True)
 def forward_winograd(x, w6, bias, out, geometry, block_rows, staged, ut, scratch):
     """out = conv3d(x, w) + bias for 3x3x3 stride-1 dilation-1 layers.
@@ -360,22 +395,12 @@ def forward_winograd(x, w6, bias, out, geometry, block_rows, staged, ut, scratch
         # transforms by (item, output channel), every item in its own scratch row. The
         # same operations on the same values as item by item: the same bits.
         cout_g, cin_g = w6.shape[1], w6.shape[2]
-        groups = w6.shape[0]
         for job in prange(items * cin_g):
-            item, ci = job // cin_g, job % cin_g
-            n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, groups, cin_g, cout_g, item,
-                                                              block_rows, scratch[item])
-            input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v, ci, ci + 1)
+            staged_input_job(x, geo, out, ut, block_rows, scratch, job)
         for job in prange(items * 64):
-            item, xi = job // 64, job % 64
-            n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, groups, cin_g, cout_g, item,
-                                                              block_rows, scratch[item])
-            products(ut, g, v, m, xi)
+            staged_product_job(out, ut, block_rows, scratch, job)
         for job in prange(items * cout_g):
-            item, co = job // cout_g, job % cout_g
-            n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, groups, cin_g, cout_g, item,
-                                                              block_rows, scratch[item])
-            output_block(m, out, bias, n, g, r0, r1, tiles_h, tiles_w, co, co + 1)
+            staged_output_job(out, bias, ut, block_rows, scratch, job)
         return
     for item in prange(items):
         # A thread's items reuse its scratch row: a fresh block per item cost a page
@@ -385,15 +410,33 @@ def forward_winograd(x, w6, bias, out, geometry, block_rows, staged, ut, scratch
 
 
 @njit(cache=True, nogil=True)
-def forward_winograd_serial(x, w6, bias, out, geometry, block_rows, staged, ut, scratch):
-    """:func:`forward_winograd` on the calling thread, item by item (``staged`` gives the
-    same bits either way), with the same bits."""
+def forward_winograd_part(x, w6, bias, out, geometry, block_rows, staged, ut, scratch,
+                          stage, part, parts):
+    """Part ``part`` of ``parts`` of stage ``stage`` of :func:`forward_winograd` (the same
+    arguments; scratch: one row per part, or staged one per item). Stages: 0 the weight
+    transforms; 1 every item whole, or staged 1-3 the input transforms, the products and
+    the output transforms. A part runs its stage's jobs ``[part * jobs // parts, (part +
+    1) * jobs // parts)``: ``parts = 1`` is the whole kernel on the calling thread."""
     geo = unpack(geometry)
     weight_items, items = item_counts(x, w6, out, block_rows)
-    for item in range(weight_items):
-        transformed_weights(w6, item, ut)
-    for item in range(items):
-        forward_item(x, ut, bias, out, geo, item, block_rows, scratch[0])
+    cout_g, cin_g = w6.shape[1], w6.shape[2]
+    if stage == 0:
+        jobs = weight_items
+    elif not staged:
+        jobs = items
+    else:
+        jobs = items * (cin_g if stage == 1 else 64 if stage == 2 else cout_g)
+    for job in range(part * jobs // parts, (part + 1) * jobs // parts):
+        if stage == 0:
+            transformed_weights(w6, job, ut)
+        elif not staged:
+            forward_item(x, ut, bias, out, geo, job, block_rows, scratch[part])
+        elif stage == 1:
+            staged_input_job(x, geo, out, ut, block_rows, scratch, job)
+        elif stage == 2:
+            staged_product_job(out, ut, block_rows, scratch, job)
+        else:
+            staged_output_job(out, bias, ut, block_rows, scratch, job)
 
 
 @njit(cache=True, inline="always")
@@ -459,6 +502,47 @@ def weight_grad_items(x, grad_out, partial, block_rows):
     return x.shape[0] * partial.shape[1] * tile_blocks(grad_out, block_rows)
 
 
+@njit(cache=True, inline="always")
+def weight_grad_chunk(x, grad_out, partial, geo, block_rows, chunk, mine):
+    """partial[chunk] += the products of chunk ``chunk``'s work items (a fixed range of
+    them, whatever the thread count), in order, in scratch row ``mine``."""
+    chunks = partial.shape[0]
+    total = weight_grad_items(x, grad_out, partial, block_rows)
+    for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
+        weight_grad_item(x, grad_out, partial[chunk], geo, item, block_rows, mine)
+
+
+# The staged weight gradient's jobs: both transforms by (item, channel), then the
+# products by (group, xi), each summing its samples' products in order, as the one
+# chunk does item by item.
+@njit(cache=True, inline="always")
+def staged_grad_input_job(x, geo, grad_out, partial, block_rows, scratch, job):
+    groups, cout_g, cin_g = partial.shape[1], partial.shape[3], partial.shape[4]
+    item, ci = job // cin_g, job % cin_g
+    n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
+                                                      item, block_rows, scratch[item])
+    input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v, ci, ci + 1)
+
+
+@njit(cache=True, inline="always")
+def staged_grad_output_job(grad_out, partial, block_rows, scratch, job):
+    groups, cout_g, cin_g = partial.shape[1], partial.shape[3], partial.shape[4]
+    item, co = job // cout_g, job % cout_g
+    n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
+                                                      item, block_rows, scratch[item])
+    grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u, co, co + 1)
+
+
+@njit(cache=True, inline="always")
+def staged_grad_product_job(grad_out, partial, block_rows, scratch, total, job):
+    groups, cout_g, cin_g = partial.shape[1], partial.shape[3], partial.shape[4]
+    g, xi = job // 64, job % 64
+    for item in range(g, total, groups):  # item = n * groups + g
+        n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
+                                                          item, block_rows, scratch[item])
+        product_nt_add(u[xi], v[xi], partial[0, g, xi])
+
+
 # The weight gradient: the same tiles, the adjoint transforms (Winograd's F(3x3x3,
 # 2x2x2)): 64 products per tile and channel pair instead of 216. Work items are split
 # into ``chunks`` fixed ranges, each summed into its own partial, so the sums do not
@@ -474,49 +558,50 @@ def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, staged, scr
     Cout/G, Cin/G, 27), written in full (:func:`taps_from_products`).
     """
     geo = unpack(geometry)
-    chunks = partial.shape[0]
     total = weight_grad_items(x, grad_out, partial, block_rows)
     if staged:
-        # Both transforms by (item, channel), then the products by (group, xi), each
-        # summing its samples' products in order, as the one chunk item by item does.
         groups, cout_g, cin_g = partial.shape[1], partial.shape[3], partial.shape[4]
         for job in prange(total * cin_g):
-            item, ci = job // cin_g, job % cin_g
-            n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
-                                                              item, block_rows, scratch[item])
-            input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v, ci, ci + 1)
+            staged_grad_input_job(x, geo, grad_out, partial, block_rows, scratch, job)
         for job in prange(total * cout_g):
-            item, co = job // cout_g, job % cout_g
-            n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
-                                                              item, block_rows, scratch[item])
-            grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u, co, co + 1)
+            staged_grad_output_job(grad_out, partial, block_rows, scratch, job)
         for job in prange(groups * 64):
-            g, xi = job // 64, job % 64
-            for item in range(g, total, groups):  # item = n * groups + g
-                n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
-                                                                  item, block_rows, scratch[item])
-                product_nt_add(u[xi], v[xi], partial[0, g, xi])
+            staged_grad_product_job(grad_out, partial, block_rows, scratch, total, job)
     else:
-        for chunk in prange(chunks):
-            mine = scratch[numba.get_thread_id()]
-            for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
-                weight_grad_item(x, grad_out, partial[chunk], geo, item, block_rows, mine)
+        for chunk in prange(partial.shape[0]):
+            weight_grad_chunk(x, grad_out, partial, geo, block_rows, chunk,
+                              scratch[numba.get_thread_id()])
     for job in prange(gw.shape[0] * gw.shape[1]):
         taps_from_products(partial, gw, job)
 
 
 @njit(cache=True, nogil=True)
-def weight_grad_winograd_serial(x, grad_out, partial, geometry, block_rows, staged, scratch, gw):
-    """:func:`weight_grad_winograd` on the calling thread, item by item (``staged`` gives
-    the same bits either way), with the same bits."""
+def weight_grad_winograd_part(x, grad_out, partial, geometry, block_rows, staged, scratch, gw,
+                              stage, part, parts):
+    """Part ``part`` of ``parts`` of stage ``stage`` of :func:`weight_grad_winograd`, as
+    :func:`forward_winograd_part` is of the forward. Stages: 0 the chunks, or staged 0-2
+    the input transforms, the grad_output transforms and the products; then the taps."""
     geo = unpack(geometry)
-    chunks = partial.shape[0]
     total = weight_grad_items(x, grad_out, partial, block_rows)
-    for chunk in range(chunks):
-        for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
-            weight_grad_item(x, grad_out, partial[chunk], geo, item, block_rows, scratch[0])
-    for job in range(gw.shape[0] * gw.shape[1]):
-        taps_from_products(partial, gw, job)
+    groups, cout_g, cin_g = partial.shape[1], partial.shape[3], partial.shape[4]
+    last = 3 if staged else 1
+    if stage == last:
+        jobs = gw.shape[0] * gw.shape[1]
+    elif not staged:
+        jobs = partial.shape[0]
+    else:
+        jobs = total * cin_g if stage == 0 else total * cout_g if stage == 1 else groups * 64
+    for job in range(part * jobs // parts, (part + 1) * jobs // parts):
+        if stage == last:
+            taps_from_products(partial, gw, job)
+        elif not staged:
+            weight_grad_chunk(x, grad_out, partial, geo, block_rows, job, scratch[part])
+        elif stage == 0:
+            staged_grad_input_job(x, geo, grad_out, partial, block_rows, scratch, job)
+        elif stage == 1:
+            staged_grad_output_job(grad_out, partial, block_rows, scratch, job)
+        else:
+            staged_grad_product_job(grad_out, partial, block_rows, scratch, total, job)
 
 
 # ---- Declarations -----------------------------------------------------------------------
@@ -590,14 +675,37 @@ def _scratch(spec, rows, rows_per_item) -> np.ndarray:
     return np.empty((rows, scratch_size(spec, rows_per_item)), spec.compute_dtype)
 
 
+def _forward_arguments(spec, x, w6, bias, out, scratch_rows, run_staged):
+    """The forward kernels' arguments, with ``scratch_rows`` scratch rows."""
+    rows_per_item = item_rows(spec)
+    ut = np.empty((spec.groups, 64, spec.out_per_group, spec.in_per_group), spec.compute_dtype)
+    return (readonly(x), readonly(w6), readonly(bias), out, spec.kernel_geometry, rows_per_item,
+            run_staged, ut, _scratch(spec, scratch_rows, rows_per_item))
+
+
 def _launcher(scratch_rows):
     """The forward's launcher for a kernel that uses ``scratch_rows(spec)`` scratch rows."""
     def launch_forward(run, spec, x, w6, bias, out):
-        rows_per_item = item_rows(spec)
-        ut = np.empty((spec.groups, 64, spec.out_per_group, spec.in_per_group), spec.compute_dtype)
-        run(readonly(x), readonly(w6), readonly(bias), out, spec.kernel_geometry, rows_per_item,
-            staged(spec), ut, _scratch(spec, scratch_rows(spec), rows_per_item))
+        run(*_forward_arguments(spec, x, w6, bias, out, scratch_rows(spec), staged(spec)))
     return launch_forward
+
+
+def _in_parts(parts_now, launch):
+    """A launcher that runs its kernel in ``parts_now()`` parts (kernels/parts.py), from
+    ``launch(run, spec, parts, run_staged, *operands)``. One part runs item by item (the
+    same bits as staged: see ``forward_winograd``), in one scratch row."""
+    def launch_in_parts(run, spec, *operands):
+        parts = parts_now()
+        run_staged = staged(spec) and parts > 1
+        stages = 4 if run_staged else 2
+        return launch(lambda *arguments: run_in_parts(run, arguments, stages, parts),
+                      spec, parts, run_staged, *operands)
+    return launch_in_parts
+
+
+def _forward_parts(run, spec, parts, run_staged, x, w6, bias, out):
+    scratch_rows = spec.batch * spec.groups if run_staged else parts
+    run(*_forward_arguments(spec, x, w6, bias, out, scratch_rows, run_staged))
 
 
 def _parallel_scratch_rows(spec) -> int:
@@ -628,57 +736,79 @@ def weight_grad_chunks(spec) -> int:
     return max(1, min(WEIGHT_GRAD_CHUNKS, items, PARTIAL_BYTES // chunk_bytes))
 
 
+def _weight_grad_call(run, spec, x, grad_out, scratch_rows, run_staged):
+    """Run a weight-gradient kernel with ``scratch_rows`` scratch rows; the gradient."""
+    dtype = spec.compute_dtype
+    partial = np.zeros((weight_grad_chunks(spec), spec.groups, 64, spec.out_per_group,
+                        spec.in_per_group), dtype)
+    rows_per_item = item_rows(spec)
+    gw = np.empty(spec.group_weight_shape, dtype)
+    # The transform back to the taps runs in the kernel, per (group, output channel):
+    # here, in numpy (the chunks summed in float64, one (27 x 64) matmul, a strided
+    # rounding copy) it took 18 of a 50 ms call (256 -> 256 on 12^3).
+    run(readonly(x), readonly(grad_out), partial, spec.kernel_geometry, rows_per_item,
+        run_staged, _scratch(spec, scratch_rows, rows_per_item),
+        gw.reshape(spec.groups, spec.out_per_group, spec.in_per_group, 27))
+    return gw
+
+
 def _weight_grad_launcher(scratch_rows):
     """The weight gradient's launcher for a kernel that uses ``scratch_rows(spec)`` scratch
     rows."""
     def launch_weight_grad(run, spec, x, grad_out):
-        dtype = spec.compute_dtype
-        partial = np.zeros((weight_grad_chunks(spec), spec.groups, 64, spec.out_per_group,
-                            spec.in_per_group), dtype)
-        rows_per_item = item_rows(spec)
-        gw = np.empty(spec.group_weight_shape, dtype)
-        # The transform back to the taps runs in the kernel, per (group, output channel):
-        # here, in numpy (the chunks summed in float64, one (27 x 64) matmul, a strided
-        # rounding copy) it took 18 of a 50 ms call (256 -> 256 on 12^3).
-        run(readonly(x), readonly(grad_out), partial, spec.kernel_geometry, rows_per_item,
-            staged(spec), _scratch(spec, scratch_rows(spec), rows_per_item),
-            gw.reshape(spec.groups, spec.out_per_group, spec.in_per_group, 27))
-        return gw
+        return _weight_grad_call(run, spec, x, grad_out, scratch_rows(spec), staged(spec))
     return launch_weight_grad
+
+
+def _weight_grad_parts(run, spec, parts, run_staged, x, grad_out):
+    scratch_rows = spec.batch * spec.groups if run_staged else parts
+    return _weight_grad_call(run, spec, x, grad_out, scratch_rows, run_staged)
 
 
 def _weight_grad_examples(dtype):
     return example_arrays(dtype, 5, 5, 5) + (1, False, np.empty((1, 1), dtype), np.empty((1, 1, 1, 27), dtype))
 
 
+def _in_parts_examples(examples):
+    """The examples of a kernel run in parts: ``examples``' and (stage, part, parts)."""
+    return lambda dtype: examples(dtype) + (0, 0, 1)
+
+
 _DESCRIPTION = "Winograd F(2x2x2, 3x3x3) and BLAS: 3.4x fewer multiplications (3x3x3, stride 1, dilation 1)"
-# The numpy twins (kernels/winograd_numpy.py: the same bits, nothing to compile) serve
-# ``auto``'s first calls while these compile; the serial kernels serve forked processes.
-# (The twins use no scratch: their launchers allocate zero rows of it.)
+_WEIGHT_GRAD_DESCRIPTION = ("weight gradient by Winograd F(3x3x3, 2x2x2) and BLAS: 3.4x fewer "
+                            "multiplications (3x3x3, stride 1, dilation 1)")
+# Tiers of ``auto``, with the same bits: the numpy twins (kernels/winograd_numpy.py,
+# nothing to compile) serve the first calls, then the kernels run in parts on Python
+# threads (15 s to compile cold), then the prange kernels (42 s). The kernels in parts
+# also serve processes forked after OpenMP started, and in one part on the calling
+# thread ("_serial": the same compiled kernel). (The twins use no scratch: their
+# launchers allocate zero rows of it.)
 _TWINS = "numbaconv.kernels.winograd_numpy:"
+_COMMON = dict(bitwise="winograd", blas=True, supports=supports, direct_sums=False)
 register(name="winograd", computes=FORWARD, function=forward_winograd, examples=_examples,
-         launch=_launcher(_parallel_scratch_rows), bitwise="winograd", serial="winograd_serial",
-         fallbacks=("winograd_numpy",), blas=True, supports=supports, direct_sums=False,
-         description=_DESCRIPTION)
+         launch=_launcher(_parallel_scratch_rows), serial="winograd_threads",
+         fallbacks=("winograd_threads", "winograd_numpy"), description=_DESCRIPTION, **_COMMON)
+register(name="winograd_threads", computes=FORWARD, function=forward_winograd_part,
+         examples=_in_parts_examples(_examples), launch=_in_parts(thread_count, _forward_parts),
+         parallel=False, description=_DESCRIPTION + ", on Python threads", **_COMMON)
+register(name="winograd_serial", computes=FORWARD, function=forward_winograd_part,
+         examples=_in_parts_examples(_examples), launch=_in_parts(lambda: 1, _forward_parts),
+         parallel=False, description=_DESCRIPTION + ", on the calling thread", **_COMMON)
 register(name="winograd_numpy", computes=FORWARD, function=_TWINS + "forward_winograd",
          examples=lambda dtype: (), compiled=False, launch=_launcher(lambda spec: 0), parallel=False,
-         bitwise="winograd", blas=True, supports=supports, direct_sums=False,
-         description=_DESCRIPTION + ", in numpy (no compile)")
-register(name="winograd_serial", computes=FORWARD, function=forward_winograd_serial,
-         examples=_examples, launch=_launcher(lambda spec: 1), parallel=False, bitwise="winograd",
-         blas=True, supports=supports, direct_sums=False,
-         description=_DESCRIPTION + ", on the calling thread")
+         description=_DESCRIPTION + ", in numpy (no compile)", **_COMMON)
 register(name="wgrad_winograd", computes=WEIGHT_GRAD, function=weight_grad_winograd,
          examples=_weight_grad_examples, launch=_weight_grad_launcher(_parallel_scratch_rows),
-         bitwise="winograd", serial="wgrad_winograd_serial", fallbacks=("wgrad_winograd_numpy",),
-         blas=True, supports=supports, direct_sums=False,
-         description="weight gradient by Winograd F(3x3x3, 2x2x2) and BLAS: 3.4x fewer "
-                     "multiplications (3x3x3, stride 1, dilation 1)")
-register(name="wgrad_winograd_serial", computes=WEIGHT_GRAD, function=weight_grad_winograd_serial,
-         examples=_weight_grad_examples, launch=_weight_grad_launcher(lambda spec: 1), parallel=False,
-         bitwise="winograd", blas=True, supports=supports, direct_sums=False,
-         description="the Winograd weight gradient on the calling thread")
+         serial="wgrad_winograd_threads", fallbacks=("wgrad_winograd_threads", "wgrad_winograd_numpy"),
+         description=_WEIGHT_GRAD_DESCRIPTION, **_COMMON)
+register(name="wgrad_winograd_threads", computes=WEIGHT_GRAD, function=weight_grad_winograd_part,
+         examples=_in_parts_examples(_weight_grad_examples),
+         launch=_in_parts(thread_count, _weight_grad_parts), parallel=False,
+         description="the Winograd weight gradient on Python threads", **_COMMON)
+register(name="wgrad_winograd_serial", computes=WEIGHT_GRAD, function=weight_grad_winograd_part,
+         examples=_in_parts_examples(_weight_grad_examples),
+         launch=_in_parts(lambda: 1, _weight_grad_parts), parallel=False,
+         description="the Winograd weight gradient on the calling thread", **_COMMON)
 register(name="wgrad_winograd_numpy", computes=WEIGHT_GRAD, function=_TWINS + "weight_grad_winograd",
-         examples=lambda dtype: (), compiled=False, launch=_weight_grad_launcher(lambda spec: 0), parallel=False,
-         bitwise="winograd", blas=True, supports=supports, direct_sums=False,
-         description="the Winograd weight gradient in numpy (no compile)")
+         examples=lambda dtype: (), compiled=False, launch=_weight_grad_launcher(lambda spec: 0),
+         parallel=False, description="the Winograd weight gradient in numpy (no compile)", **_COMMON)

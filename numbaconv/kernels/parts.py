@@ -1,0 +1,67 @@
+"""Kernels run in parts on Python threads: a serial ``nogil`` kernel called once per
+(stage, part), the parts of a stage on threads of their own, a barrier between stages.
+
+Why not ``prange``: numba compiles a parallel kernel by outlining each ``prange`` body
+and inlining everything it calls into it, and LLVM then finalizes each of those modules
+with its callees: the Winograd forward took 42 s to compile cold so (Zen 4), the same
+work as one serial kernel 15 s. A kernel of the form ``kernel(*arguments, stage, part,
+parts)`` that runs jobs ``[part * jobs // parts, (part + 1) * jobs // parts)`` of its
+stage (``prange``'s own split) computes exactly what its ``prange`` twin computes, so
+it serves ``auto`` with the same bits while the twin compiles, and processes forked
+after OpenMP started, where ``prange`` cannot run. (It is not the first choice once
+the twin is compiled: numba's OpenMP threads spin for milliseconds after each parallel
+kernel, and Python threads running meanwhile lost 6-8 ms a call to them.)
+"""
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+
+import numba
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _workers() -> ThreadPoolExecutor:
+    """The process's part threads (started on first use; as many as numba may run)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max(1, numba.config.NUMBA_NUM_THREADS - 1),
+                                       thread_name_prefix="numbaconv-part")
+        return _pool
+
+
+def _forget_workers() -> None:
+    """In a forked child: the parent's threads did not fork; start new ones on demand."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers)
+
+
+def run_in_parts(run, arguments: tuple, stages: int, parts: int) -> None:
+    """``run(*arguments, stage, part, parts)`` for every stage in order and every part of
+    it: part 0 on the calling thread, the others on the part threads; each stage ends
+    when all of its parts have. An exception in any part is raised here, after every
+    part of its stage has ended (none writes into the operands afterwards)."""
+    for stage in range(stages):
+        if parts == 1:
+            run(*arguments, stage, 0, 1)
+            continue
+        pool = _workers()
+        others = [pool.submit(run, *arguments, stage, part, parts) for part in range(1, parts)]
+        try:
+            run(*arguments, stage, 0, parts)
+        finally:
+            wait(others)
+        for other in others:
+            other.result()
+
+
+def thread_count() -> int:
+    """Parts per stage: numba's thread count for the calling thread
+    (``numba.set_num_threads`` applies, as to ``prange``)."""
+    return numba.get_num_threads()
