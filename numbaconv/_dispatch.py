@@ -12,8 +12,9 @@ also persist on disk through numba's ``cache=True``, so a new process loads them
 instead of compiling.
 
 Tiers: a register-blocked kernel takes 5-20 s to compile the first time, the parallel
-direct one about 4 s, the serial direct one about 2 s; the Winograd kernels 40-45 s, the
-GEMM kernels 6-12 s, whose numpy twins compile nothing. When ``auto`` picks a kernel
+direct one about 4 s, the serial direct one about 2 s; the Winograd kernels 40-45 s
+(10 s run in parts on Python threads), the GEMM kernels 6-12 s, whose numpy twins
+compile nothing. When ``auto`` picks a kernel
 that declares ``fallbacks`` and it is not ready, the fallbacks (same bits) serve while
 it compiles in a background thread: the last one is compiled on the spot if need be,
 and each call moves up to the best tier ready by then.
@@ -518,6 +519,10 @@ def _indexed(cache, signature, target_context) -> bool:
 
 
 _children: set = set()
+_children_lock = threading.Lock()
+_unpaused = threading.Event()  # clear while background_paused
+_unpaused.set()
+_pauses = 0
 _exiting = False
 
 
@@ -538,13 +543,17 @@ def _compile_in_child(name: str, dtype) -> None:
                             ("NUMBA_SLP_VECTORIZE", int(numba.config.SLP_VECTORIZE))):
         if value:  # the same target and settings as here, however they were set
             env[variable] = str(value)
-    try:
-        child = subprocess.Popen([sys.executable, "-m", "numbaconv._compile", name,
-                                  np.dtype(dtype).name], env=env, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    except OSError:
-        return
-    _children.add(child)
+    _unpaused.wait()
+    with _children_lock:  # started and listed at once, for _stop_children and background_paused
+        if _exiting:
+            return
+        try:
+            child = subprocess.Popen([sys.executable, "-m", "numbaconv._compile", name,
+                                      np.dtype(dtype).name], env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError:
+            return
+        _children.add(child)
     try:
         child.wait()
     finally:
@@ -554,12 +563,42 @@ def _compile_in_child(name: str, dtype) -> None:
 def _stop_children() -> None:
     """At exit: no compile process is left behind (the next process compiles again)."""
     global _exiting
-    _exiting = True
-    for child in list(_children):
-        child.kill()
+    with _children_lock:
+        _exiting = True
+        for child in list(_children):
+            child.kill()
 
 
 atexit.register(_stop_children)
+
+
+@contextlib.contextmanager
+def background_paused():
+    """Background compile processes stopped meanwhile (``SIGSTOP``, then ``SIGCONT``;
+    where the platform has no such signals, only no new one starts): for timings that
+    should not share the CPU with a compile. Nests, and works from several threads."""
+    global _pauses
+    with _children_lock:
+        _pauses += 1
+        _unpaused.clear()  # no new compile starts meanwhile
+        _signal_children("SIGSTOP")
+    try:
+        yield
+    finally:
+        with _children_lock:
+            _pauses -= 1
+            if _pauses == 0:
+                _signal_children("SIGCONT")
+                _unpaused.set()
+
+
+def _signal_children(name) -> None:
+    import signal
+
+    if hasattr(signal, name):
+        for child in _children:
+            with contextlib.suppress(OSError):
+                child.send_signal(getattr(signal, name))
 
 
 def compile_kernel(kernel, dtype):

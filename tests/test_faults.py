@@ -152,6 +152,86 @@ def test_script_exits_without_waiting_for_background_compiles(tmp_path):
     assert ended - last_call < 5, f"exited {ended - last_call:.1f} s after its last call"
 
 
+_PAUSED_EXIT_SCRIPT = r'''
+import time
+import numpy as np
+import numbaconv as nc
+from numbaconv import _dispatch
+x = np.ones((1, 16, 12, 12, 12), np.float32)
+w = np.ones((16, 16, 3, 3, 3), np.float32)
+nc.conv3d(x, w, padding=1)  # a lower tier serves; better ones compile in child processes
+with _dispatch.background_paused():  # the next child waits to start until this ends...
+    time.sleep(0.5)
+print("done", flush=True)  # ...and the script exits right after
+'''
+
+
+def _compile_processes_with(marker: str) -> list:
+    """Pids of live ``numbaconv._compile`` processes whose environment holds ``marker``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"numbaconv._compile" not in f.read():
+                    continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_no_compile_process_outlives_its_script(tmp_path):
+    """Child compiles are killed at exit, including one that starts while the script
+    exits (it started after the exit handler had killed the others: a review)."""
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("needs /proc")
+    import time
+
+    cache = str(tmp_path / "cache")
+    proc = run_script(tmp_path, _PAUSED_EXIT_SCRIPT, env=python_env(NUMBA_CACHE_DIR=cache),
+                      timeout=300)
+    assert proc.returncode == 0, describe(proc)
+    time.sleep(1.0)
+    left = _compile_processes_with(cache)
+    for pid in left:
+        os.kill(pid, 9)
+    assert left == [], "compile processes left behind"
+
+
+def test_background_paused_stops_and_resumes_compile_processes(monkeypatch):
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("needs /proc")
+    import subprocess
+    import sys
+
+    def stopped(pid, expected):
+        """Whether the process is stopped, once it is as ``expected`` or after 5 s (a
+        signal arrives asynchronously)."""
+        import time
+
+        for _ in range(500):
+            with open(f"/proc/{pid}/stat") as f:
+                now = f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+            if now == expected:
+                break
+            time.sleep(0.01)
+        return now
+
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    monkeypatch.setattr(_dispatch, "_children", {child})
+    try:
+        with _dispatch.background_paused():
+            with _dispatch.background_paused():  # nested: the outer one keeps the pause
+                pass
+            assert stopped(child.pid, True) and not _dispatch._unpaused.is_set()
+        assert not stopped(child.pid, False) and _dispatch._unpaused.is_set()
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_interrupt_reaches_only_the_interrupted_thread(monkeypatch):
     """A KeyboardInterrupt while the main thread compiles a kernel stays in the main
     thread; another thread waiting for the same kernel builds it itself."""

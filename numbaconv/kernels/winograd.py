@@ -336,42 +336,10 @@ def item_counts(x, w6, out, block_rows):
     return w6.shape[0] * w6.shape[1], x.shape[0] * w6.shape[0] * tile_blocks(out, block_rows)
 
 
-# The staged forward's jobs (see ``forward_winograd``): every item's stages are open at
-# once, each item in its own scratch row.
-@njit(cache=True, inline="always")
-def staged_input_job(x, geo, out, ut, block_rows, scratch, job):
-    """Job (item, input channel): that channel's input transforms of the item's tiles."""
-    groups, cout_g, cin_g = ut.shape[0], ut.shape[2], ut.shape[3]
-    item, ci = job // cin_g, job % cin_g
-    n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, groups, cin_g, cout_g, item,
-                                                      block_rows, scratch[item])
-    input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v, ci, ci + 1)
-
-
-@njit(cache=True, inline="always")
-def staged_product_job(out, ut, block_rows, scratch, job):
-    """Job (item, xi): one of the item's 64 products."""
-    groups, cout_g, cin_g = ut.shape[0], ut.shape[2], ut.shape[3]
-    item, xi = job // 64, job % 64
-    n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, groups, cin_g, cout_g, item,
-                                                      block_rows, scratch[item])
-    products(ut, g, v, m, xi)
-
-
-@njit(cache=True, inline="always")
-def staged_output_job(out, bias, ut, block_rows, scratch, job):
-    """Job (item, output channel): that channel's output transforms, into ``out``."""
-    groups, cout_g, cin_g = ut.shape[0], ut.shape[2], ut.shape[3]
-    item, co = job // cout_g, job % cout_g
-    n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, groups, cin_g, cout_g, item,
-                                                      block_rows, scratch[item])
-    output_block(m, out, bias, n, g, r0, r1, tiles_h, tiles_w, co, co + 1)
-
-
-# One loop nest, two drivers with the same bits: the ``prange`` one, and one run in
-# parts on Python threads (kernels/parts.py), which compiles in a third of the time and
-# serves while this one compiles, and in processes forked after OpenMP started (its
-# numpy twin serves ``auto`` while both compile).
+# One loop nest, two drivers with the same bits: ``prange``, and in parts on Python
+# threads (kernels/parts.py), which compiles in a fifth of the time: it serves ``auto``
+# while the other compiles, and processes forked after OpenMP started (the numpy twin
+# serves ``auto`` while both compile).
 @njit(parallel=True, cache=True, nogil=True)
 def forward_winograd(x, w6, bias, out, geometry, block_rows, staged, ut, scratch):
     """out = conv3d(x, w) + bias for 3x3x3 stride-1 dilation-1 layers.
@@ -395,12 +363,22 @@ def forward_winograd(x, w6, bias, out, geometry, block_rows, staged, ut, scratch
         # transforms by (item, output channel), every item in its own scratch row. The
         # same operations on the same values as item by item: the same bits.
         cout_g, cin_g = w6.shape[1], w6.shape[2]
+        groups = w6.shape[0]
         for job in prange(items * cin_g):
-            staged_input_job(x, geo, out, ut, block_rows, scratch, job)
+            item, ci = job // cin_g, job % cin_g
+            n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, groups, cin_g, cout_g, item,
+                                                              block_rows, scratch[item])
+            input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v, ci, ci + 1)
         for job in prange(items * 64):
-            staged_product_job(out, ut, block_rows, scratch, job)
+            item, xi = job // 64, job % 64
+            n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, groups, cin_g, cout_g, item,
+                                                              block_rows, scratch[item])
+            products(ut, g, v, m, xi)
         for job in prange(items * cout_g):
-            staged_output_job(out, bias, ut, block_rows, scratch, job)
+            item, co = job // cout_g, job % cout_g
+            n, g, r0, r1, tiles_h, tiles_w, v, m = item_block(out, groups, cin_g, cout_g, item,
+                                                              block_rows, scratch[item])
+            output_block(m, out, bias, n, g, r0, r1, tiles_h, tiles_w, co, co + 1)
         return
     for item in prange(items):
         # A thread's items reuse its scratch row: a fresh block per item cost a page
@@ -413,30 +391,18 @@ def forward_winograd(x, w6, bias, out, geometry, block_rows, staged, ut, scratch
 def forward_winograd_part(x, w6, bias, out, geometry, block_rows, staged, ut, scratch,
                           stage, part, parts):
     """Part ``part`` of ``parts`` of stage ``stage`` of :func:`forward_winograd` (the same
-    arguments; scratch: one row per part, or staged one per item). Stages: 0 the weight
-    transforms; 1 every item whole, or staged 1-3 the input transforms, the products and
-    the output transforms. A part runs its stage's jobs ``[part * jobs // parts, (part +
-    1) * jobs // parts)``: ``parts = 1`` is the whole kernel on the calling thread."""
+    arguments), item by item whatever ``staged`` says (the same bits either way), with
+    one scratch row per part.
+    Stages: 0 the weight transforms, 1 the work items, each split into ``parts`` ranges
+    as ``prange`` splits them; ``parts = 1`` is the whole kernel on the calling thread."""
     geo = unpack(geometry)
     weight_items, items = item_counts(x, w6, out, block_rows)
-    cout_g, cin_g = w6.shape[1], w6.shape[2]
-    if stage == 0:
-        jobs = weight_items
-    elif not staged:
-        jobs = items
-    else:
-        jobs = items * (cin_g if stage == 1 else 64 if stage == 2 else cout_g)
+    jobs = weight_items if stage == 0 else items
     for job in range(part * jobs // parts, (part + 1) * jobs // parts):
         if stage == 0:
             transformed_weights(w6, job, ut)
-        elif not staged:
-            forward_item(x, ut, bias, out, geo, job, block_rows, scratch[part])
-        elif stage == 1:
-            staged_input_job(x, geo, out, ut, block_rows, scratch, job)
-        elif stage == 2:
-            staged_product_job(out, ut, block_rows, scratch, job)
         else:
-            staged_output_job(out, bias, ut, block_rows, scratch, job)
+            forward_item(x, ut, bias, out, geo, job, block_rows, scratch[part])
 
 
 @njit(cache=True, inline="always")
@@ -502,47 +468,6 @@ def weight_grad_items(x, grad_out, partial, block_rows):
     return x.shape[0] * partial.shape[1] * tile_blocks(grad_out, block_rows)
 
 
-@njit(cache=True, inline="always")
-def weight_grad_chunk(x, grad_out, partial, geo, block_rows, chunk, mine):
-    """partial[chunk] += the products of chunk ``chunk``'s work items (a fixed range of
-    them, whatever the thread count), in order, in scratch row ``mine``."""
-    chunks = partial.shape[0]
-    total = weight_grad_items(x, grad_out, partial, block_rows)
-    for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
-        weight_grad_item(x, grad_out, partial[chunk], geo, item, block_rows, mine)
-
-
-# The staged weight gradient's jobs: both transforms by (item, channel), then the
-# products by (group, xi), each summing its samples' products in order, as the one
-# chunk does item by item.
-@njit(cache=True, inline="always")
-def staged_grad_input_job(x, geo, grad_out, partial, block_rows, scratch, job):
-    groups, cout_g, cin_g = partial.shape[1], partial.shape[3], partial.shape[4]
-    item, ci = job // cin_g, job % cin_g
-    n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
-                                                      item, block_rows, scratch[item])
-    input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v, ci, ci + 1)
-
-
-@njit(cache=True, inline="always")
-def staged_grad_output_job(grad_out, partial, block_rows, scratch, job):
-    groups, cout_g, cin_g = partial.shape[1], partial.shape[3], partial.shape[4]
-    item, co = job // cout_g, job % cout_g
-    n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
-                                                      item, block_rows, scratch[item])
-    grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u, co, co + 1)
-
-
-@njit(cache=True, inline="always")
-def staged_grad_product_job(grad_out, partial, block_rows, scratch, total, job):
-    groups, cout_g, cin_g = partial.shape[1], partial.shape[3], partial.shape[4]
-    g, xi = job // 64, job % 64
-    for item in range(g, total, groups):  # item = n * groups + g
-        n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
-                                                          item, block_rows, scratch[item])
-        product_nt_add(u[xi], v[xi], partial[0, g, xi])
-
-
 # The weight gradient: the same tiles, the adjoint transforms (Winograd's F(3x3x3,
 # 2x2x2)): 64 products per tile and channel pair instead of 216. Work items are split
 # into ``chunks`` fixed ranges, each summed into its own partial, so the sums do not
@@ -558,19 +483,33 @@ def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, staged, scr
     Cout/G, Cin/G, 27), written in full (:func:`taps_from_products`).
     """
     geo = unpack(geometry)
+    chunks = partial.shape[0]
     total = weight_grad_items(x, grad_out, partial, block_rows)
     if staged:
+        # Both transforms by (item, channel), then the products by (group, xi), each
+        # summing its samples' products in order, as the one chunk item by item does.
         groups, cout_g, cin_g = partial.shape[1], partial.shape[3], partial.shape[4]
         for job in prange(total * cin_g):
-            staged_grad_input_job(x, geo, grad_out, partial, block_rows, scratch, job)
+            item, ci = job // cin_g, job % cin_g
+            n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
+                                                              item, block_rows, scratch[item])
+            input_block(x, geo, n, g, r0, r1, tiles_h, tiles_w, v, ci, ci + 1)
         for job in prange(total * cout_g):
-            staged_grad_output_job(grad_out, partial, block_rows, scratch, job)
+            item, co = job // cout_g, job % cout_g
+            n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
+                                                              item, block_rows, scratch[item])
+            grad_block(grad_out, n, g, r0, r1, tiles_h, tiles_w, u, co, co + 1)
         for job in prange(groups * 64):
-            staged_grad_product_job(grad_out, partial, block_rows, scratch, total, job)
+            g, xi = job // 64, job % 64
+            for item in range(g, total, groups):  # item = n * groups + g
+                n, g, r0, r1, tiles_h, tiles_w, v, u = item_block(grad_out, groups, cin_g, cout_g,
+                                                                  item, block_rows, scratch[item])
+                product_nt_add(u[xi], v[xi], partial[0, g, xi])
     else:
-        for chunk in prange(partial.shape[0]):
-            weight_grad_chunk(x, grad_out, partial, geo, block_rows, chunk,
-                              scratch[numba.get_thread_id()])
+        for chunk in prange(chunks):
+            mine = scratch[numba.get_thread_id()]
+            for item in range(chunk * total // chunks, (chunk + 1) * total // chunks):
+                weight_grad_item(x, grad_out, partial[chunk], geo, item, block_rows, mine)
     for job in prange(gw.shape[0] * gw.shape[1]):
         taps_from_products(partial, gw, job)
 
@@ -578,30 +517,19 @@ def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, staged, scr
 @njit(cache=True, nogil=True)
 def weight_grad_winograd_part(x, grad_out, partial, geometry, block_rows, staged, scratch, gw,
                               stage, part, parts):
-    """Part ``part`` of ``parts`` of stage ``stage`` of :func:`weight_grad_winograd`, as
-    :func:`forward_winograd_part` is of the forward. Stages: 0 the chunks, or staged 0-2
-    the input transforms, the grad_output transforms and the products; then the taps."""
+    """Part ``part`` of ``parts`` of stage ``stage`` of :func:`weight_grad_winograd`, item
+    by item, as :func:`forward_winograd_part` is of the forward. Stages: 0 the chunks
+    (each part whole chunks), 1 the taps."""
     geo = unpack(geometry)
+    chunks = partial.shape[0]
     total = weight_grad_items(x, grad_out, partial, block_rows)
-    groups, cout_g, cin_g = partial.shape[1], partial.shape[3], partial.shape[4]
-    last = 3 if staged else 1
-    if stage == last:
-        jobs = gw.shape[0] * gw.shape[1]
-    elif not staged:
-        jobs = partial.shape[0]
-    else:
-        jobs = total * cin_g if stage == 0 else total * cout_g if stage == 1 else groups * 64
+    jobs = chunks if stage == 0 else gw.shape[0] * gw.shape[1]
     for job in range(part * jobs // parts, (part + 1) * jobs // parts):
-        if stage == last:
-            taps_from_products(partial, gw, job)
-        elif not staged:
-            weight_grad_chunk(x, grad_out, partial, geo, block_rows, job, scratch[part])
-        elif stage == 0:
-            staged_grad_input_job(x, geo, grad_out, partial, block_rows, scratch, job)
-        elif stage == 1:
-            staged_grad_output_job(grad_out, partial, block_rows, scratch, job)
+        if stage == 0:
+            for item in range(job * total // chunks, (job + 1) * total // chunks):
+                weight_grad_item(x, grad_out, partial[job], geo, item, block_rows, scratch[part])
         else:
-            staged_grad_product_job(grad_out, partial, block_rows, scratch, total, job)
+            taps_from_products(partial, gw, job)
 
 
 # ---- Declarations -----------------------------------------------------------------------
@@ -675,42 +603,34 @@ def _scratch(spec, rows, rows_per_item) -> np.ndarray:
     return np.empty((rows, scratch_size(spec, rows_per_item)), spec.compute_dtype)
 
 
-def _forward_arguments(spec, x, w6, bias, out, scratch_rows, run_staged):
-    """The forward kernels' arguments, with ``scratch_rows`` scratch rows."""
-    rows_per_item = item_rows(spec)
-    ut = np.empty((spec.groups, 64, spec.out_per_group, spec.in_per_group), spec.compute_dtype)
-    return (readonly(x), readonly(w6), readonly(bias), out, spec.kernel_geometry, rows_per_item,
-            run_staged, ut, _scratch(spec, scratch_rows, rows_per_item))
-
-
 def _launcher(scratch_rows):
     """The forward's launcher for a kernel that uses ``scratch_rows(spec)`` scratch rows."""
     def launch_forward(run, spec, x, w6, bias, out):
-        run(*_forward_arguments(spec, x, w6, bias, out, scratch_rows(spec), staged(spec)))
+        rows_per_item = item_rows(spec)
+        ut = np.empty((spec.groups, 64, spec.out_per_group, spec.in_per_group), spec.compute_dtype)
+        run(readonly(x), readonly(w6), readonly(bias), out, spec.kernel_geometry, rows_per_item,
+            staged(spec), ut, _scratch(spec, scratch_rows(spec), rows_per_item))
     return launch_forward
-
-
-def _in_parts(parts_now, launch):
-    """A launcher that runs its kernel in ``parts_now()`` parts (kernels/parts.py), from
-    ``launch(run, spec, parts, run_staged, *operands)``. One part runs item by item (the
-    same bits as staged: see ``forward_winograd``), in one scratch row."""
-    def launch_in_parts(run, spec, *operands):
-        parts = parts_now()
-        run_staged = staged(spec) and parts > 1
-        stages = 4 if run_staged else 2
-        return launch(lambda *arguments: run_in_parts(run, arguments, stages, parts),
-                      spec, parts, run_staged, *operands)
-    return launch_in_parts
-
-
-def _forward_parts(run, spec, parts, run_staged, x, w6, bias, out):
-    scratch_rows = spec.batch * spec.groups if run_staged else parts
-    run(*_forward_arguments(spec, x, w6, bias, out, scratch_rows, run_staged))
 
 
 def _parallel_scratch_rows(spec) -> int:
     """One per thread, or, staged, one per item (every item's stages are open at once)."""
     return spec.batch * spec.groups if staged(spec) else numba.get_num_threads()
+
+
+def _in_parts(launcher, parts_now):
+    """``launcher(scratch_rows)``'s kernel (one of the ``_part`` kernels) run in
+    ``parts_now()`` parts on Python threads (kernels/parts.py), a scratch row each."""
+    def launch_in_parts(run, spec, *operands):
+        parts = parts_now()
+        return launcher(lambda spec: parts)(
+            lambda *arguments: run_in_parts(run, arguments, 2, parts), spec, *operands)
+    return launch_in_parts
+
+
+def _in_parts_examples(examples):
+    """The examples of a ``_part`` kernel: ``examples``' and (stage, part, parts)."""
+    return lambda dtype: examples(dtype) + (0, 0, 1)
 
 
 def _examples(dtype):
@@ -736,42 +656,27 @@ def weight_grad_chunks(spec) -> int:
     return max(1, min(WEIGHT_GRAD_CHUNKS, items, PARTIAL_BYTES // chunk_bytes))
 
 
-def _weight_grad_call(run, spec, x, grad_out, scratch_rows, run_staged):
-    """Run a weight-gradient kernel with ``scratch_rows`` scratch rows; the gradient."""
-    dtype = spec.compute_dtype
-    partial = np.zeros((weight_grad_chunks(spec), spec.groups, 64, spec.out_per_group,
-                        spec.in_per_group), dtype)
-    rows_per_item = item_rows(spec)
-    gw = np.empty(spec.group_weight_shape, dtype)
-    # The transform back to the taps runs in the kernel, per (group, output channel):
-    # here, in numpy (the chunks summed in float64, one (27 x 64) matmul, a strided
-    # rounding copy) it took 18 of a 50 ms call (256 -> 256 on 12^3).
-    run(readonly(x), readonly(grad_out), partial, spec.kernel_geometry, rows_per_item,
-        run_staged, _scratch(spec, scratch_rows, rows_per_item),
-        gw.reshape(spec.groups, spec.out_per_group, spec.in_per_group, 27))
-    return gw
-
-
 def _weight_grad_launcher(scratch_rows):
     """The weight gradient's launcher for a kernel that uses ``scratch_rows(spec)`` scratch
     rows."""
     def launch_weight_grad(run, spec, x, grad_out):
-        return _weight_grad_call(run, spec, x, grad_out, scratch_rows(spec), staged(spec))
+        dtype = spec.compute_dtype
+        partial = np.zeros((weight_grad_chunks(spec), spec.groups, 64, spec.out_per_group,
+                            spec.in_per_group), dtype)
+        rows_per_item = item_rows(spec)
+        gw = np.empty(spec.group_weight_shape, dtype)
+        # The transform back to the taps runs in the kernel, per (group, output channel):
+        # here, in numpy (the chunks summed in float64, one (27 x 64) matmul, a strided
+        # rounding copy) it took 18 of a 50 ms call (256 -> 256 on 12^3).
+        run(readonly(x), readonly(grad_out), partial, spec.kernel_geometry, rows_per_item,
+            staged(spec), _scratch(spec, scratch_rows(spec), rows_per_item),
+            gw.reshape(spec.groups, spec.out_per_group, spec.in_per_group, 27))
+        return gw
     return launch_weight_grad
-
-
-def _weight_grad_parts(run, spec, parts, run_staged, x, grad_out):
-    scratch_rows = spec.batch * spec.groups if run_staged else parts
-    return _weight_grad_call(run, spec, x, grad_out, scratch_rows, run_staged)
 
 
 def _weight_grad_examples(dtype):
     return example_arrays(dtype, 5, 5, 5) + (1, False, np.empty((1, 1), dtype), np.empty((1, 1, 1, 27), dtype))
-
-
-def _in_parts_examples(examples):
-    """The examples of a kernel run in parts: ``examples``' and (stage, part, parts)."""
-    return lambda dtype: examples(dtype) + (0, 0, 1)
 
 
 _DESCRIPTION = "Winograd F(2x2x2, 3x3x3) and BLAS: 3.4x fewer multiplications (3x3x3, stride 1, dilation 1)"
@@ -779,7 +684,7 @@ _WEIGHT_GRAD_DESCRIPTION = ("weight gradient by Winograd F(3x3x3, 2x2x2) and BLA
                             "multiplications (3x3x3, stride 1, dilation 1)")
 # Tiers of ``auto``, with the same bits: the numpy twins (kernels/winograd_numpy.py,
 # nothing to compile) serve the first calls, then the kernels run in parts on Python
-# threads (15 s to compile cold), then the prange kernels (42 s). The kernels in parts
+# threads (10 s to compile cold, Zen 4), then the prange kernels (40-44 s). The kernels in parts
 # also serve processes forked after OpenMP started, and in one part on the calling
 # thread ("_serial": the same compiled kernel). (The twins use no scratch: their
 # launchers allocate zero rows of it.)
@@ -789,10 +694,10 @@ register(name="winograd", computes=FORWARD, function=forward_winograd, examples=
          launch=_launcher(_parallel_scratch_rows), serial="winograd_threads",
          fallbacks=("winograd_threads", "winograd_numpy"), description=_DESCRIPTION, **_COMMON)
 register(name="winograd_threads", computes=FORWARD, function=forward_winograd_part,
-         examples=_in_parts_examples(_examples), launch=_in_parts(thread_count, _forward_parts),
+         examples=_in_parts_examples(_examples), launch=_in_parts(_launcher, thread_count),
          parallel=False, description=_DESCRIPTION + ", on Python threads", **_COMMON)
 register(name="winograd_serial", computes=FORWARD, function=forward_winograd_part,
-         examples=_in_parts_examples(_examples), launch=_in_parts(lambda: 1, _forward_parts),
+         examples=_in_parts_examples(_examples), launch=_in_parts(_launcher, lambda: 1),
          parallel=False, description=_DESCRIPTION + ", on the calling thread", **_COMMON)
 register(name="winograd_numpy", computes=FORWARD, function=_TWINS + "forward_winograd",
          examples=lambda dtype: (), compiled=False, launch=_launcher(lambda spec: 0), parallel=False,
@@ -803,11 +708,11 @@ register(name="wgrad_winograd", computes=WEIGHT_GRAD, function=weight_grad_winog
          description=_WEIGHT_GRAD_DESCRIPTION, **_COMMON)
 register(name="wgrad_winograd_threads", computes=WEIGHT_GRAD, function=weight_grad_winograd_part,
          examples=_in_parts_examples(_weight_grad_examples),
-         launch=_in_parts(thread_count, _weight_grad_parts), parallel=False,
+         launch=_in_parts(_weight_grad_launcher, thread_count), parallel=False,
          description="the Winograd weight gradient on Python threads", **_COMMON)
 register(name="wgrad_winograd_serial", computes=WEIGHT_GRAD, function=weight_grad_winograd_part,
          examples=_in_parts_examples(_weight_grad_examples),
-         launch=_in_parts(lambda: 1, _weight_grad_parts), parallel=False,
+         launch=_in_parts(_weight_grad_launcher, lambda: 1), parallel=False,
          description="the Winograd weight gradient on the calling thread", **_COMMON)
 register(name="wgrad_winograd_numpy", computes=WEIGHT_GRAD, function=_TWINS + "weight_grad_winograd",
          examples=lambda dtype: (), compiled=False, launch=_weight_grad_launcher(lambda spec: 0),
