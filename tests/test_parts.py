@@ -145,6 +145,7 @@ if __name__ == "__main__":
 '''
 
 
+@pytest.mark.slow  # on a cold cache (the other Pythons' subsets in .ci/run) it compiles 50 s
 def test_winograd_in_a_process_forked_after_openmp_and_the_part_threads(tmp_path):
     """A forked worker runs the parallel kernel's fork fallback, the kernel in parts,
     on part threads of its own (the parent's did not fork), with the parent's bits."""
