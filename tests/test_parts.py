@@ -46,6 +46,20 @@ def test_one_part_runs_on_the_calling_thread_alone():
     assert threads == [(0, 0, 1, threading.get_ident()), (1, 0, 1, threading.get_ident())]
 
 
+def test_parts_run_on_the_calling_thread_when_no_thread_takes_work(monkeypatch):
+    """At interpreter shutdown an executor refuses new work (RuntimeError): the parts
+    then run here, in order, with the same results."""
+    closed = ThreadPoolExecutor(1)
+    closed.shutdown()
+    monkeypatch.setattr(parts, "_workers", lambda: closed)
+    calls = []
+    parts.run_in_parts(lambda stage, part, count: calls.append((stage, part, count,
+                                                                threading.get_ident())),
+                       (), stages=2, parts=3)
+    me = threading.get_ident()
+    assert calls == [(s, p, 3, me) for s in range(2) for p in range(3)]
+
+
 @pytest.mark.parametrize("failing_part", [0, 1])
 def test_an_error_in_any_part_is_raised_after_its_stage_ends(failing_part):
     ended, lock = [], threading.Lock()

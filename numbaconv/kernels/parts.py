@@ -44,17 +44,21 @@ if hasattr(os, "register_at_fork"):
 
 def run_in_parts(run, arguments: tuple, stages: int, parts: int) -> None:
     """``run(*arguments, stage, part, parts)`` for every stage in order and every part of
-    it: part 0 on the calling thread, the others on the part threads; each stage ends
-    when all of its parts have. An exception in any part is raised here, after every
-    part of its stage has ended (none writes into the operands afterwards)."""
+    it: part 0 on the calling thread, the others on the part threads (on the calling
+    thread too once the interpreter shuts down and takes no new thread work); each stage
+    ends when all of its parts have. An exception in any part is raised here, after
+    every part of its stage has ended (none writes into the operands afterwards)."""
     for stage in range(stages):
-        if parts == 1:
-            run(*arguments, stage, 0, 1)
-            continue
-        pool = _workers()
-        others = [pool.submit(run, *arguments, stage, part, parts) for part in range(1, parts)]
+        pool = _workers() if parts > 1 else None
+        others, here = [], [0]
+        for part in range(1, parts):
+            try:
+                others.append(pool.submit(run, *arguments, stage, part, parts))
+            except RuntimeError:  # the interpreter is shutting down: no new work on threads
+                here.append(part)
         try:
-            run(*arguments, stage, 0, parts)
+            for part in here:
+                run(*arguments, stage, part, parts)
         finally:
             wait(others)
         for other in others:
