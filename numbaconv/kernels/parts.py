@@ -5,10 +5,11 @@ Why not ``prange``: numba compiles a parallel kernel by outlining each ``prange`
 and inlining everything it calls into it, and LLVM then finalizes each of those modules
 with its callees: the Winograd forward takes 40 s to compile cold so (Zen 4), its
 loop nest as one serial kernel 10 s. A kernel of the form ``kernel(*arguments, stage, part,
-parts)`` that runs jobs ``[part * jobs // parts, (part + 1) * jobs // parts)`` of its
-stage (``prange``'s own split) computes exactly what its ``prange`` twin computes, so
-it serves ``auto`` with the same bits while the twin compiles, and processes forked
-after OpenMP started, where ``prange`` cannot run. (It is not the first choice once
+parts)`` runs jobs ``[part * jobs // parts, (part + 1) * jobs // parts)`` of its stage.
+Where each job writes only its own outputs (the Winograd kernels' do: items, and the
+weight gradient's fixed chunks), the split changes no bit, so it computes exactly what
+its ``prange`` twin computes: it serves ``auto`` while the twin compiles, and processes
+forked after OpenMP started, where ``prange`` cannot run. (It is not the first choice once
 the twin is compiled: numba's OpenMP threads spin for milliseconds after each parallel
 kernel, and Python threads running meanwhile lost 6-8 ms a call to them.)
 """
