@@ -337,7 +337,7 @@ def item_counts(x, w6, out, block_rows):
 
 
 # One loop nest, two drivers with the same bits: ``prange``, and in parts on Python
-# threads (kernels/parts.py), which compiles in a fifth of the time: it serves ``auto``
+# threads (kernels/parts.py), which compiles in a quarter of the time: it serves ``auto``
 # while the other compiles, and processes forked after OpenMP started (the numpy twin
 # serves ``auto`` while both compile).
 @njit(parallel=True, cache=True, nogil=True)
@@ -393,8 +393,9 @@ def forward_winograd_part(x, w6, bias, out, geometry, block_rows, staged, ut, sc
     """Part ``part`` of ``parts`` of stage ``stage`` of :func:`forward_winograd` (the same
     arguments), item by item whatever ``staged`` says (the same bits either way), with
     one scratch row per part.
-    Stages: 0 the weight transforms, 1 the work items, each split into ``parts`` ranges
-    as ``prange`` splits them; ``parts = 1`` is the whole kernel on the calling thread."""
+    Stages (``PART_STAGES``): 0 the weight transforms, 1 the work items, each split into
+    ``parts`` ranges of independent jobs, so any split gives the same bits; ``parts = 1``
+    is the whole kernel on the calling thread."""
     geo = unpack(geometry)
     weight_items, items = item_counts(x, w6, out, block_rows)
     jobs = weight_items if stage == 0 else items
@@ -518,8 +519,8 @@ def weight_grad_winograd(x, grad_out, partial, geometry, block_rows, staged, scr
 def weight_grad_winograd_part(x, grad_out, partial, geometry, block_rows, staged, scratch, gw,
                               stage, part, parts):
     """Part ``part`` of ``parts`` of stage ``stage`` of :func:`weight_grad_winograd`, item
-    by item, as :func:`forward_winograd_part` is of the forward. Stages: 0 the chunks
-    (each part whole chunks), 1 the taps."""
+    by item, as :func:`forward_winograd_part` is of the forward. Stages
+    (``PART_STAGES``): 0 the chunks (each part whole chunks), 1 the taps."""
     geo = unpack(geometry)
     chunks = partial.shape[0]
     total = weight_grad_items(x, grad_out, partial, block_rows)
@@ -618,13 +619,17 @@ def _parallel_scratch_rows(spec) -> int:
     return spec.batch * spec.groups if staged(spec) else numba.get_num_threads()
 
 
+#: Stages of the ``_part`` kernels, each ending when all of its parts have.
+PART_STAGES = 2
+
+
 def _in_parts(launcher, parts_now):
     """``launcher(scratch_rows)``'s kernel (one of the ``_part`` kernels) run in
     ``parts_now()`` parts on Python threads (kernels/parts.py), a scratch row each."""
     def launch_in_parts(run, spec, *operands):
         parts = parts_now()
         return launcher(lambda spec: parts)(
-            lambda *arguments: run_in_parts(run, arguments, 2, parts), spec, *operands)
+            lambda *arguments: run_in_parts(run, arguments, PART_STAGES, parts), spec, *operands)
     return launch_in_parts
 
 
