@@ -265,21 +265,24 @@ def test_gemm_pointwise_row_blocks(monkeypatch, rng):
                                           w, rng)
 
 
-def test_gemm_pointwise_weight_gradient_row_blocks(monkeypatch, rng):
-    """The weight gradient of such layers in blocks of gradient rows (2 rows here), the
-    samples added in order: against the float64 sum over samples and positions."""
+@pytest.mark.parametrize("kernel, stride, padding", [(1, 1, 0), (3, 2, 1), ((2, 1, 3), 1, (0, 1, 1))])
+def test_gemm_weight_gradient_channel_blocks(monkeypatch, rng, kernel, stride, padding):
+    """The weight gradient by blocks of input channels (2 per block here, with groups),
+    each summing over the samples and over slabs of 64 positions in order: against the
+    float64 sum over samples and positions (the direct kernel's, to its rounding)."""
     from numbaconv.kernels import gemm
-    monkeypatch.setattr(gemm, "WEIGHT_GRAD_ROW_BLOCK_ROWS", 2)
-    x = rng.standard_normal((3, 6, 3, 4, 5))
-    w = rng.standard_normal((10, 3, 1, 1, 1))
-    spec = ConvSpec.from_args(x, w, None, 1, 0, 1, 2)[0]
-    assert gemm.weight_grad_row_blocks(spec) == 2
+    monkeypatch.setattr(gemm, "CHANNEL_SLAB_BYTES", 1)
+    x = rng.standard_normal((3, 16, 9, 10, 11))
+    k = kernel if isinstance(kernel, tuple) else (kernel,) * 3
+    w = rng.standard_normal((10, 8) + k)
+    spec = ConvSpec.from_args(x, w, None, stride, padding, 1, 2)[0]
+    assert gemm.weight_grad_block_channels(spec) == 2
+    positions = math.prod(spec.out_size)
+    assert positions > gemm.weight_grad_channel_slab(spec) or k == (1, 1, 1)
     grad_out = rng.standard_normal(spec.out_shape)
-    gw = _backward.grad_weight(spec, x, grad_out, "wgrad_gemm").reshape(10, 3)
-    expected = np.concatenate([np.einsum("nop,ncp->oc", grad_out[:, 5 * g:5 * g + 5].reshape(3, 5, -1),
-                                         x[:, 3 * g:3 * g + 3].reshape(3, 3, -1)) for g in range(2)])
-    scale = np.concatenate([np.einsum("nop,ncp->oc", np.abs(grad_out[:, 5 * g:5 * g + 5]).reshape(3, 5, -1),
-                                      np.abs(x[:, 3 * g:3 * g + 3]).reshape(3, 3, -1)) for g in range(2)])
+    gw = _backward.grad_weight(spec, x, grad_out, "wgrad_gemm")
+    expected = _backward.grad_weight(spec, x, grad_out, "wgrad_direct")
+    scale = _backward.grad_weight(spec, np.abs(x), np.abs(grad_out), "wgrad_direct")
     assert np.all(np.abs(gw - expected) <= 1e-13 * scale)
 
 
@@ -305,6 +308,55 @@ def test_col2im_kernel_same_bits_as_the_numpy_scatter(config, seed, dtype):
     col2im(readonly(cols.reshape((-1, math.prod(spec.kernel)) + spec.out_size)),
            spec.kernel_geometry, by_kernel.reshape((-1,) + spec.in_size))
     np.testing.assert_array_equal(by_kernel, by_numpy)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configurations(), seed=st.integers(0, 2**32 - 1),
+       dtype=st.sampled_from([np.float32, np.float64]), block_channels=st.integers(1, 4),
+       slab_planes=st.integers(1, 3))
+def test_scatter_channel_blocks_kernel_same_bits_as_its_twin(config, seed, dtype, block_channels,
+                                                             slab_planes):
+    """The input gradient by blocks of input channels, slab by slab of output planes: the
+    kernel's bits are its numpy twin's (the tier that serves while it compiles), and
+    both equal the phases' direct sums to rounding, on every stride, dilation, padding
+    (larger than the kernel too), group count, block and slab (uneven ones included)."""
+    from numbaconv.kernels import gemm_numpy
+    rng = np.random.default_rng(seed)
+    x, w, b, args = make_case(rng, *config, dtype=dtype)
+    spec = ConvSpec.from_args(x, w, None, args["stride"], args["padding"], args["dilation"],
+                              args["groups"])[0]
+    w3 = np.ascontiguousarray(w.reshape(spec.groups, spec.out_per_group, -1))
+    grad_out = rng.standard_normal(spec.out_shape).astype(dtype)
+    by_kernel = np.full(x.shape, np.nan, dtype)
+    by_twin = by_kernel.copy()
+    with _dispatch.single_threaded_blas():
+        _dispatch._kernel("scatter_channel_blocks", dtype)(
+            readonly(w3), readonly(grad_out), by_kernel, spec.kernel_geometry, block_channels, slab_planes)
+        gemm_numpy.scatter_channel_blocks(w3, grad_out, by_twin, spec.kernel_geometry, block_channels,
+                                          slab_planes)
+    np.testing.assert_array_equal(by_kernel, by_twin)
+    w6 = w.reshape(spec.group_weight_shape).astype(np.float64)
+    expected = _backward.grad_input(spec, grad_out.astype(np.float64), w6, "direct")
+    scale = _backward.grad_input(spec, np.abs(grad_out).astype(np.float64), np.abs(w6), "direct")
+    eps = np.finfo(dtype).eps * (spec.out_per_group + math.prod(spec.kernel))
+    assert np.all(np.abs(by_kernel - expected) <= eps * scale + 1e-300)
+
+
+def test_gemm_scatter_in_channel_blocks_matches_the_phases(monkeypatch, rng):
+    """``gemm_scatter`` takes the channel blocks on any layer with enough input channels
+    per group once its products pass SCATTER_BLOCK_MIN_BYTES (0 here): strided, dilated,
+    grouped, with a batch, against the phases' direct sums."""
+    from numbaconv.kernels import gemm
+    monkeypatch.setattr(gemm, "SCATTER_BLOCK_MIN_BYTES", 0)
+    for shape, cout, kernel, stride, padding, dilation, groups in [
+            ((2, 8, 7, 6, 9), 6, 3, 2, 1, 1, 1), ((1, 12, 9, 8, 7), 6, (3, 2, 1), (2, 1, 3), 2, (1, 2, 1), 3),
+            ((3, 10, 5, 5, 5), 8, 1, 2, 0, 1, 2)]:
+        x = rng.standard_normal(shape)
+        k = kernel if isinstance(kernel, tuple) else (kernel,) * 3
+        w = rng.standard_normal((cout, shape[1] // groups) + k)
+        spec = ConvSpec.from_args(x, w, None, stride, padding, dilation, groups)[0]
+        assert gemm.scatter_block_channels(spec) > 0
+        assert_scatter_matches_the_phases(spec, w, rng)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -29,14 +29,17 @@ GEMM_LAYERS = {
     "row_blocks_im2col": (2, 6, (3, 4, 5), 256, 3, 1, 1, 1, 1),
     "row_blocks_im2col_strided": (1, 8, (5, 6, 7), 512, 3, 2, 1, 1, 2),
     # > 64 outputs per group: the weight gradient's product untransposed; several slabs
-    "deep": (1, 40, (6, 6, 6), 80, 3, 1, 1, 1, 1),
+    # (fewer than 4 input channels per group: the weight gradient's position slabs and
+    # partial sums; more: its channel blocks, the last one short in "deep")
+    "deep": (1, 42, (6, 6, 6), 80, 3, 1, 1, 1, 1),
     "deep_strided": (2, 18, (9, 8, 7), 130, 3, 2, 1, 1, 2),
+    "deep_strided_few_inputs": (2, 3, (9, 8, 7), 130, 3, 2, 1, 1, 1),
     "one_output": (1, 5, (6, 7, 8), 1, 3, 1, 1, 1, 1),
     "one_position": (2, 7, (3, 3, 3), 9, 3, 1, 0, 1, 1),
     # taps along depth only: the forward's and the weight gradient's products of planes
     # read in place, with padding beyond the kernel (planes no tap reaches), stride,
     # dilation, groups; a pointwise layer on many positions (the weight gradient's only)
-    "depth_taps": (2, 6, (7, 5, 9), 10, (3, 1, 1), 1, (1, 0, 0), 1, 1),
+    "depth_taps": (2, 6, (16, 16, 17), 10, (3, 1, 1), 1, (1, 0, 0), 1, 1),
     "depth_taps_far_padding": (1, 4, (3, 4, 2), 6, (2, 1, 1), 1, (4, 0, 0), 1, 2),
     "depth_taps_strided_dilated": (2, 6, (11, 3, 4), 9, (3, 1, 1), (2, 1, 1), (2, 0, 0), (2, 1, 1), 3),
     "pointwise_many_positions": (1, 5, (20, 16, 17), 70, 1, 1, 0, 1, 1),
@@ -73,13 +76,16 @@ def test_the_layers_reach_the_paths():
         return ConvSpec.from_args(x, w, None, **args)[0]
     assert gemm.forward_row_blocks(spec("row_blocks")) > 1
     assert gemm.forward_row_blocks(spec("row_blocks_groups")) > 1
-    assert gemm.weight_grad_row_blocks(spec("row_blocks")) > 1
-    assert gemm.weight_grad_row_blocks(spec("row_blocks_groups")) > 1
     for name in ("row_blocks_im2col", "row_blocks_im2col_strided"):
         assert spec(name).kernel != (1, 1, 1)
-        assert gemm.forward_row_blocks(spec(name)) > 1 and gemm.weight_grad_row_blocks(spec(name)) > 1
+        assert gemm.forward_row_blocks(spec(name)) > 1
+    for name in ("row_blocks", "row_blocks_groups", "row_blocks_im2col", "row_blocks_im2col_strided",
+                 "deep", "deep_strided"):
+        assert gemm.weight_grad_block_channels(spec(name)) > 0, name
+    assert spec("deep").in_per_group % gemm.weight_grad_block_channels(spec("deep")) != 0
     assert spec("deep").out_per_group > gemm.NARROW_GRAD_ROWS
-    assert gemm.weight_grad_chunks(spec("deep_strided")) > 1
+    assert gemm.weight_grad_block_channels(spec("deep_strided_few_inputs")) == 0
+    assert gemm.weight_grad_chunks(spec("deep_strided_few_inputs")) > 1
     for name in ("depth_taps", "depth_taps_far_padding", "depth_taps_strided_dilated",
                  "pointwise_many_positions"):
         assert gemm.weight_grad_depth_taps(spec(name)) and gemm.weight_grad_chunks(spec(name)) > 1, name
@@ -99,6 +105,21 @@ def test_planes_past_blas_integers_take_the_slabs():
     half, past = (1, 6, 1, 32768, 32768), (1, 6, 2, 32768, 32768)  # 2**30 and 2**31 voxels
     assert within(half, half, geo)
     assert not within(past, past, geo) and not within(past, half, geo) and not within(half, past, geo)
+
+
+@pytest.mark.parametrize("name", ["deep", "deep_strided", "row_blocks_im2col_strided", "k1",
+                                  "many_channels"])
+def test_gemm_twins_in_channel_blocks_of_small_slabs(monkeypatch, name):
+    """The weight gradient's channel blocks summing over many slabs of 64 positions and
+    over the samples, beta = 1 product after product: the twin's bits (the forward is
+    untouched by the setting)."""
+    monkeypatch.setattr(gemm, "CHANNEL_SLAB_BYTES", 1)
+    case = {**CASES, **GEMM_LAYERS}[name]
+    x, w, b, args = make_case(np.random.default_rng(0), *case, dtype=np.float32)
+    spec = ConvSpec.from_args(x, w, None, **args)[0]
+    assert gemm.weight_grad_block_channels(spec) > 0
+    assert gemm.weight_grad_channel_slab(spec) in (gemm.MIN_SLAB_POSITIONS, np.prod(spec.out_size))
+    assert_twins_agree(case, np.float32)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

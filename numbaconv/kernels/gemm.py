@@ -73,9 +73,8 @@ def forward_depth_taps(spec) -> bool:
 
 def weight_grad_depth_taps(spec) -> bool:
     """Whether :func:`weight_grad_gemm` takes ``spec`` through its depth-tap products
-    (:func:`planes_are_columns`, and not a layer on few positions, which takes row
-    blocks)."""
-    return (weight_grad_row_blocks(spec) == 1
+    (:func:`planes_are_columns`, unless the layer takes channel blocks)."""
+    return (not weight_grad_block_channels(spec)
             and in_python(planes_are_columns)(spec.in_shape, spec.out_shape, spec.geometry))
 
 
@@ -197,18 +196,39 @@ def forward_block_products(weights, columns, bias, out_rows, ng, groups, cout_g,
 
 
 @njit(cache=True, inline="always")
-def weight_grad_block_products(grads, columns, partial, g, n, groups, cout_g, row_blocks):
-    """partial[0, g, block] (+)= grads' rows of sample n's block @ columns.T, one BLAS
-    product per block of gradient rows, in parallel; sample 0 stores, later ones add
-    (the samples in order)."""
-    r0 = (n * groups + g) * cout_g
-    for block in prange(row_blocks):
-        m0 = block * cout_g // row_blocks
-        m1 = (block + 1) * cout_g // row_blocks
-        if n == 0:  # straight into the partial sum: no weight-sized copy
-            np.dot(grads[r0 + m0:r0 + m1], columns.T, partial[0, g, m0:m1])
-        else:
-            add_matrix(partial[0, g, m0:m1], np.dot(grads[r0 + m0:r0 + m1], columns.T))
+def _weight_grad_channel_blocks(x, grad_out, partial, geo, slab_positions, block_channels):
+    """The channel-block mode of :func:`weight_grad_gemm`: one job per (group, block of
+    ``block_channels`` input channels) owns the block's columns of the gradient,
+    ``partial[0, g, :, rows]`` (rows: the block's channels x taps), and sums into it
+    over the samples and the position slabs in order, one beta = 1 BLAS product each of
+    grad_output's slab and the block's im2col slab (the input channels as they are for
+    a pointwise, unpadded, stride-1 layer). The slab stays in cache between its copy and
+    its product, and no partial sum is added up after."""
+    n_batch = x.shape[0]
+    groups, cout_g = partial.shape[1], partial.shape[2]
+    cin_g = x.shape[1] // groups
+    taps = geo.kernel_d * geo.kernel_h * geo.kernel_w
+    blocks = (cin_g + block_channels - 1) // block_channels
+    positions = grad_out.shape[2] * grad_out.shape[3] * grad_out.shape[4]
+    grads = grad_out.reshape((n_batch, groups * cout_g, positions))
+    pointwise = channels_are_columns(x.shape, grad_out.shape, geo)
+    channels = x.reshape((n_batch * x.shape[1], x.shape[2] * x.shape[3] * x.shape[4]))
+    for job in prange(groups * blocks):
+        g, block = job // blocks, job % blocks
+        c0 = g * cin_g + block * block_channels
+        count = min(block_channels, cin_g - block * block_channels)
+        dst = partial[0, g, :, (c0 - g * cin_g) * taps:(c0 - g * cin_g + count) * taps]
+        fill_matrix(dst, 0)
+        col = np.empty((0 if pointwise else count * taps, slab_positions), x.dtype)
+        for n in range(n_batch):
+            for s0 in range(0, positions, slab_positions):
+                size = min(slab_positions, positions - s0)
+                if pointwise:
+                    rows = channels[n * x.shape[1] + c0:n * x.shape[1] + c0 + count, s0:s0 + size]
+                else:
+                    rows = col[:, :size]
+                    im2col_slab(x, n, c0, count, geo, grad_out.shape, s0, size, rows)
+                product_nt_add(grads[n, g * cout_g:(g + 1) * cout_g, s0:s0 + size], rows, dst)
 
 
 @njit(cache=True, inline="always")
@@ -304,38 +324,23 @@ def forward_gemm(x, wmat, bias, out, geometry, slab_positions, row_blocks):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, row_blocks):
+def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, block_channels):
     """Weight gradient via im2col slabs and BLAS, summed in a fixed order.
 
     x: (N, Cin, D, H, W); grad_out: (N, Cout, Do, Ho, Wo); partial: (chunks, G, Cout/G,
-    Cin/G*kD*kH*kW), written in full: one partial sum per chunk. The (n, group, slab)
-    items are split into ``chunks`` fixed, contiguous ranges (independent of the thread
-    count); the caller adds the chunks up in order. ``row_blocks`` > 1 (layers on few
-    positions: :func:`weight_grad_row_blocks`, with one chunk): for each (group,
-    sample), the whole im2col matrix (the input channels as they are, for a pointwise,
-    unpadded, stride-1 layer), then items are blocks of the gradient's rows, each one
-    BLAS product over all positions (no partial sums), the samples added in order.
+    Cin/G*kD*kH*kW), written in full. ``block_channels`` > 0 (with one chunk; see
+    :func:`weight_grad_block_channels`): jobs own blocks of input channels and sum
+    over all positions themselves (:func:`_weight_grad_channel_blocks`). Otherwise one
+    partial sum per chunk: the (n, group, slab) items (or output planes, for taps
+    along depth only) are split into ``chunks`` fixed, contiguous ranges (independent of
+    the thread count), and the caller adds the chunks up in order.
     """
     geo = unpack(geometry)
     n_batch = x.shape[0]
     chunks, groups, cout_g, reduction = partial.shape
     positions = grad_out.shape[2] * grad_out.shape[3] * grad_out.shape[4]
-    if row_blocks > 1:
-        cin_g = x.shape[1] // groups
-        grads = grad_out.reshape((n_batch * groups * cout_g, positions))
-        if channels_are_columns(x.shape, grad_out.shape, geo):
-            channels = x.reshape((n_batch * x.shape[1], positions))
-            for g in range(groups):
-                for n in range(n_batch):
-                    c0 = n * x.shape[1] + g * cin_g
-                    weight_grad_block_products(grads, channels[c0:c0 + cin_g], partial, g, n, groups,
-                                           cout_g, row_blocks)
-        else:
-            cols = np.empty((reduction, positions), x.dtype)
-            for g in range(groups):
-                for n in range(n_batch):
-                    fill_columns(x, n, g * cin_g, cin_g, geo, grad_out.shape, cols)
-                    weight_grad_block_products(grads, cols, partial, g, n, groups, cout_g, row_blocks)
+    if block_channels > 0:
+        _weight_grad_channel_blocks(x, grad_out, partial, geo, slab_positions, block_channels)
         return
     if planes_are_columns(x.shape, grad_out.shape, geo):
         # Depth taps only (a (k, 1, 1) layer): each (sample, group, output depth) adds,
@@ -517,30 +522,92 @@ def launch_forward(run, spec, x, w6, bias, out):
         slab_positions(spec, MIN_SLABS), forward_row_blocks(spec))
 
 
-#: Gradient rows per item, at least, where weight gradients split rows.
-WEIGHT_GRAD_ROW_BLOCK_ROWS = 64
+#: Rows of a channel block's tap products at most (its input channels x taps); the
+#: blocks are smaller where a group would otherwise have fewer than
+#: ``CHANNEL_BLOCK_JOBS`` of them. Zen 4, 2026-12-07, float32, 2 threads, ms, 11 runs
+#: alternating in one process, 128 / 256 / 512 rows (with 1 MB slabs): the weight
+#: gradient of k3 s2 64 -> 128 on 24^3 6.5 / 7.4 / 6.1, k3 256 on 6^3 6.1 / 5.6 / 5.7;
+#: the scattered input gradient of k3 s2 64 -> 128 on 48^3 49 / 49 / 41, 64 -> 384 on
+#: 12^3 1.85 / 1.98 / 1.70, 32 -> 64 on 48^3 13.2 / 13.3 / 13.2.
+CHANNEL_BLOCK_ROWS = 512
+#: Blocks (jobs) per group at least; fewer input channels than this per group: no blocks.
+CHANNEL_BLOCK_JOBS = 4
+#: A block's im2col slab, or slab of tap products, at most: it stays in L2 between its
+#: copy and its product (512 KB and 2 MB: within 5% on the layers above).
+CHANNEL_SLAB_BYTES = 1 << 20
 
 
-def weight_grad_row_blocks(spec) -> int:
-    """Row blocks of :func:`weight_grad_gemm` for ``spec``: 1 (position slabs) unless it
-    is a layer :func:`forward_row_blocks` could take, with at least two blocks of
-    ``WEIGHT_GRAD_ROW_BLOCK_ROWS`` gradient rows per group. Their position slabs each
-    copied the input channels and filled a partial sum of their own: 512 -> 256 1x1x1
-    on 6^3 took 0.50 ms, numpy's one (multi-threaded) product 0.34; 512 -> 512 k3 on
-    6^3 filled two 28 MB partial sums."""
-    if not _few_positions(spec):
-        return 1
-    return max(1, min(MAX_ROW_BLOCKS, spec.out_per_group // WEIGHT_GRAD_ROW_BLOCK_ROWS))
+def channel_block_size(spec) -> int:
+    """Input channels per job of the channel-block modes (the weight gradient's and the
+    scattered input gradient's); 0 (not those modes) where a group has fewer than
+    ``CHANNEL_BLOCK_JOBS`` input channels. A function of the layer only."""
+    if spec.in_per_group < CHANNEL_BLOCK_JOBS:
+        return 0
+    return max(1, min(CHANNEL_BLOCK_ROWS // math.prod(spec.kernel), spec.in_per_group // CHANNEL_BLOCK_JOBS))
+
+
+def weight_grad_block_channels(spec) -> int:
+    """Input channels per job of the weight gradient's channel-block mode on layers on
+    few positions (:func:`_few_positions`, which took row blocks of the whole im2col
+    matrix before), or 0 for the position slabs and their partial sums (or the
+    depth-tap products). Zen 4, 2026-12-07, float32, 2 threads, ms, 7-11 runs
+    alternating in one process, row blocks vs channel blocks: k3 s2 64 -> 128 on 24^3
+    7.19 vs 5.73 (a later run: slabs 7.35 vs 6.1), 64 -> 384 on 12^3 2.46 vs 1.87; k3 256
+    on 6^3 6.26 vs 5.08, 512 on 6^3 23.0 vs 18.3; pointwise 256 -> 128 on 12^3 0.83 vs
+    0.66, 512 -> 256 on 6^3 0.41 vs 0.32. On more positions the slabs keep up or win:
+    32 -> 64 k2 s2 on 48^3 5.3 vs 6.0-6.6, k3 s2 15.5 vs 15.3-16.4, 16 -> 64 7.7 vs 8.1."""
+    return channel_block_size(spec) if _few_positions(spec) else 0
+
+
+#: The scattered input gradient runs in channel blocks where its tap products would
+#: take at least this many bytes (and make a round trip through memory)...
+SCATTER_BLOCK_MIN_BYTES = 16 << 20
+#: ...with at most this many output channels per group (each block reads grad_output's
+#: slab again: 128 -> 256 k3 s2 on 24^3, 24 MB of products, 18.3 ms whole vs 18.8-21.6
+#: in blocks).
+SCATTER_BLOCK_MAX_OUTPUTS = 128
+
+
+def scatter_block_channels(spec) -> int:
+    """Input channels per job of :func:`scatter_channel_blocks`, or 0 for the whole
+    products and :func:`col2im`. Zen 4, 2026-12-07, float32, 2 threads, ms, 11 runs
+    alternating in one process, whole vs blocks (of 512 rows): k3 s2 32 -> 64 on 48^3
+    (48 MB of products) 16.2 vs 13.2, 16 -> 64 on 48^3 7.8 vs 6.6, 64 -> 128 on 48^3 82
+    vs 41; on 12 MB and less, within noise: 64 -> 128 on 24^3 5.7 vs 5.2, 256 on 6^3 5.3
+    vs 5.5, 64 -> 384 on 12^3 1.85 vs 1.70."""
+    products = spec.in_per_group * math.prod(spec.kernel) * math.prod(spec.out_size) * spec.compute_dtype.itemsize
+    if products < SCATTER_BLOCK_MIN_BYTES or spec.out_per_group > SCATTER_BLOCK_MAX_OUTPUTS:
+        return 0
+    return channel_block_size(spec)
+
+
+def weight_grad_channel_slab(spec) -> int:
+    """Positions per slab of the channel-block mode: the block's im2col slab within
+    ``CHANNEL_SLAB_BYTES`` (every position at once for a pointwise layer read in place)."""
+    positions = math.prod(spec.out_size)
+    if in_python(channels_are_columns)(spec.in_shape, spec.out_shape, spec.geometry):
+        return positions
+    rows = max(1, weight_grad_block_channels(spec)) * math.prod(spec.kernel)
+    return max(MIN_SLAB_POSITIONS, min(positions, CHANNEL_SLAB_BYTES // (rows * spec.compute_dtype.itemsize)))
+
+
+def scatter_slab_planes(spec) -> int:
+    """Output planes per slab of :func:`scatter_channel_blocks`: a block's tap products
+    within ``CHANNEL_SLAB_BYTES``, one plane at least."""
+    rows = max(1, scatter_block_channels(spec)) * math.prod(spec.kernel)
+    plane = spec.out_size[1] * spec.out_size[2]
+    return max(1, min(spec.out_size[0], CHANNEL_SLAB_BYTES // (rows * plane * spec.compute_dtype.itemsize)))
 
 
 def launch_weight_grad(run, spec, x, grad_out):
     groups, cout_g = spec.groups, spec.out_per_group
-    row_blocks = weight_grad_row_blocks(spec)
-    # Big slabs (each adds into a whole weight-sized partial), as few partials as items.
-    chunks = 1 if row_blocks > 1 else weight_grad_chunks(spec)
+    block_channels = weight_grad_block_channels(spec)
+    if block_channels:
+        chunks, slab = 1, weight_grad_channel_slab(spec)
+    else:
+        chunks, slab = weight_grad_chunks(spec), weight_grad_slab_positions(spec)
     partial = np.empty((chunks, groups, cout_g, spec.reduction), spec.compute_dtype)
-    run(readonly(x), readonly(grad_out), partial, spec.kernel_geometry,
-        weight_grad_slab_positions(spec), row_blocks)
+    run(readonly(x), readonly(grad_out), partial, spec.kernel_geometry, slab, block_channels)
     total = partial[0]
     for chunk in partial[1:]:  # a fixed order: the same sum at every thread count
         total += chunk
@@ -584,6 +651,33 @@ def tap_range(in_length, out_length, stride, shift):
     return first, last
 
 
+@njit(cache=True, inline="always")
+def add_tap(src, dst, geo, t, od0, od1, out_h, out_w):
+    """``dst`` (D, H, W) += tap ``t``'s products ``src`` (flat over the output planes
+    ``od0 .. od1 - 1``, Ho*Wo each), each added at input position ``o*stride +
+    t*dilation - padding`` where that lies in the input."""
+    depth, height, width = dst.shape
+    kh, kw = geo.kernel_h, geo.kernel_w
+    td, th, tw = t // (kh * kw), (t // kw) % kh, t % kw
+    shift_d = td * geo.dilation_d - geo.pad_d
+    shift_h = th * geo.dilation_h - geo.pad_h
+    shift_w = tw * geo.dilation_w - geo.pad_w
+    z0, z1 = tap_range(depth, od1, geo.stride_d, shift_d)
+    y0, y1 = tap_range(height, out_h, geo.stride_h, shift_h)
+    x0, x1 = tap_range(width, out_w, geo.stride_w, shift_w)
+    if x1 < x0:
+        return
+    count = x1 - x0 + 1
+    start = x0 * geo.stride_w + shift_w
+    for oz in range(max(z0, od0), z1 + 1):
+        plane = dst[oz * geo.stride_d + shift_d]
+        for oy in range(y0, y1 + 1):
+            row = src[((oz - od0) * out_h + oy) * out_w + x0:]
+            seg = plane[oy * geo.stride_h + shift_h][start:start + (count - 1) * geo.stride_w + 1:geo.stride_w]
+            for k in range(count):
+                seg[k] += row[k]
+
+
 @njit(parallel=True, cache=True)
 def col2im(cols, geometry, out):
     """``out`` (P, D, H, W) = for each tap ``t`` in raster order, from zero: ``cols[p,
@@ -593,31 +687,48 @@ def col2im(cols, geometry, out):
     give the same bits; ``_backward`` uses them while this compiles)."""
     geo = unpack(geometry)
     planes, taps, out_d, out_h, out_w = cols.shape
-    depth, height, width = out.shape[1:]
-    kh, kw = geo.kernel_h, geo.kernel_w
-    rows = cols.reshape((planes * taps * out_d * out_h, out_w))
+    flat = cols.reshape((planes * taps, out_d * out_h * out_w))
     for p in prange(planes):
         dst = out[p]
         dst[...] = 0
         for t in range(taps):
-            td, th, tw = t // (kh * kw), (t // kw) % kh, t % kw
-            shift_d = td * geo.dilation_d - geo.pad_d
-            shift_h = th * geo.dilation_h - geo.pad_h
-            shift_w = tw * geo.dilation_w - geo.pad_w
-            z0, z1 = tap_range(depth, out_d, geo.stride_d, shift_d)
-            y0, y1 = tap_range(height, out_h, geo.stride_h, shift_h)
-            x0, x1 = tap_range(width, out_w, geo.stride_w, shift_w)
-            if x1 < x0:
-                continue
-            count = x1 - x0 + 1
-            start = x0 * geo.stride_w + shift_w
-            for oz in range(z0, z1 + 1):
-                plane = dst[oz * geo.stride_d + shift_d]
-                for oy in range(y0, y1 + 1):
-                    src = rows[((p * taps + t) * out_d + oz) * out_h + oy][x0:x0 + count]
-                    seg = plane[oy * geo.stride_h + shift_h][start:start + (count - 1) * geo.stride_w + 1:geo.stride_w]
-                    for k in range(count):
-                        seg[k] += src[k]
+            add_tap(flat[p * taps + t], dst, geo, t, 0, out_d, out_h, out_w)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def scatter_channel_blocks(w3, grad_out, out, geometry, block_channels, slab_planes):
+    """The input gradient by blocks of input channels: ``out`` (N, Cin, D, H, W) from
+    grad_out (N, Cout, Do, Ho, Wo) and w3 (G, Cout/G, Cin/G*kD*kH*kW), the weight as it
+    is. One job per (sample, group, block of ``block_channels`` input channels) owns the
+    block's input channels: for each slab of ``slab_planes`` output planes in order, the
+    block's tap products ``w3[g, :, rows].T @ grad_out``'s slab (one BLAS product, each
+    element one dot product over Cout/G) and their scatter-add, tap after tap. The
+    products stay in cache between the two, where :func:`tap_products` and
+    :func:`col2im` write and read them whole. Each element adds its taps slab by slab,
+    in a fixed order: the same bits at every thread count."""
+    geo = unpack(geometry)
+    n_batch, _, out_d, out_h, out_w = grad_out.shape
+    groups, cout_g, reduction = w3.shape
+    taps = geo.kernel_d * geo.kernel_h * geo.kernel_w
+    cin_g = reduction // taps
+    blocks = (cin_g + block_channels - 1) // block_channels
+    plane = out_h * out_w
+    grads = grad_out.reshape((n_batch * groups, cout_g, out_d * plane))
+    for job in prange(n_batch * groups * blocks):
+        item, block = job // blocks, job % blocks
+        g, c0 = item % groups, block * block_channels
+        count = min(block_channels, cin_g - c0)
+        dst = out[item // groups, g * cin_g + c0:g * cin_g + c0 + count]
+        dst[...] = 0
+        cols = np.empty((count * taps, slab_planes * plane), out.dtype)
+        for od0 in range(0, out_d, slab_planes):
+            od1 = min(out_d, od0 + slab_planes)
+            size = (od1 - od0) * plane
+            product_tn(w3[g, :, c0 * taps:(c0 + count) * taps], grads[item, :, od0 * plane:od0 * plane + size],
+                       cols[:, :size])
+            for c in range(count):
+                for t in range(taps):
+                    add_tap(cols[c * taps + t, :size], dst[c], geo, t, od0, od1, out_h, out_w)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -678,6 +789,11 @@ register(name="tap_products", computes=COL2IM, function=tap_products,
                                  readonly(np.zeros((1, 1, 1), dtype)), np.zeros((1, 1, 1), dtype), 0, 1, 1),
          launch=called_directly("numbaconv._backward"), bitwise=None, blas=True,
          description="the GEMM-and-scatter input gradient's products (BLAS reads the weight transposed)")
+register(name="scatter_channel_blocks", computes=COL2IM, function=scatter_channel_blocks,
+         examples=lambda dtype: (readonly(np.zeros((1, 1, 1), dtype)), readonly(np.zeros((1, 1, 1, 1, 1), dtype)),
+                                 np.zeros((1, 1, 1, 1, 1), dtype), EXAMPLE, 1, 1),
+         launch=called_directly("numbaconv._backward"), bitwise=None, blas=True,
+         description="the GEMM-and-scatter input gradient by blocks of input channels, slab by slab")
 register(name="col2im", computes=COL2IM, function=col2im, examples=_col2im_examples,
          launch=called_directly("numbaconv._backward"), bitwise=None,
          description="the input gradient's scatter-add of tap products (GEMM and scatter)")

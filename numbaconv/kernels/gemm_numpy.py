@@ -123,26 +123,15 @@ def forward_gemm(x, wmat, bias, out, geometry, slab_positions, row_blocks):
                 out_flat[n, g, :, s0:s0 + size] = dot(wmat[g], col) + bias[g * cout_g:(g + 1) * cout_g, None]
 
 
-def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, row_blocks):
+def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, block_channels):
     """:func:`gemm.weight_grad_gemm`, same arguments, same bits."""
     geo = Geometry(*geometry.tolist())
     n_batch = x.shape[0]
     chunks, groups, cout_g, _ = partial.shape
     cin_g = x.shape[1] // groups
     positions = math.prod(grad_out.shape[2:])
-    if row_blocks > 1:
-        grads = grad_out.reshape(n_batch * groups * cout_g, positions)
-        for g in range(groups):
-            for n in range(n_batch):
-                columns = _whole_columns(x, n, g, cin_g, geo, grad_out.shape)
-                r0 = (n * groups + g) * cout_g
-                for block in range(row_blocks):
-                    m0, m1 = block * cout_g // row_blocks, (block + 1) * cout_g // row_blocks
-                    product = dot(grads[r0 + m0:r0 + m1], columns, b_transposed=True)
-                    if n == 0:
-                        partial[0, g, m0:m1] = product
-                    else:
-                        partial[0, g, m0:m1] += product
+    if block_channels > 0:
+        _weight_grad_channel_blocks(x, grad_out, partial, geo, slab_positions, block_channels)
         return
     if in_python(gemm.planes_are_columns)(x.shape, grad_out.shape, geo):  # depth taps only
         _weight_grad_depth_taps(x, grad_out, partial, geo)
@@ -172,6 +161,34 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, row_blocks)
                 partial[chunk, g] = product
             started[g] = True
         partial[chunk, ~started] = 0
+
+
+def _weight_grad_channel_blocks(x, grad_out, partial, geo, slab_positions, block_channels):
+    """``gemm._weight_grad_channel_blocks``: the same blocks, slabs and beta = 1 gemm calls."""
+    n_batch, cin = x.shape[:2]
+    groups, cout_g = partial.shape[1:3]
+    cin_g = cin // groups
+    taps = geo.kernel_d * geo.kernel_h * geo.kernel_w
+    positions = math.prod(grad_out.shape[2:])
+    grads = grad_out.reshape(n_batch, groups * cout_g, positions)
+    pointwise = in_python(gemm.channels_are_columns)(x.shape, grad_out.shape, geo)
+    for g in range(groups):
+        for c0 in range(0, cin_g, block_channels):
+            count = min(block_channels, cin_g - c0)
+            dst = np.zeros((cout_g, count * taps), partial.dtype)
+            for n in range(n_batch):
+                channels = x[n, g * cin_g + c0:g * cin_g + c0 + count].reshape(count, -1)
+                if not pointwise:
+                    channels = np.concatenate([channels, np.zeros((count, 1), x.dtype)], axis=1)
+                for s0 in range(0, positions, slab_positions):
+                    size = min(slab_positions, positions - s0)
+                    if pointwise:
+                        rows = np.ascontiguousarray(channels[:, s0:s0 + size])
+                    else:
+                        rows = im2col(channels, x.shape[2:], geo, grad_out.shape, s0, size)
+                    product_nt_add(np.ascontiguousarray(grads[n, g * cout_g:(g + 1) * cout_g, s0:s0 + size]),
+                                   rows, dst)
+            partial[0, g, :, c0 * taps:(c0 + count) * taps] = dst
 
 
 def product_tn(a, b, out, accumulate=False):
@@ -236,6 +253,51 @@ def _weight_grad_depth_taps(x, grad_out, partial, geo):
                 if 0 <= z < x.shape[2]:
                     plane = np.ascontiguousarray(planes[n, g * cin_g:(g + 1) * cin_g, z])
                     product_nt_add(grad, plane, taps[chunk, g, t])
+
+
+def scatter_channel_blocks(w3, grad_out, out, geometry, block_channels, slab_planes):
+    """:func:`gemm.scatter_channel_blocks`: the same blocks and slabs, the same gemm call
+    per slab (``blas.product_tn``'s), and each tap's adds over the slab in the same
+    order (a block's channels at once: each element still adds its taps one by one)."""
+    geo = Geometry(*geometry.tolist())
+    n_batch, _, out_d, out_h, out_w = grad_out.shape
+    groups, cout_g, reduction = w3.shape
+    kernel = (geo.kernel_d, geo.kernel_h, geo.kernel_w)
+    taps = math.prod(kernel)
+    cin_g = reduction // taps
+    plane = out_h * out_w
+    grads = grad_out.reshape(n_batch * groups, cout_g, out_d * plane)
+    tap_range = in_python(gemm.tap_range)
+    dims = out.shape[2:]
+    for item in range(n_batch * groups):
+        g = item % groups
+        for c0 in range(0, cin_g, block_channels):
+            count = min(block_channels, cin_g - c0)
+            dst = out[item // groups, g * cin_g + c0:g * cin_g + c0 + count]
+            dst[...] = 0
+            for od0 in range(0, out_d, slab_planes):
+                od1 = min(out_d, od0 + slab_planes)
+                cols = np.empty((count * taps, (od1 - od0) * plane), out.dtype)
+                product_tn(np.ascontiguousarray(w3[g, :, c0 * taps:(c0 + count) * taps]),
+                           np.ascontiguousarray(grads[item, :, od0 * plane:od1 * plane]), cols)
+                cols = cols.reshape(count, taps, od1 - od0, out_h, out_w)
+                for t, tap in enumerate(np.ndindex(*kernel)):
+                    where, source = [], []
+                    for axis, (i, length, out_length) in enumerate(zip(tap, dims, (od1, out_h, out_w))):
+                        stride = (geo.stride_d, geo.stride_h, geo.stride_w)[axis]
+                        shift = i * (geo.dilation_d, geo.dilation_h, geo.dilation_w)[axis] - \
+                            (geo.pad_d, geo.pad_h, geo.pad_w)[axis]
+                        first, last = tap_range(length, out_length, stride, shift)
+                        if axis == 0:
+                            first = max(first, od0)
+                        if last < first:
+                            break
+                        start = first * stride + shift
+                        where.append(slice(start, start + (last - first) * stride + 1, stride))
+                        offset = od0 if axis == 0 else 0
+                        source.append(slice(first - offset, last + 1 - offset))
+                    else:
+                        dst[(slice(None),) + tuple(where)] += cols[(slice(None), t) + tuple(source)]
 
 
 def tap_products(w3, grads, cols, first_row, row_blocks, column_blocks):
