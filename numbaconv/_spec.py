@@ -320,7 +320,7 @@ class ConvSpec:
         if self.padding_hi is None:
             object.__setattr__(self, "padding_hi", self.padding)
 
-    # ---- Derived sizes: each written once ---------------------------------------------
+    # ---- Derived sizes: each written once, computed once (the per-call path reads them) -
     @property
     def compute_dtype(self) -> np.dtype:
         """float16 is computed in float32; float32 and float64 in their own precision."""
@@ -334,50 +334,50 @@ class ConvSpec:
     def out_per_group(self) -> int:
         return self.out_channels // self.groups
 
-    @property
+    @cached_property
     def span(self) -> tuple[int, int, int]:
         """The dilated kernel's extent per axis."""
         return dilated_span(self.kernel, self.dilation)
 
-    @property
+    @cached_property
     def padded_size(self) -> tuple[int, int, int]:
         return tuple(i + p + q for i, p, q in zip(self.in_size, self.padding, self.padding_hi))
 
-    @property
+    @cached_property
     def out_size(self) -> tuple[int, int, int]:
         return tuple(map(output_length, self.in_size, self.padding, self.padding_hi, self.span,
                          self.stride))
 
-    @property
+    @cached_property
     def out_shape(self) -> tuple[int, int, int, int, int]:
         return (self.batch, self.out_channels) + self.out_size
 
-    @property
+    @cached_property
     def in_shape(self) -> tuple[int, int, int, int, int]:
         return (self.batch, self.in_channels) + self.in_size
 
-    @property
+    @cached_property
     def group_weight_shape(self) -> tuple[int, ...]:
         """The 6-D layout the kernels use: (G, Cout/G, Cin/G, kD, kH, kW)."""
         return (self.groups, self.out_per_group, self.in_per_group) + self.kernel
 
-    @property
+    @cached_property
     def reduction(self) -> int:
         """Terms summed per output element: Cin/G * kD * kH * kW."""
         return self.in_per_group * int(np.prod(self.kernel))
 
-    @property
+    @cached_property
     def flops(self) -> int:
         """Multiply-adds times two over the whole output."""
         return 2 * int(np.prod(self.out_shape, dtype=np.int64)) * self.reduction
 
-    @property
+    @cached_property
     def kernel_stride(self) -> tuple[int, int, int]:
         """The stride, 1 on an axis with one output position (it never applies there,
         and a huge one would otherwise size the kernels' buffers)."""
         return tuple(1 if o == 1 else s for s, o in zip(self.stride, self.out_size))
 
-    @property
+    @cached_property
     def plane_layout(self) -> tuple[int, int, int, int]:
         """(phase_w, phase_h, row_pitch, plane_size) of one zero-bordered input plane
         split by (H, W)-stride phase: padded columns and rows per phase, the pitch of a
@@ -404,7 +404,7 @@ class ConvSpec:
         """:attr:`geometry` as kernels are called with it (see ``kernels.geometry.pack``)."""
         return pack(self.geometry)
 
-    @property
+    @cached_property
     def plane_bytes(self) -> int:
         """Bytes of the zero-bordered input planes one direct-kernel work item holds
         (one plane per input channel of a group and depth tap)."""
