@@ -560,23 +560,26 @@ def weight_grad_block_channels(spec) -> int:
 
 
 #: The scattered input gradient runs in channel blocks where its tap products would
-#: take at least this many bytes (and make a round trip through memory)...
-SCATTER_BLOCK_MIN_BYTES = 16 << 20
+#: take more than this (more than this machine's 32 MB L3, and more than one of the
+#: whole products' 30 MiB units: a round trip through memory)...
+SCATTER_BLOCK_MIN_BYTES = 32 << 20
 #: ...with at most this many output channels per group (each block reads grad_output's
-#: slab again: 128 -> 256 k3 s2 on 24^3, 24 MB of products, 18.3 ms whole vs 18.8-21.6
-#: in blocks).
+#: slab again: 128 -> 256 k3 s2 on 24^3, 23 MB of products, 18.4 ms whole vs 21.3 in
+#: blocks).
 SCATTER_BLOCK_MAX_OUTPUTS = 128
 
 
 def scatter_block_channels(spec) -> int:
     """Input channels per job of :func:`scatter_channel_blocks`, or 0 for the whole
-    products and :func:`col2im`. Zen 4, 2026-12-07, float32, 2 threads, ms, 11 runs
-    alternating in one process, whole vs blocks (of 512 rows): k3 s2 32 -> 64 on 48^3
-    (48 MB of products) 16.2 vs 13.2, 16 -> 64 on 48^3 7.8 vs 6.6, 64 -> 128 on 48^3 82
-    vs 41; on 12 MB and less, within noise: 64 -> 128 on 24^3 5.7 vs 5.2, 256 on 6^3 5.3
-    vs 5.5, 64 -> 384 on 12^3 1.85 vs 1.70."""
+    products and :func:`col2im`. Zen 4, 2026-12-07, float32, 2 threads, ms, 15 runs
+    alternating in one process, whole vs blocks (of 512 rows), with the products' size:
+    k2 s2 32 -> 64 on 96^3 (108 MB; a U-Net decoder's last transposed layer) 94.4 vs
+    49.6, 16 -> 32 on 96^3 (54 MB) 30.4 vs 20.3; k3 s2 32 -> 64 on 48^3 (46 MB) 20.1 vs
+    14.6 and 19.0 vs 14.4, 64 -> 128 on 48^3 (91 MB) 82 vs 41 (11 runs). From 16 to 30
+    MB, 0.87-1.19x either way (16 -> 64 k3 s2 on 48^3, 64 -> 128 k2 s2 on 48^3); below,
+    0.93-1.13x."""
     products = spec.in_per_group * math.prod(spec.kernel) * math.prod(spec.out_size) * spec.compute_dtype.itemsize
-    if products < SCATTER_BLOCK_MIN_BYTES or spec.out_per_group > SCATTER_BLOCK_MAX_OUTPUTS:
+    if products <= SCATTER_BLOCK_MIN_BYTES or spec.out_per_group > SCATTER_BLOCK_MAX_OUTPUTS:
         return 0
     return channel_block_size(spec)
 
