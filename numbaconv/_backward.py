@@ -179,10 +179,19 @@ def _scatter_pays(spec: ConvSpec) -> bool:
     most 3 taps (j 33 vs 17, k2 31 vs 18). Not for few channels per group (depthwise g
     15 vs 369, grouped f 39 vs 95) or large stride-1 volumes (b 84 vs 217, l1 80 vs 107),
     where the phases run on the direct and Winograd kernels. Its product must fit in
-    ``SCATTER_BYTES``."""
+    ``SCATTER_BYTES``, unless it goes in channel blocks (strided layers only, where
+    they were measured)."""
     cout_g = spec.out_per_group  # the product's reduction
+    if cout_g < 16:
+        return False
+    if spec.stride != (1, 1, 1) and gemm.scatter_block_channels(spec):
+        # In channel blocks the products never exist whole, whatever their size (Zen 4,
+        # 2026-12-07, float32, ms, phases vs blocks, k3 s2 with the products' size:
+        # 32 -> 64 on 96^3 (364 MB) 164 vs 112, 16 -> 32 on 96^3 66 vs 39, on 128^3 147
+        # vs 102, 64 -> 128 on 64^3 142 vs 102, on 96^3 425 vs 327).
+        return True
     product = math.prod(spec.kernel) * spec.in_per_group * math.prod(spec.out_size)
-    if cout_g < 16 or product * spec.compute_dtype.itemsize > SCATTER_BYTES:
+    if product * spec.compute_dtype.itemsize > SCATTER_BYTES:
         return False
     if spec.stride != (1, 1, 1):
         return True
