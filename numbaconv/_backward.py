@@ -275,10 +275,11 @@ def _gemm_scatter(spec: ConvSpec, grad_out: np.ndarray, w6: np.ndarray, out: np.
 def _scatter_channel_blocks(spec: ConvSpec, grad_out: np.ndarray, w3: np.ndarray, out: np.ndarray,
                             block_channels: int, tiered: bool) -> None:
     """The products and their scatter by blocks of input channels, slab by slab (the
-    ``scatter_channel_blocks`` kernel), where a group has enough input channels for a
-    block per thread: the products no longer make a round trip through memory (32 ->
-    64 k3 s2 on 48^3: 48 MB). While the kernel compiles (``tiered``), and in a process
-    forked after OpenMP started, its numpy twin makes the same BLAS calls and adds."""
+    ``scatter_channel_blocks`` kernel), where a group has enough input channels for
+    several blocks (``gemm.scatter_block_channels``): the products never exist whole
+    (32 -> 64 k3 s2 on 48^3: 46 MB, in fresh pages at every call). While the kernel
+    compiles (``tiered``), and in a process forked after OpenMP started, its numpy twin
+    makes the same BLAS calls and adds."""
     slab_planes = gemm.scatter_slab_planes(spec)
     kernel = _dispatch.called_kernel("scatter_channel_blocks", w3.dtype, wait=0 if tiered else None)
     with _dispatch.single_threaded_blas():

@@ -224,15 +224,20 @@ def test_bad_transposed_input(rng):
 
 # ---- The GEMM-and-scatter input gradient ----------------------------------------------------
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(config=configurations(), seed=st.integers(0, 2**32 - 1))
-def test_gemm_scatter_input_gradient_matches_the_phases(config, seed):
+@given(config=configurations(), seed=st.integers(0, 2**32 - 1), blocks=st.booleans())
+def test_gemm_scatter_input_gradient_matches_the_phases(config, seed, blocks):
     """Every stride, dilation, padding (larger than the kernel too) and group count: the
-    scattered product equals the phases' direct sums to float64 rounding."""
+    scattered product equals the phases' direct sums to float64 rounding, in channel
+    blocks where the layer has enough input channels per group, and made whole."""
+    from numbaconv.kernels import gemm
     rng = np.random.default_rng(seed)
     x, w, b, args = make_case(rng, *config, dtype=np.float64)
     spec = ConvSpec.from_args(x, w, None, args["stride"], args["padding"], args["dilation"],
                               args["groups"])[0]
-    assert_scatter_matches_the_phases(spec, w, rng)
+    with pytest.MonkeyPatch.context() as patch:
+        if not blocks:
+            patch.setattr(gemm, "SCATTER_BLOCK_MAX_OUTPUTS", 0)
+        assert_scatter_matches_the_phases(spec, w, rng)
 
 
 def assert_scatter_matches_the_phases(spec, w, rng):
@@ -342,12 +347,10 @@ def test_scatter_channel_blocks_kernel_same_bits_as_its_twin(config, seed, dtype
     assert np.all(np.abs(by_kernel - expected) <= eps * scale + 1e-300)
 
 
-def test_gemm_scatter_in_channel_blocks_matches_the_phases(monkeypatch, rng):
-    """``gemm_scatter`` takes the channel blocks on any layer with enough input channels
-    per group once its products pass SCATTER_BLOCK_MIN_BYTES (0 here): strided, dilated,
-    grouped, with a batch, against the phases' direct sums."""
+def test_gemm_scatter_in_channel_blocks_matches_the_phases(rng):
+    """``gemm_scatter`` takes the channel blocks on layers with at least 4 input channels
+    per group: strided, dilated, grouped, with a batch, against the phases' direct sums."""
     from numbaconv.kernels import gemm
-    monkeypatch.setattr(gemm, "SCATTER_BLOCK_MIN_BYTES", 0)
     for shape, cout, kernel, stride, padding, dilation, groups in [
             ((2, 8, 7, 6, 9), 6, 3, 2, 1, 1, 1), ((1, 12, 9, 8, 7), 6, (3, 2, 1), (2, 1, 3), 2, (1, 2, 1), 3),
             ((3, 10, 5, 5, 5), 8, 1, 2, 0, 1, 2)]:
@@ -390,7 +393,10 @@ def test_gemm_scatter_units_do_not_change_the_bits(rng, monkeypatch, twin):
     """The products and their scatter go by units of whole samples, or of channels of one
     (sample, group), within SCATTER_UNIT_BYTES: units of every kind (several samples,
     one sample, channels of one group) at 1 and 2 threads give the bits of one
-    unit holding everything, with the kernels and with their numpy twins."""
+    unit holding everything, with the kernels and with their numpy twins (the whole
+    products, not the channel blocks, which would take this layer)."""
+    from numbaconv.kernels import gemm
+    monkeypatch.setattr(gemm, "SCATTER_BLOCK_MAX_OUTPUTS", 0)
     x, w, b, args = make_case(rng, 3, 12, (7, 6, 9), 8, 3, 2, 1, 1, 2, np.float32)
     spec = ConvSpec.from_args(x, w, None, args["stride"], args["padding"], args["dilation"],
                               args["groups"])[0]
@@ -402,6 +408,7 @@ def test_gemm_scatter_units_do_not_change_the_bits(rng, monkeypatch, twin):
     channel = math.prod(spec.kernel) * math.prod(spec.out_size) * 4
     per_sample = spec.groups * spec.in_per_group * channel
     seen = set()
+    assert gemm.scatter_block_channels(spec) == 0
     for budget in (2 * per_sample, per_sample, per_sample - 1, 5 * channel, 2 * channel, 1):
         monkeypatch.setattr(_backward, "SCATTER_UNIT_BYTES", budget)
         for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):  # one-core machines too

@@ -94,6 +94,25 @@ def test_the_layers_reach_the_paths():
                    and "pointwise" not in name)
 
 
+@pytest.mark.parametrize("kernel, channels", [((1, 1, 1), 2), ((3, 1, 1), 2), ((3, 3, 3), 8), ((1, 1, 1), 8)])
+def test_twins_of_an_empty_batch(kernel, channels):
+    """An empty batch: the twins (which serve while the kernels compile) give the
+    kernels' zero weight gradient and empty output on every path (depth taps, slabs,
+    channel blocks), where reshaping by -1 once failed."""
+    x = np.zeros((0, channels, 4, 5, 6), np.float32)
+    w = np.ones((3, channels) + kernel, np.float32)
+    spec = ConvSpec.from_args(x, w, None, 1, tuple(k // 2 for k in kernel))[0]
+    grad_out = np.zeros(spec.out_shape, np.float32)
+    for family in ("gemm", "wgrad_gemm"):
+        if family == "gemm":
+            twin = nc.conv3d(x, w, padding=spec.padding, algorithm=TWINS[family])
+            assert twin.shape == spec.out_shape
+        else:
+            twin = _backward.grad_weight(spec, x, grad_out, TWINS[family])
+            compiled = _backward.grad_weight(spec, x, grad_out, family)
+            assert twin.tobytes() == compiled.tobytes() and not twin.any()
+
+
 def test_planes_past_blas_integers_take_the_slabs():
     """BLAS reads a plane with the channel's volume as its leading dimension, a 32-bit
     integer in scipy's BLAS: a channel of more than 2**31 - 1 voxels (a 1291^3 volume)

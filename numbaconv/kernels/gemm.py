@@ -559,29 +559,25 @@ def weight_grad_block_channels(spec) -> int:
     return channel_block_size(spec) if _few_positions(spec) else 0
 
 
-#: The scattered input gradient runs in channel blocks where its tap products would
-#: take more than this (more than this machine's 32 MB L3, and more than one of the
-#: whole products' 30 MiB units: a round trip through memory)...
-SCATTER_BLOCK_MIN_BYTES = 32 << 20
-#: ...with at most this many output channels per group (each block reads grad_output's
-#: slab again: 128 -> 256 k3 s2 on 24^3, 23 MB of products, 18.4 ms whole vs 21.3 in
-#: blocks).
+#: The scattered input gradient runs in channel blocks where grad_output has at most
+#: this many channels per group: each block reads grad_output's slab again (128 -> 256
+#: k3 s2 on 24^3: 18.9 ms with the whole products, 21.4 in blocks).
 SCATTER_BLOCK_MAX_OUTPUTS = 128
 
 
 def scatter_block_channels(spec) -> int:
     """Input channels per job of :func:`scatter_channel_blocks`, or 0 for the whole
-    products and :func:`col2im`. Zen 4, 2026-12-07, float32, 2 threads, ms, 15 runs
-    alternating in one process, whole vs blocks (of 512 rows), with the products' size:
-    k2 s2 32 -> 64 on 96^3 (108 MB; a U-Net decoder's last transposed layer) 94.4 vs
-    49.6, 16 -> 32 on 96^3 (54 MB) 30.4 vs 20.3; k3 s2 32 -> 64 on 48^3 (46 MB) 20.1 vs
-    14.6 and 19.0 vs 14.4, 64 -> 128 on 48^3 (91 MB) 82 vs 41 (11 runs). From 16 to 30
-    MB, 0.87-1.19x either way (16 -> 64 k3 s2 on 48^3, 64 -> 128 k2 s2 on 48^3); below,
-    0.93-1.13x."""
-    products = spec.in_per_group * math.prod(spec.kernel) * math.prod(spec.out_size) * spec.compute_dtype.itemsize
-    if products <= SCATTER_BLOCK_MIN_BYTES or spec.out_per_group > SCATTER_BLOCK_MAX_OUTPUTS:
-        return 0
-    return channel_block_size(spec)
+    products and :func:`col2im`. Zen 4, 2026-12-07, float32, 2 threads, ms, 11 runs
+    alternating in one process through the public functions (where the whole products
+    also fault in fresh pages at every call), whole vs blocks: transposed k2 s2 128 -> 64
+    on 24^3 (27 MB of products) 39.3 vs 23.3, 64 -> 32 on 24^3 (14 MB) 8.7 vs 5.7, 256
+    -> 128 on 12^3 6.7 vs 6.2, k3 s2 64 -> 16 on 24^3 11.2 vs 7.8; the input gradient of
+    k3 s2 16 -> 64 on 48^3 11.4 vs 8.2, 64 -> 128 on 24^3 6.2 vs 5.9, of k2 s2 32 -> 64
+    on 48^3 8.7 vs 6.3. Called alone (the products' pages reused), k3 s2 32 -> 64 on
+    48^3 (46 MB) 20.1 vs 14.6, 64 -> 128 on 48^3 82 vs 41, k2 s2 32 -> 64 on 96^3 94 vs
+    50. Stride-1 layers alike: 128 on 13^3 14.9 vs 14.9, (3, 1, 1) 64 on 2 x 8 x 56^2
+    15.2 vs 15.4."""
+    return 0 if spec.out_per_group > SCATTER_BLOCK_MAX_OUTPUTS else channel_block_size(spec)
 
 
 def weight_grad_channel_slab(spec) -> int:

@@ -214,8 +214,9 @@ def _forward_depth_taps(x, wmat, bias, out, geo):
     groups, cout_g, reduction = wmat.shape
     kd, out_d = geo.kernel_d, out.shape[2]
     cin_g = reduction // kd
-    planes = x.reshape(n_batch, x.shape[1], x.shape[2], -1)
-    out_planes = out.reshape(n_batch, groups * cout_g, out_d, -1)
+    # Sizes spelled out: -1 cannot be inferred for an empty batch.
+    planes = x.reshape(n_batch, x.shape[1], x.shape[2], x.shape[3] * x.shape[4])
+    out_planes = out.reshape(n_batch, groups * cout_g, out_d, out.shape[3] * out.shape[4])
     taps = wmat.reshape(groups, cout_g, cin_g, kd).transpose(0, 3, 2, 1)  # (G, kD, Cin/G, Cout/G)
     for item in range(n_batch * groups * out_d):
         (n, g), od = divmod(item // out_d, groups), item % out_d
@@ -240,8 +241,9 @@ def _weight_grad_depth_taps(x, grad_out, partial, geo):
     chunks, groups, cout_g, reduction = partial.shape
     kd, cin_g, out_d = geo.kernel_d, cin // groups, grad_out.shape[2]
     taps = partial.reshape(chunks, groups, kd, cout_g, reduction // kd)
-    planes = x.reshape(n_batch, cin, x.shape[2], -1)
-    grads = grad_out.reshape(n_batch, groups * cout_g, out_d, -1)
+    # Sizes spelled out: -1 cannot be inferred for an empty batch.
+    planes = x.reshape(n_batch, cin, x.shape[2], x.shape[3] * x.shape[4])
+    grads = grad_out.reshape(n_batch, groups * cout_g, out_d, grad_out.shape[3] * grad_out.shape[4])
     total = n_batch * groups * out_d
     for chunk in range(chunks):
         taps[chunk] = 0
