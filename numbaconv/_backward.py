@@ -25,7 +25,7 @@ from . import _config, _dispatch
 from ._lru import LRU
 from ._spec import ConvSpec
 from .kernels import gemm
-from .kernels.registry import WEIGHT_GRAD, in_python, readonly
+from .kernels.registry import WEIGHT_GRAD, readonly
 
 
 @dataclass(frozen=True)
@@ -329,37 +329,14 @@ def _scatter(spec: ConvSpec, cols: np.ndarray, out: np.ndarray) -> None:
     """``out`` (planes, D, H, W) = the taps' products ``cols`` (planes, taps, Do, Ho,
     Wo) added at their input positions, plane by plane (a plane is one input channel
     of one sample): the ``col2im`` kernel, or, while it compiles in the background (and
-    in a process forked after OpenMP started), :func:`_scatter_in_numpy`, whose adds
-    come in the same order."""
+    in a process forked after OpenMP started), its numpy twin, whose adds come in the
+    same order."""
     kernel = _dispatch.called_kernel("col2im", out.dtype)
     if kernel is None or not out.flags.c_contiguous:
-        _scatter_in_numpy(spec, cols, out)
+        from .kernels import gemm_numpy
+        gemm_numpy.col2im(cols, spec.kernel_geometry, out)
         return
     _dispatch.launch(kernel, readonly(cols), spec.kernel_geometry, out)
-
-
-def _scatter_in_numpy(spec: ConvSpec, cols: np.ndarray, out: np.ndarray) -> None:
-    """:func:`_scatter` by numpy's strided adds, tap after tap, from zero."""
-    ranges = [[_scatter_range(i, o, s, t * d - p) for t in range(k)] for i, o, k, s, d, p in
-              zip(spec.in_size, spec.out_size, spec.kernel, spec.stride, spec.dilation, spec.padding)]
-    out[...] = 0
-    for t, tap in enumerate(itertools.product(*(range(k) for k in spec.kernel))):
-        picked = [ranges[axis][i] for axis, i in enumerate(tap)]
-        if any(r is None for r in picked):
-            continue
-        out[(slice(None),) + tuple(r[1] for r in picked)] += \
-            cols[(slice(None), t) + tuple(r[0] for r in picked)]
-
-
-def _scatter_range(in_length, out_length, stride, shift):
-    """(grad_output slice, input slice) of the positions ``o`` whose input position
-    ``o*stride + shift`` lies in the input; None if there are none. (The ``col2im``
-    kernel's own range, run as Python: the twin scatters what the kernel does.)"""
-    first, last = in_python(gemm.tap_range)(in_length, out_length, stride, shift)
-    if last < first:
-        return None
-    start = first * stride + shift
-    return slice(first, last + 1), slice(start, start + (last - first) * stride + 1, stride)
 
 
 def _reversed(taps) -> slice:

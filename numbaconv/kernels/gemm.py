@@ -682,8 +682,8 @@ def col2im(cols, geometry, out):
     """``out`` (P, D, H, W) = for each tap ``t`` in raster order, from zero: ``cols[p,
     t, o]`` (P, taps, Do, Ho, Wo) added at input position ``o*stride + t*dilation -
     padding`` where that lies in the input. One plane per iteration: every element sums
-    its taps in the same order at any thread count (numpy's strided adds, tap by tap,
-    give the same bits; ``_backward`` uses them while this compiles)."""
+    its taps in the same order at any thread count (its numpy twin,
+    ``gemm_numpy.col2im``, serves while this compiles, with the same bits)."""
     geo = unpack(geometry)
     planes, taps, out_d, out_h, out_w = cols.shape
     flat = cols.reshape((planes * taps, out_d * out_h * out_w))

@@ -257,20 +257,54 @@ def _weight_grad_depth_taps(x, grad_out, partial, geo):
                     product_nt_add(grad, plane, taps[chunk, g, t])
 
 
+def tap_slices(in_length, out_length, stride, shift, first_out=0):
+    """(output positions counted from ``first_out``, input positions) as slices: the
+    outputs ``o >= first_out`` whose input position ``o*stride + shift`` lies in the
+    input (``gemm.tap_range``'s, run as Python); None if there are none."""
+    first, last = in_python(gemm.tap_range)(in_length, out_length, stride, shift)
+    first = max(first, first_out)
+    if last < first:
+        return None
+    start = first * stride + shift
+    return (slice(first - first_out, last + 1 - first_out),
+            slice(start, start + (last - first) * stride + 1, stride))
+
+
+def _add_taps(cols, out, geo, od0, od1):
+    """``gemm.add_tap`` for every tap in order, for all planes at once: ``out`` (P, D, H,
+    W) += ``cols`` (P, taps, od1 - od0, Ho, Wo), the products of output planes ``od0 ..
+    od1 - 1``, at their input positions, by numpy's strided adds (each element adds its
+    taps one by one, in the kernels' order)."""
+    kernel = (geo.kernel_d, geo.kernel_h, geo.kernel_w)
+    strides = (geo.stride_d, geo.stride_h, geo.stride_w)
+    dilations = (geo.dilation_d, geo.dilation_h, geo.dilation_w)
+    pads = (geo.pad_d, geo.pad_h, geo.pad_w)
+    out_lengths = (od1, cols.shape[3], cols.shape[4])
+    for t, tap in enumerate(np.ndindex(*kernel)):
+        picked = [tap_slices(*args) for args in zip(out.shape[1:], out_lengths, strides,
+                                                     (i * d - p for i, d, p in zip(tap, dilations, pads)),
+                                                     (od0, 0, 0))]
+        if any(p is None for p in picked):
+            continue
+        out[(slice(None),) + tuple(p[1] for p in picked)] += cols[(slice(None), t) + tuple(p[0] for p in picked)]
+
+
+def col2im(cols, geometry, out):
+    """:func:`gemm.col2im`, same arguments, same bits: from zero, tap after tap."""
+    out[...] = 0
+    _add_taps(cols, out, Geometry(*geometry.tolist()), 0, cols.shape[2])
+
+
 def scatter_channel_blocks(w3, grad_out, out, geometry, block_channels, slab_planes):
     """:func:`gemm.scatter_channel_blocks`: the same blocks and slabs, the same gemm call
-    per slab (``blas.product_tn``'s), and each tap's adds over the slab in the same
-    order (a block's channels at once: each element still adds its taps one by one)."""
+    per slab (``blas.product_tn``'s), and the same adds in the same order."""
     geo = Geometry(*geometry.tolist())
     n_batch, _, out_d, out_h, out_w = grad_out.shape
     groups, cout_g, reduction = w3.shape
-    kernel = (geo.kernel_d, geo.kernel_h, geo.kernel_w)
-    taps = math.prod(kernel)
+    taps = geo.kernel_d * geo.kernel_h * geo.kernel_w
     cin_g = reduction // taps
     plane = out_h * out_w
     grads = grad_out.reshape(n_batch * groups, cout_g, out_d * plane)
-    tap_range = in_python(gemm.tap_range)
-    dims = out.shape[2:]
     for item in range(n_batch * groups):
         g = item % groups
         for c0 in range(0, cin_g, block_channels):
@@ -282,24 +316,7 @@ def scatter_channel_blocks(w3, grad_out, out, geometry, block_channels, slab_pla
                 cols = np.empty((count * taps, (od1 - od0) * plane), out.dtype)
                 product_tn(np.ascontiguousarray(w3[g, :, c0 * taps:(c0 + count) * taps]),
                            np.ascontiguousarray(grads[item, :, od0 * plane:od1 * plane]), cols)
-                cols = cols.reshape(count, taps, od1 - od0, out_h, out_w)
-                for t, tap in enumerate(np.ndindex(*kernel)):
-                    where, source = [], []
-                    for axis, (i, length, out_length) in enumerate(zip(tap, dims, (od1, out_h, out_w))):
-                        stride = (geo.stride_d, geo.stride_h, geo.stride_w)[axis]
-                        shift = i * (geo.dilation_d, geo.dilation_h, geo.dilation_w)[axis] - \
-                            (geo.pad_d, geo.pad_h, geo.pad_w)[axis]
-                        first, last = tap_range(length, out_length, stride, shift)
-                        if axis == 0:
-                            first = max(first, od0)
-                        if last < first:
-                            break
-                        start = first * stride + shift
-                        where.append(slice(start, start + (last - first) * stride + 1, stride))
-                        offset = od0 if axis == 0 else 0
-                        source.append(slice(first - offset, last + 1 - offset))
-                    else:
-                        dst[(slice(None),) + tuple(where)] += cols[(slice(None), t) + tuple(source)]
+                _add_taps(cols.reshape(count, taps, od1 - od0, out_h, out_w), dst, geo, od0, od1)
 
 
 def tap_products(w3, grads, cols, first_row, row_blocks, column_blocks):
