@@ -112,20 +112,22 @@ import numpy as np
 import numbaconv as nc
 from numbaconv import _dispatch
 x = np.ones((1, 32, 4, 4, 4), np.float32)
-w = np.ones((32, 16, 2, 2, 2), np.float32)
-nc.conv_transpose3d(x, w, stride=2)  # the input gradient's products and scatter
-print(json.dumps({k: _dispatch.CACHE.ready(k, np.float32) for k in ("tap_products", "col2im")}))
+nc.conv_transpose3d(x, np.ones((32, 16, 2, 2, 2), np.float32), stride=2)  # in channel blocks
+nc.conv_transpose3d(x, np.ones((32, 2, 2, 2, 2), np.float32), stride=2)  # whole products, scatter
+print(json.dumps({k: _dispatch.CACHE.ready(k, np.float32)
+                  for k in ("scatter_channel_blocks", "tap_products", "col2im")}))
 '''
 
 
 def test_background_compiles_off_waits_for_the_directly_called_kernels(tmp_path):
     """NUMBACONV_BACKGROUND_COMPILE=0: the kernels the input gradient launches itself
-    (products and scatter) compile in the caller's first call, as auto's plans do; their
-    numpy versions served every call until a child process had compiled them."""
+    (products and scatter, in channel blocks or whole) compile in the caller's first
+    call, as auto's plans do; their numpy versions served every call until a child
+    process had compiled them."""
     env = python_env(NUMBA_CACHE_DIR=str(tmp_path / "cache"), NUMBACONV_BACKGROUND_COMPILE="0")
     proc = run_script(tmp_path, _DIRECTLY_CALLED, env=env, timeout=300)
     assert proc.returncode == 0, describe(proc)
-    assert last_json(proc) == {"tap_products": True, "col2im": True}
+    assert last_json(proc) == {"scatter_channel_blocks": True, "tap_products": True, "col2im": True}
 
 
 # ---- Exit and interrupts ---------------------------------------------------------------------
