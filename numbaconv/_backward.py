@@ -280,7 +280,7 @@ def _scatter_channel_blocks(spec: ConvSpec, grad_out: np.ndarray, w3: np.ndarray
     (32 -> 64 k3 s2 on 48^3: 46 MB, in fresh pages at every call). While the kernel
     compiles (``tiered``), and in a process forked after OpenMP started, its numpy twin
     makes the same BLAS calls and adds."""
-    slab_planes = gemm.scatter_slab_planes(spec)
+    slab_planes = gemm.scatter_slab_planes(spec, block_channels)
     kernel = _dispatch.called_kernel("scatter_channel_blocks", w3.dtype, wait=0 if tiered else None)
     with _dispatch.single_threaded_blas():
         if kernel is None:

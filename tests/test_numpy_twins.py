@@ -137,7 +137,7 @@ def test_gemm_twins_in_channel_blocks_of_small_slabs(monkeypatch, name):
     x, w, b, args = make_case(np.random.default_rng(0), *case, dtype=np.float32)
     spec = ConvSpec.from_args(x, w, None, **args)[0]
     assert gemm.weight_grad_block_channels(spec) > 0
-    assert gemm.weight_grad_channel_slab(spec) in (gemm.MIN_SLAB_POSITIONS, np.prod(spec.out_size))
+    assert gemm.weight_grad_channel_slab(spec, gemm.weight_grad_block_channels(spec)) in (gemm.MIN_SLAB_POSITIONS, np.prod(spec.out_size))
     assert_twins_agree(case, np.float32)
 
 

@@ -214,10 +214,10 @@ def _weight_grad_channel_blocks(x, grad_out, partial, geo, slab_positions, block
     pointwise = channels_are_columns(x.shape, grad_out.shape, geo)
     channels = x.reshape((n_batch * x.shape[1], x.shape[2] * x.shape[3] * x.shape[4]))
     for job in prange(groups * blocks):
-        g, block = job // blocks, job % blocks
-        c0 = g * cin_g + block * block_channels
-        count = min(block_channels, cin_g - block * block_channels)
-        dst = partial[0, g, :, (c0 - g * cin_g) * taps:(c0 - g * cin_g + count) * taps]
+        g, first = job // blocks, (job % blocks) * block_channels  # first: within the group
+        c0 = g * cin_g + first
+        count = min(block_channels, cin_g - first)
+        dst = partial[0, g, :, first * taps:(first + count) * taps]
         fill_matrix(dst, 0)
         col = np.empty((0 if pointwise else count * taps, slab_positions), x.dtype)
         for n in range(n_batch):
@@ -580,20 +580,22 @@ def scatter_block_channels(spec) -> int:
     return 0 if spec.out_per_group > SCATTER_BLOCK_MAX_OUTPUTS else channel_block_size(spec)
 
 
-def weight_grad_channel_slab(spec) -> int:
-    """Positions per slab of the channel-block mode: the block's im2col slab within
-    ``CHANNEL_SLAB_BYTES`` (every position at once for a pointwise layer read in place)."""
+def weight_grad_channel_slab(spec, block_channels) -> int:
+    """Positions per slab of the channel-block mode, in blocks of ``block_channels``: the
+    block's im2col slab within ``CHANNEL_SLAB_BYTES`` (every position at once for a
+    pointwise layer read in place)."""
     positions = math.prod(spec.out_size)
     if in_python(channels_are_columns)(spec.in_shape, spec.out_shape, spec.geometry):
         return positions
-    rows = max(1, weight_grad_block_channels(spec)) * math.prod(spec.kernel)
+    rows = block_channels * math.prod(spec.kernel)
     return max(MIN_SLAB_POSITIONS, min(positions, CHANNEL_SLAB_BYTES // (rows * spec.compute_dtype.itemsize)))
 
 
-def scatter_slab_planes(spec) -> int:
-    """Output planes per slab of :func:`scatter_channel_blocks`: a block's tap products
-    within ``CHANNEL_SLAB_BYTES``, one plane at least."""
-    rows = max(1, scatter_block_channels(spec)) * math.prod(spec.kernel)
+def scatter_slab_planes(spec, block_channels) -> int:
+    """Output planes per slab of :func:`scatter_channel_blocks` in blocks of
+    ``block_channels``: a block's tap products within ``CHANNEL_SLAB_BYTES``, one plane
+    at least."""
+    rows = block_channels * math.prod(spec.kernel)
     plane = spec.out_size[1] * spec.out_size[2]
     return max(1, min(spec.out_size[0], CHANNEL_SLAB_BYTES // (rows * plane * spec.compute_dtype.itemsize)))
 
@@ -602,7 +604,7 @@ def launch_weight_grad(run, spec, x, grad_out):
     groups, cout_g = spec.groups, spec.out_per_group
     block_channels = weight_grad_block_channels(spec)
     if block_channels:
-        chunks, slab = 1, weight_grad_channel_slab(spec)
+        chunks, slab = 1, weight_grad_channel_slab(spec, block_channels)
     else:
         chunks, slab = weight_grad_chunks(spec), weight_grad_slab_positions(spec)
     partial = np.empty((chunks, groups, cout_g, spec.reduction), spec.compute_dtype)
@@ -610,7 +612,7 @@ def launch_weight_grad(run, spec, x, grad_out):
     total = partial[0]
     for chunk in partial[1:]:  # a fixed order: the same sum at every thread count
         total += chunk
-    if weight_grad_depth_taps(spec):  # laid out [tap, cout, cin] by the kernel
+    if not block_channels and weight_grad_depth_taps(spec):  # laid out [tap, cout, cin] by the kernel
         kd = spec.kernel[0]
         total = total.reshape(groups, kd, cout_g, -1).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(total).reshape(spec.group_weight_shape)

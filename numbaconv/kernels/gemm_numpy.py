@@ -78,10 +78,10 @@ def im2col(x_zero, dims, geo, out_shape, s0, size):
     return x_zero[:, index].reshape(-1, size)
 
 
-def _group_channels(x, n, g, cin_g):
-    """x[n, g*cin_g:(g+1)*cin_g] flat, a zero appended (see :func:`im2col`)."""
-    channels = x[n, g * cin_g:(g + 1) * cin_g].reshape(cin_g, -1)
-    return np.concatenate([channels, np.zeros((cin_g, 1), x.dtype)], axis=1)
+def _channels_with_zero(x, n, c0, count):
+    """x[n, c0:c0+count] flat, a zero appended (see :func:`im2col`)."""
+    channels = x[n, c0:c0 + count].reshape(count, -1)
+    return np.concatenate([channels, np.zeros((count, 1), x.dtype)], axis=1)
 
 
 def _whole_columns(x, n, g, cin_g, geo, out_shape):
@@ -89,7 +89,7 @@ def _whole_columns(x, n, g, cin_g, geo, out_shape):
     channels as they are where :func:`gemm.channels_are_columns`)."""
     if in_python(gemm.channels_are_columns)(x.shape, out_shape, geo):
         return x[n, g * cin_g:(g + 1) * cin_g].reshape(cin_g, -1)
-    return im2col(_group_channels(x, n, g, cin_g), x.shape[2:], geo, out_shape, 0, math.prod(out_shape[2:]))
+    return im2col(_channels_with_zero(x, n, g * cin_g, cin_g), x.shape[2:], geo, out_shape, 0, math.prod(out_shape[2:]))
 
 
 def forward_gemm(x, wmat, bias, out, geometry, slab_positions, row_blocks):
@@ -116,7 +116,7 @@ def forward_gemm(x, wmat, bias, out, geometry, slab_positions, row_blocks):
     out_flat = out.reshape(n_batch, groups, cout_g, positions)
     for n in range(n_batch):
         for g in range(groups):
-            x_zero = _group_channels(x, n, g, cin_g)
+            x_zero = _channels_with_zero(x, n, g * cin_g, cin_g)
             for s0 in range(0, positions, slab_positions):
                 size = min(slab_positions, positions - s0)
                 col = im2col(x_zero, x.shape[2:], geo, out.shape, s0, size)
@@ -146,7 +146,7 @@ def weight_grad_gemm(x, grad_out, partial, geometry, slab_positions, block_chann
             ng, slab = divmod(item, slabs)
             n, g = divmod(ng, groups)
             if loaded != (n, g):
-                loaded, x_zero = (n, g), _group_channels(x, n, g, cin_g)
+                loaded, x_zero = (n, g), _channels_with_zero(x, n, g * cin_g, cin_g)
             s0 = slab * slab_positions
             size = min(slab_positions, positions - s0)
             col = im2col(x_zero, x.shape[2:], geo, grad_out.shape, s0, size)
@@ -177,9 +177,8 @@ def _weight_grad_channel_blocks(x, grad_out, partial, geo, slab_positions, block
             count = min(block_channels, cin_g - c0)
             dst = np.zeros((cout_g, count * taps), partial.dtype)
             for n in range(n_batch):
-                channels = x[n, g * cin_g + c0:g * cin_g + c0 + count].reshape(count, -1)
-                if not pointwise:
-                    channels = np.concatenate([channels, np.zeros((count, 1), x.dtype)], axis=1)
+                channels = (x[n, g * cin_g + c0:g * cin_g + c0 + count].reshape(count, -1) if pointwise
+                            else _channels_with_zero(x, n, g * cin_g + c0, count))
                 for s0 in range(0, positions, slab_positions):
                     size = min(slab_positions, positions - s0)
                     if pointwise:
