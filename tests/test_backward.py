@@ -348,6 +348,48 @@ def test_scatter_channel_blocks_kernel_same_bits_as_its_twin(config, seed, dtype
     assert np.all(np.abs(by_kernel - expected) <= eps * scale + 1e-300)
 
 
+@st.composite
+def pairs_along_w(draw):
+    """A random configuration whose W axis has stride 2, dilation 1 and 2-4 taps: the
+    scatter adds neighbouring taps along W in pairs (``gemm.add_tap_pair``), with ends
+    one tap reaches alone where the padding is odd or the width cuts a pair."""
+    batch, cin, size, cout, kernel, stride, padding, dilation, groups = draw(configurations())
+    kernel_w, padding_w = draw(st.integers(2, 4)), draw(st.integers(0, 4))
+    width = max(1, kernel_w - 2 * padding_w) + draw(st.integers(0, 9))
+    return (batch, cin, size[:2] + (width,), cout, kernel[:2] + (kernel_w,), stride[:2] + (2,),
+            padding[:2] + (padding_w,), dilation[:2] + (1,), groups)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=pairs_along_w(), seed=st.integers(0, 2**32 - 1),
+       dtype=st.sampled_from([np.float32, np.float64]), block_channels=st.integers(1, 3),
+       slab_planes=st.integers(1, 3))
+def test_tap_pairs_along_w_same_bits_as_the_twins(config, seed, dtype, block_channels, slab_planes):
+    """Taps added in pairs along W (stride 2, dilation 1) keep each element's taps in
+    raster order: ``col2im`` and ``scatter_channel_blocks`` give their numpy twins'
+    bits, which add tap by tap."""
+    from numbaconv.kernels import gemm_numpy
+    rng = np.random.default_rng(seed)
+    x, w, b, args = make_case(rng, *config, dtype=dtype)
+    spec = ConvSpec.from_args(x, w, None, args["stride"], args["padding"], args["dilation"],
+                              args["groups"])[0]
+    taps = math.prod(spec.kernel)
+    cols = readonly(rng.standard_normal((spec.batch * spec.in_channels, taps) + spec.out_size).astype(dtype))
+    by_kernel, by_twin = np.full(x.shape, np.nan, dtype), np.full(x.shape, np.nan, dtype)
+    _dispatch._kernel("col2im", dtype)(cols, spec.kernel_geometry, by_kernel.reshape((-1,) + spec.in_size))
+    gemm_numpy.col2im(cols, spec.kernel_geometry, by_twin.reshape((-1,) + spec.in_size))
+    np.testing.assert_array_equal(by_kernel, by_twin)
+    w3 = np.ascontiguousarray(w.reshape(spec.groups, spec.out_per_group, -1))
+    grad_out = rng.standard_normal(spec.out_shape).astype(dtype)
+    by_kernel, by_twin = np.full(x.shape, np.nan, dtype), np.full(x.shape, np.nan, dtype)
+    with _dispatch.single_threaded_blas():
+        _dispatch._kernel("scatter_channel_blocks", dtype)(
+            readonly(w3), readonly(grad_out), by_kernel, spec.kernel_geometry, block_channels, slab_planes)
+        gemm_numpy.scatter_channel_blocks(w3, grad_out, by_twin, spec.kernel_geometry, block_channels,
+                                          slab_planes)
+    np.testing.assert_array_equal(by_kernel, by_twin)
+
+
 def test_gemm_scatter_in_channel_blocks_matches_the_phases(rng):
     """``gemm_scatter`` takes the channel blocks on layers with at least 4 input channels
     per group: strided, dilated, grouped, with a batch, against the phases' direct sums."""

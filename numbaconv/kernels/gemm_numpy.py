@@ -270,7 +270,7 @@ def tap_slices(in_length, out_length, stride, shift, first_out=0):
 
 
 def _add_taps(cols, out, geo, od0, od1):
-    """``gemm.add_tap`` for every tap in order, for all planes at once: ``out`` (P, D, H,
+    """``gemm.add_taps``: every tap in order, for all planes at once: ``out`` (P, D, H,
     W) += ``cols`` (P, taps, od1 - od0, Ho, Wo), the products of output planes ``od0 ..
     od1 - 1``, at their input positions, by numpy's strided adds (each element adds its
     taps one by one, in the kernels' order)."""
