@@ -730,9 +730,13 @@ def add_taps(cols, first_row, dst, geo, od0, od1, out_h, out_w):
     order, since at most one tap of a pair reaches it, so the sums are the same bits
     (and the numpy twins' adds, tap by tap). Zen 4, 2026-12-07, float32, 2 threads, ms,
     the adds of the transposed layers' ``scatter_channel_blocks``, tap by tap vs pairs:
-    k2 s2 64 -> 32 on 24^3 1.10 vs 0.76, 128 -> 64 on 12^3 0.35 vs 0.31, k3 s2 p1 64 ->
-    16 on 24^3 1.62 vs 1.44, on 23^3 1.41 vs 1.26; small layers alike (k3 s2 p2 32 -> 16
-    on 11^3 0.17 vs 0.18, k4 s2 p1 40 -> 16 on 9^3 0.28 vs 0.33)."""
+    k2 s2 64 -> 32 on 24^3 1.10 vs 0.76 (AVX2 code 1.23 vs 0.66), 128 -> 64 on 12^3 0.35
+    vs 0.31 (0.34 vs 0.26), k3 s2 p1 64 -> 16 on 24^3 1.62 vs 1.44 (1.86 vs 1.35), on
+    23^3 1.41 vs 1.26 (1.57 vs 1.13); small layers alike (k3 s2 p2 32 -> 16 on 11^3 0.17
+    vs 0.18, k4 s2 p1 40 -> 16 on 9^3 0.28 vs 0.33 (0.28 vs 0.30)). Through the public
+    functions, medians of 7 processes alternating: the input gradients of k3 s2 16 -> 32
+    on 96^3 40.2 vs 34.1 and of k2 s2 32 -> 64 on 96^3 52.6 vs 45.6, the transposed k2
+    s2 64 -> 32 on 48^3 45.3 vs 42.0, k3 s2 64 -> 16 on 24^3 7.45 vs 7.02."""
     kw = geo.kernel_w
     taps = geo.kernel_d * geo.kernel_h * kw
     pairs = geo.stride_w == 2 and geo.dilation_w == 1
