@@ -291,6 +291,33 @@ def test_gemm_weight_gradient_channel_blocks(monkeypatch, rng, kernel, stride, p
     assert np.all(np.abs(gw - expected) <= 1e-13 * scale)
 
 
+def _col2im_and_twin(spec, rng, dtype):
+    """(the ``col2im`` kernel's input gradient, its numpy twin's) from the same random
+    tap products, each written over NaN."""
+    from numbaconv.kernels import gemm_numpy
+    cols = readonly(rng.standard_normal((spec.batch * spec.in_channels, math.prod(spec.kernel))
+                                        + spec.out_size).astype(dtype))
+    by_kernel, by_twin = np.full(spec.in_shape, np.nan, dtype), np.full(spec.in_shape, np.nan, dtype)
+    _dispatch._kernel("col2im", dtype)(cols, spec.kernel_geometry, by_kernel.reshape((-1,) + spec.in_size))
+    gemm_numpy.col2im(cols, spec.kernel_geometry, by_twin.reshape((-1,) + spec.in_size))
+    return by_kernel, by_twin
+
+
+def _scatter_channel_blocks_and_twin(spec, w, grad_out, block_channels, slab_planes):
+    """(the ``scatter_channel_blocks`` kernel's input gradient, its numpy twin's), each
+    written over NaN."""
+    from numbaconv.kernels import gemm_numpy
+    w3 = np.ascontiguousarray(w.reshape(spec.groups, spec.out_per_group, -1))
+    by_kernel = np.full(spec.in_shape, np.nan, grad_out.dtype)
+    by_twin = by_kernel.copy()
+    with _dispatch.single_threaded_blas():
+        _dispatch._kernel("scatter_channel_blocks", grad_out.dtype)(
+            readonly(w3), readonly(grad_out), by_kernel, spec.kernel_geometry, block_channels, slab_planes)
+        gemm_numpy.scatter_channel_blocks(w3, grad_out, by_twin, spec.kernel_geometry, block_channels,
+                                          slab_planes)
+    return by_kernel, by_twin
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=configurations(), seed=st.integers(0, 2**32 - 1),
        dtype=st.sampled_from([np.float32, np.float64]))
@@ -303,17 +330,7 @@ def test_col2im_kernel_same_bits_as_the_numpy_scatter(config, seed, dtype):
     x, w, b, args = make_case(rng, *config, dtype=dtype)
     spec = ConvSpec.from_args(x, w, None, args["stride"], args["padding"], args["dilation"],
                               args["groups"])[0]
-    cols = rng.standard_normal((spec.batch, spec.in_channels * math.prod(spec.kernel))
-                               + spec.out_size).astype(dtype)
-    by_numpy = np.full(x.shape, np.nan, dtype)
-    from numbaconv.kernels import gemm_numpy
-    gemm_numpy.col2im(cols.reshape((-1, math.prod(spec.kernel)) + spec.out_size), spec.kernel_geometry,
-                      by_numpy.reshape((-1,) + spec.in_size))
-    by_kernel = np.full(x.shape, np.nan, dtype)
-    col2im = _dispatch._kernel("col2im", dtype)
-    col2im(readonly(cols.reshape((-1, math.prod(spec.kernel)) + spec.out_size)),
-           spec.kernel_geometry, by_kernel.reshape((-1,) + spec.in_size))
-    np.testing.assert_array_equal(by_kernel, by_numpy)
+    np.testing.assert_array_equal(*_col2im_and_twin(spec, rng, dtype))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -326,20 +343,12 @@ def test_scatter_channel_blocks_kernel_same_bits_as_its_twin(config, seed, dtype
     kernel's bits are its numpy twin's (the tier that serves while it compiles), and
     both equal the phases' direct sums to rounding, on every stride, dilation, padding
     (larger than the kernel too), group count, block and slab (uneven ones included)."""
-    from numbaconv.kernels import gemm_numpy
     rng = np.random.default_rng(seed)
     x, w, b, args = make_case(rng, *config, dtype=dtype)
     spec = ConvSpec.from_args(x, w, None, args["stride"], args["padding"], args["dilation"],
                               args["groups"])[0]
-    w3 = np.ascontiguousarray(w.reshape(spec.groups, spec.out_per_group, -1))
     grad_out = rng.standard_normal(spec.out_shape).astype(dtype)
-    by_kernel = np.full(x.shape, np.nan, dtype)
-    by_twin = by_kernel.copy()
-    with _dispatch.single_threaded_blas():
-        _dispatch._kernel("scatter_channel_blocks", dtype)(
-            readonly(w3), readonly(grad_out), by_kernel, spec.kernel_geometry, block_channels, slab_planes)
-        gemm_numpy.scatter_channel_blocks(w3, grad_out, by_twin, spec.kernel_geometry, block_channels,
-                                          slab_planes)
+    by_kernel, by_twin = _scatter_channel_blocks_and_twin(spec, w, grad_out, block_channels, slab_planes)
     np.testing.assert_array_equal(by_kernel, by_twin)
     w6 = w.reshape(spec.group_weight_shape).astype(np.float64)
     expected = _backward.grad_input(spec, grad_out.astype(np.float64), w6, "direct")
@@ -351,7 +360,7 @@ def test_scatter_channel_blocks_kernel_same_bits_as_its_twin(config, seed, dtype
 @st.composite
 def pairs_along_w(draw):
     """A random configuration whose W axis has stride 2, dilation 1 and 2-4 taps: the
-    scatter adds neighbouring taps along W in pairs (``gemm.add_tap_pair``), with ends
+    scatter adds neighbouring taps along W in pairs (``gemm.add_interleaved``), with ends
     one tap reaches alone where the padding is odd or the width cuts a pair."""
     batch, cin, size, cout, kernel, stride, padding, dilation, groups = draw(configurations())
     kernel_w, padding_w = draw(st.integers(2, 4)), draw(st.integers(0, 4))
@@ -368,26 +377,14 @@ def test_tap_pairs_along_w_same_bits_as_the_twins(config, seed, dtype, block_cha
     """Taps added in pairs along W (stride 2, dilation 1) keep each element's taps in
     raster order: ``col2im`` and ``scatter_channel_blocks`` give their numpy twins'
     bits, which add tap by tap."""
-    from numbaconv.kernels import gemm_numpy
     rng = np.random.default_rng(seed)
     x, w, b, args = make_case(rng, *config, dtype=dtype)
     spec = ConvSpec.from_args(x, w, None, args["stride"], args["padding"], args["dilation"],
                               args["groups"])[0]
-    taps = math.prod(spec.kernel)
-    cols = readonly(rng.standard_normal((spec.batch * spec.in_channels, taps) + spec.out_size).astype(dtype))
-    by_kernel, by_twin = np.full(x.shape, np.nan, dtype), np.full(x.shape, np.nan, dtype)
-    _dispatch._kernel("col2im", dtype)(cols, spec.kernel_geometry, by_kernel.reshape((-1,) + spec.in_size))
-    gemm_numpy.col2im(cols, spec.kernel_geometry, by_twin.reshape((-1,) + spec.in_size))
-    np.testing.assert_array_equal(by_kernel, by_twin)
-    w3 = np.ascontiguousarray(w.reshape(spec.groups, spec.out_per_group, -1))
+    np.testing.assert_array_equal(*_col2im_and_twin(spec, rng, dtype))
     grad_out = rng.standard_normal(spec.out_shape).astype(dtype)
-    by_kernel, by_twin = np.full(x.shape, np.nan, dtype), np.full(x.shape, np.nan, dtype)
-    with _dispatch.single_threaded_blas():
-        _dispatch._kernel("scatter_channel_blocks", dtype)(
-            readonly(w3), readonly(grad_out), by_kernel, spec.kernel_geometry, block_channels, slab_planes)
-        gemm_numpy.scatter_channel_blocks(w3, grad_out, by_twin, spec.kernel_geometry, block_channels,
-                                          slab_planes)
-    np.testing.assert_array_equal(by_kernel, by_twin)
+    np.testing.assert_array_equal(*_scatter_channel_blocks_and_twin(spec, w, grad_out, block_channels,
+                                                                    slab_planes))
 
 
 def test_gemm_scatter_in_channel_blocks_matches_the_phases(rng):

@@ -136,8 +136,9 @@ def test_gemm_twins_in_channel_blocks_of_small_slabs(monkeypatch, name):
     case = {**CASES, **GEMM_LAYERS}[name]
     x, w, b, args = make_case(np.random.default_rng(0), *case, dtype=np.float32)
     spec = ConvSpec.from_args(x, w, None, **args)[0]
-    assert gemm.weight_grad_block_channels(spec) > 0
-    assert gemm.weight_grad_channel_slab(spec, gemm.weight_grad_block_channels(spec)) in (gemm.MIN_SLAB_POSITIONS, np.prod(spec.out_size))
+    block_channels = gemm.weight_grad_block_channels(spec)
+    assert block_channels > 0
+    assert gemm.weight_grad_channel_slab(spec, block_channels) in (gemm.MIN_SLAB_POSITIONS, np.prod(spec.out_size))
     assert_twins_agree(case, np.float32)
 
 
