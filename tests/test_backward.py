@@ -17,7 +17,7 @@ from numbaconv.kernels.registry import REGISTRY, readonly
 from numbaconv.reference import conv3d_reference, conv_transpose3d_reference
 from helpers import (CASES, GOLDEN_DATA, assert_matches_reference, assert_runs_bitwise_equal,
                      configurations, describe, load_golden, make_case, outputs_per_thread_count,
-                     python_env, run_script)
+                     python_env, run_script, stride_2_along_w)
 
 CONV_GOLDEN = sorted(p for p in glob.glob(os.path.join(GOLDEN_DATA, "conv3d_*.npz")) if "_f16_" not in p)
 TRANSPOSE_GOLDEN = sorted(glob.glob(os.path.join(GOLDEN_DATA, "conv_transpose3d_*.npz")))
@@ -357,20 +357,8 @@ def test_scatter_channel_blocks_kernel_same_bits_as_its_twin(config, seed, dtype
     assert np.all(np.abs(by_kernel - expected) <= eps * scale + 1e-300)
 
 
-@st.composite
-def pairs_along_w(draw):
-    """A random configuration whose W axis has stride 2, dilation 1 and 2-4 taps: the
-    scatter adds neighbouring taps along W in pairs (``gemm.add_interleaved``), with ends
-    one tap reaches alone where the padding is odd or the width cuts a pair."""
-    batch, cin, size, cout, kernel, stride, padding, dilation, groups = draw(configurations())
-    kernel_w, padding_w = draw(st.integers(2, 4)), draw(st.integers(0, 4))
-    width = max(1, kernel_w - 2 * padding_w) + draw(st.integers(0, 9))
-    return (batch, cin, size[:2] + (width,), cout, kernel[:2] + (kernel_w,), stride[:2] + (2,),
-            padding[:2] + (padding_w,), dilation[:2] + (1,), groups)
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(config=pairs_along_w(), seed=st.integers(0, 2**32 - 1),
+@given(config=stride_2_along_w(), seed=st.integers(0, 2**32 - 1),
        dtype=st.sampled_from([np.float32, np.float64]), block_channels=st.integers(1, 3),
        slab_planes=st.integers(1, 3))
 def test_tap_pairs_along_w_same_bits_as_the_twins(config, seed, dtype, block_channels, slab_planes):

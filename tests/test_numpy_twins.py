@@ -14,7 +14,7 @@ from numbaconv._spec import ConvSpec
 from numbaconv.kernels import gemm, gemm_numpy, winograd
 from numbaconv.kernels.blas import product_nt_add
 from numbaconv.kernels.registry import REGISTRY, in_python
-from helpers import CASES, configurations, make_case, winograd_layers
+from helpers import CASES, configurations, make_case, stride_2_along_w, winograd_layers
 
 #: compiled kernel -> its twin
 TWINS = {"gemm": "gemm_numpy", "wgrad_gemm": "wgrad_gemm_numpy",
@@ -66,6 +66,16 @@ def assert_twins_agree(case, dtype, seed=0, family="gemm"):
 @pytest.mark.parametrize("name", list(CASES) + list(GEMM_LAYERS))
 def test_gemm_twins_give_the_kernels_bits(name, dtype):
     assert_twins_agree({**CASES, **GEMM_LAYERS}[name], dtype)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=stride_2_along_w(max_dilation=3), seed=st.integers(0, 2**32 - 1),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_gemm_twins_on_rows_split_at_stride_2(config, seed, dtype):
+    """im2col splits each input row into its even and its odd columns where the W
+    stride is 2, and copies every tap from one of them: the forward and the weight
+    gradient keep the twins' bits, whose im2col slices the input at stride 2."""
+    assert_twins_agree(config, dtype, seed)
 
 
 def test_the_layers_reach_the_paths():

@@ -18,7 +18,7 @@ from numba import njit, prange
 from .blas import product_nt_add, product_tn, product_tn_add
 from .direct import split_item
 from .geometry import EXAMPLE, unpack
-from .loops import add_matrix, copy_matrix, copy_row, copy_runs_every, fill_matrix
+from .loops import add_matrix, copy_matrix, copy_row, copy_runs_every, fill_matrix, split_runs
 from .registry import (FORWARD, WEIGHT_GRAD, called_directly, example_arrays, in_python, readonly,
                        register)
 
@@ -79,6 +79,20 @@ def weight_grad_depth_taps(spec) -> bool:
 
 
 @njit(cache=True, inline="always")
+def term_columns(inside, base, run, width, stride):
+    """[lo, hi): the k < ``run`` whose input column ``base + k * stride`` lies in [0,
+    width) (none where the term's plane or row lies outside, ``inside`` False), found
+    without a loop."""
+    if not inside:
+        return 0, 0
+    if stride == 1:
+        lo = min(run, -base) if base < 0 else 0
+        return lo, max(lo, min(run, width - base))
+    lo = min(run, (stride - 1 - base) // stride) if base < 0 else 0
+    return lo, max(lo, min(run, (width - base + stride - 1) // stride))
+
+
+@njit(cache=True, inline="always")
 def im2col_slab(x, n, c0, cin_g, geo, out_shape, s0, size, col):
     """col[r, j] = input value under kernel term r for output position s0 + j, for j <
     ``size`` (r runs over (ci, kd, kh, kw); zero where the term falls into the
@@ -119,6 +133,17 @@ def im2col_slab(x, n, c0, cin_g, geo, out_shape, s0, size, col):
     od = s0 // plane
     oh = (s0 - od * plane) // out_w
     ow0 = s0 - od * plane - oh * out_w
+    # Stride 2 along W: each input row is split into its even and its odd columns
+    # once (all channels), and every tap copies its run from one of them at stride 1;
+    # LLVM loads a stride-2 copy element by element. Zen 4, 2026-12-07, float32, the
+    # whole im2col single-threaded, ns per value, three processes each, stride-2
+    # copies vs split rows: 32 -> 64 k3 s2 on 48^3 0.68-0.69 vs 0.37-0.45, 64 -> 128
+    # k3 s2 on 24^3 0.56 vs 0.48, 32 -> 64 k2 s2 on 48^3 0.84-1.03 vs 0.60-0.72; AVX2
+    # code 0.71-0.99 vs 0.42, 0.71-0.73 vs 0.54-0.56, 0.73-1.9 vs 0.72-0.85.
+    split = sw == 2
+    half = (width + 1) // 2
+    evens = np.empty(cin_g * half if split else 0, x.dtype)
+    odds = np.empty(cin_g * half if split else 0, x.dtype)
     j = 0
     while j < size:
         run = min(out_w - ow0, size - j)
@@ -127,36 +152,34 @@ def im2col_slab(x, n, c0, cin_g, geo, out_shape, s0, size, col):
             for th in range(kh_):
                 y = oh * sh + th * dh - ph
                 inside_zy = 0 <= z < depth and 0 <= y < height
+                row_source = (((n * channels + c0) * depth + z) * height + y) * width
+                if split and inside_zy:
+                    split_runs(evens, odds, x_flat, np.uint64(row_source), channel_values,
+                               np.uint64(cin_g), width)
                 for tw in range(kw_):
                     base = ow0 * sw + tw * dw - pw
-                    # Input columns base + k * sw for k < run: those inside the row are
-                    # k in [lo, hi); a plain copy at stride 1 vectorises.
-                    if not inside_zy:
-                        lo, hi = 0, 0
-                    elif sw == 1:
-                        lo = min(run, -base) if base < 0 else 0
-                        hi = max(lo, min(run, width - base))
-                    else:
-                        lo = min(run, (sw - 1 - base) // sw) if base < 0 else 0
-                        hi = max(lo, min(run, (width - base + sw - 1) // sw))
+                    lo, hi = term_columns(inside_zy, base, run, width, sw)
+                    term = (t * kh_ + th) * kw_ + tw
                     # This term's rows of every input channel at once, with no view per
                     # channel (a view and a slice assignment per channel cost more than
-                    # its 6-12 element copy); the copy at unsigned flat offsets, since
-                    # signed ones made numba check each index for wrap-around (im2col of
-                    # 256 -> 256 k3 on 12^3 at signed flat offsets 23 ms single-threaded,
-                    # through 2-D views 10.5).
-                    term = (t * kh_ + th) * kw_ + tw
+                    # its 6-12 element copy).
                     rows = col[term::taps]
                     for ci in range(cin_g):
                         for k in range(lo):
                             rows[ci, j + k] = 0
                         for k in range(hi, run):
                             rows[ci, j + k] = 0
-                    if hi > lo:
-                        source = (((n * channels + c0) * depth + z) * height + y) * width + base + lo * sw
-                        copy_runs_every(col_flat, np.uint64(term) * row_length + np.uint64(j + lo), channel_rows,
-                                        x_flat, np.uint64(source), channel_values, np.uint64(cin_g),
-                                        np.uint64(hi - lo), sw)
+                    if hi <= lo:
+                        continue
+                    first = np.uint64(term) * row_length + np.uint64(j + lo)
+                    column = base + lo * sw  # of the input row, the first one copied
+                    if split:
+                        copy_runs_every(col_flat, first, channel_rows, odds if column % 2 else evens,
+                                        np.uint64(column // 2), np.uint64(half), np.uint64(cin_g),
+                                        np.uint64(hi - lo), 1)
+                    else:
+                        copy_runs_every(col_flat, first, channel_rows, x_flat, np.uint64(row_source + column),
+                                        channel_values, np.uint64(cin_g), np.uint64(hi - lo), sw)
         j += run
         ow0 = 0
         oh += 1

@@ -79,3 +79,25 @@ def copy_runs_every(dst, dst_first, dst_step, src, src_first, src_step, runs, le
             d, s = dst_first + i * dst_step, src_first + i * src_step
             for k in range(length):
                 dst[d + k] = src[s + k * step]
+
+
+@njit(cache=True, inline="always")
+def split_runs(evens, odds, src, src_first, src_step, runs, width):
+    """``evens[i*E + k] = src[src_first + i*src_step + 2*k]`` and ``odds[i*E + k] =
+    src[... + 2*k + 1]`` for ``i < runs`` and the columns ``< width`` of each run (E =
+    ``(width + 1) // 2``; ``odds`` has room for E per run), offsets unsigned as in
+    :func:`copy_runs_every`. Reading the even and the odd elements in one loop, LLVM
+    loads each run whole and splits it (an interleaved group), where one of them alone
+    is loaded element by element; the stores must go to two arrays, or LLVM's overlap
+    check spans every run at once and falls back to scalar code (Zen 4, float32,
+    48-wide runs: 0.07-0.08 ns per value into two arrays, 0.27 into two rows of one,
+    0.40 for a stride-2 copy)."""
+    half = np.uint64(width // 2)
+    stride = np.uint64((width + 1) // 2)
+    for i in range(runs):
+        d, s = i * stride, src_first + i * src_step
+        for k in range(half):
+            evens[d + k] = src[s + np.uint64(2) * k]
+            odds[d + k] = src[s + np.uint64(2) * k + np.uint64(1)]
+        if width % 2 == 1:
+            evens[d + half] = src[s + np.uint64(width - 1)]
