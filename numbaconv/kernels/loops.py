@@ -66,19 +66,13 @@ def copy_runs_every(dst, dst_first, dst_step, src, src_first, src_step, runs, le
     count unsigned (np.uint64). numba checks a signed index for wrap-around (negative
     from the end) at every access, and through 2-D views of run-time strides the copy
     ran scalar; unsigned offsets into flat arrays have nothing to check, and LLVM
-    vectorises the copy (a view per run cost more than a short run's copy). Stride 2
-    as a constant, as :func:`copy_every`."""
-    if stride == 2:
-        for i in range(runs):
-            d, s = dst_first + i * dst_step, src_first + i * src_step
-            for k in range(length):
-                dst[d + k] = src[s + np.uint64(2) * k]
-    else:
-        step = np.uint64(stride)
-        for i in range(runs):
-            d, s = dst_first + i * dst_step, src_first + i * src_step
-            for k in range(length):
-                dst[d + k] = src[s + k * step]
+    vectorises the copy at stride 1 (a view per run cost more than a short run's
+    copy). At stride 2, :func:`split_runs` first."""
+    step = np.uint64(stride)
+    for i in range(runs):
+        d, s = dst_first + i * dst_step, src_first + i * src_step
+        for k in range(length):
+            dst[d + k] = src[s + k * step]
 
 
 @njit(cache=True, inline="always")
