@@ -8,7 +8,8 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 import numbaconv as nc
 from helpers import (CASES, GOLDEN_DATA, assert_matches_reference, assert_runs_bitwise_equal,
-                     configurations, load_golden, make_case, outputs_per_thread_count)
+                     configurations, load_golden, make_case, outputs_per_thread_count,
+                     stride_2_along_w)
 
 GOLDEN = sorted(glob.glob(os.path.join(GOLDEN_DATA, "conv3d_*.npz")))
 
@@ -149,6 +150,19 @@ def test_random_configurations_match_reference(config, dtype, bias, mode, seed):
     out = nc.conv3d(x, w, b, conv_mode=mode, **args)
     assert out.dtype == dtype
     assert_matches_reference(out, x, w, b, conv_mode=mode, **args)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=stride_2_along_w(max_dilation=3), dtype=st.sampled_from([np.float32, np.float64]),
+       algorithm=st.sampled_from(["direct", "blocked"]), seed=st.integers(0, 2**32 - 1))
+def test_plane_kernels_on_rows_split_at_stride_2(config, dtype, algorithm, seed):
+    """The direct and blocked kernels copy their padded input planes split by W-stride
+    phase; at stride 2 each row's even and odd columns go to their phases in one loop
+    (``direct.split_row``), with odd and even paddings and widths, and rows whose last
+    columns no output reads: against the float64 reference (the kernels share the copy,
+    so their agreement with each other would not see a wrong one)."""
+    x, w, b, args = make_case(np.random.default_rng(seed), *config, dtype=dtype)
+    assert_matches_reference(nc.conv3d(x, w, b, algorithm=algorithm, **args), x, w, b, **args)
 
 
 # ---- Reproducibility -----------------------------------------------------------------
