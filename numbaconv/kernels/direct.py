@@ -154,12 +154,12 @@ def fill_padded_planes(x, n, c0, channels, depth_index, buf, geo):
             src = x[n, c0 + c, z]
             for y in range(phase_h * stride_h):  # every row of every phase, padding included
                 iy = y - pad_h
+                first_phase = ((y % stride_h) * stride_w * phase_h + y // stride_h) * row_pitch
                 if stride_w == 2 and 0 <= iy < height:
-                    split_row(src[iy], dst, (((y % stride_h) * 2) * phase_h + y // stride_h) * row_pitch,
-                              phase_h * row_pitch, phase_w, pad_w)
+                    split_row(src[iy], dst, first_phase, phase_h * row_pitch, phase_w, pad_w)
                     continue
                 for phase in range(stride_w):
-                    at = (((y % stride_h) * stride_w + phase) * phase_h + y // stride_h) * row_pitch
+                    at = first_phase + phase * phase_h * row_pitch
                     row = dst[at:at + phase_w]
                     if iy < 0 or iy >= height:
                         row[:] = 0
