@@ -158,18 +158,22 @@ def configurations(draw):
 
 
 @st.composite
-def stride_2_along_w(draw, max_dilation=1):
+def stride_2_along_w(draw, max_dilation=1, two_taps_unpadded=False):
     """A random configuration whose W axis has stride 2, a dilation up to
     ``max_dilation`` and 2-4 taps. With dilation 1 the scatter adds neighbouring taps
     along W in pairs (``gemm.add_interleaved``), with ends one tap reaches alone where
     the padding is odd or the width cuts a pair; im2col splits each input row into its
     even and odd columns (``loops.split_runs``), odd widths included. Some rows are
     wide enough for the vectorised loops' bodies, not only their remainders. A batch of
-    at least one: an empty one reaches neither."""
+    at least one: an empty one reaches neither. ``two_taps_unpadded``: 2 taps,
+    dilation 1 and no padding along W, which im2col splits straight into the taps'
+    rows (``gemm.im2col_pairs``)."""
     _, cin, size, cout, kernel, stride, padding, dilation, groups = draw(configurations())
     batch = draw(st.integers(1, 2))
     kernel_w, padding_w = draw(st.integers(2, 4)), draw(st.integers(0, 4))
     dilation_w = draw(st.integers(1, max_dilation))
+    if two_taps_unpadded:
+        kernel_w, padding_w, dilation_w = 2, 0, 1
     width = (max(1, dilation_w * (kernel_w - 1) + 1 - 2 * padding_w)
              + draw(st.one_of(st.integers(0, 9), st.integers(30, 80))))
     return (batch, cin, size[:2] + (width,), cout, kernel[:2] + (kernel_w,), stride[:2] + (2,),

@@ -78,6 +78,16 @@ def test_gemm_twins_on_rows_split_at_stride_2(config, seed, dtype):
     assert_twins_agree(config, dtype, seed)
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=stride_2_along_w(two_taps_unpadded=True), seed=st.integers(0, 2**32 - 1),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_gemm_twins_on_k2_s2_rows(config, seed, dtype):
+    """Kernel 2, stride 2, no padding along W: im2col splits each input row straight
+    into its two taps' rows, channel by channel (``gemm.im2col_pairs``), odd widths
+    (whose last column no tap reads) and padded depths and heights included."""
+    assert_twins_agree(config, dtype, seed)
+
+
 def test_the_layers_reach_the_paths():
     """GEMM_LAYERS cover row blocks (of the input channels as they are and of a whole
     im2col matrix), both weight gradient products and several partials."""

@@ -2,7 +2,7 @@
 
 Every kernel has the contract described in ``blocked.py``.
 """
-# The helpers these kernels inline come from backward.py, blocked.py, direct.py, geometry.py, loops.py (sha256 0a9313457a05dc73).
+# The helpers these kernels inline come from backward.py, blocked.py, direct.py, geometry.py, loops.py (sha256 6f7beb3afad0a5bc).
 # numba's disk cache checks only this file's own time stamp, so this line changes,
 # and the cache is invalidated, whenever they change.
 from numba import njit, prange

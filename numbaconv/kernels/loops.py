@@ -91,3 +91,16 @@ def split_runs(evens, odds, src, src_first, src_step, runs, width):
             odds[d + k] = src[s + np.uint64(2) * k + np.uint64(1)]
         if width % 2 == 1:
             evens[d + half] = src[s + np.uint64(width - 1)]
+
+
+@njit(cache=True, inline="always")
+def split_run(dst, even_first, odd_first, src, src_first, length):
+    """``dst[even_first + k] = src[src_first + 2*k]`` and ``dst[odd_first + k] =
+    src[src_first + 2*k + 1]`` for ``k < length``: one run of 1-D (flattened) arrays
+    split into two runs of one destination, offsets unsigned as in
+    :func:`copy_runs_every`. One run per call: LLVM's overlap check then spans this
+    run alone (see :func:`split_runs`)."""
+    two = np.uint64(2)
+    for k in range(length):
+        dst[even_first + k] = src[src_first + two * k]
+        dst[odd_first + k] = src[src_first + two * k + np.uint64(1)]
