@@ -168,6 +168,9 @@ SCATTER_BYTES = 128 << 20
 SCATTER_POSITIONS = 16 ** 3
 #: ...of at least this many output channels per group (the product's reduction).
 SCATTER_DEEP_CHANNELS = 128
+#: grad_output positions up to which it beats the phases for stride-1 layers of at most
+#: 3 taps (see :func:`_scatter_pays`).
+FEW_TAPS_SCATTER_POSITIONS = 10 ** 3
 
 
 def _scatter_pays(spec: ConvSpec) -> bool:
@@ -176,7 +179,7 @@ def _scatter_pays(spec: ConvSpec) -> bool:
     100, m 118 vs 62; stride-2 convolutions 32->64 on 48^3 74 vs 44, 64->128 on 24^3 51
     vs 16; transposed k3 s2 384->64 on 6^3 44 vs 10), deep layers on small volumes
     (l2 60 vs 31; 256 channels on 6^3 25 vs 16, 128 on 12^3 55 vs 25) and layers of at
-    most 3 taps (j 33 vs 17, k2 31 vs 18). Not for few channels per group (depthwise g
+    most 3 taps on small volumes (see below). Not for few channels per group (depthwise g
     15 vs 369, grouped f 39 vs 95) or large stride-1 volumes (b 84 vs 217, l1 80 vs 107),
     where the phases run on the direct and Winograd kernels. Its product must fit in
     ``SCATTER_BYTES``, unless it goes in channel blocks (strided layers only, where
@@ -196,7 +199,18 @@ def _scatter_pays(spec: ConvSpec) -> bool:
     if spec.stride != (1, 1, 1):
         return True
     if math.prod(spec.kernel) <= 3:
-        return cout_g >= 64
+        # Since the phases of (k, 1, 1) layers read grad_output's planes in place and
+        # pointwise ones read its channels (the GEMM kernel's depth-tap products and
+        # slabs), they beat the scatter except on small volumes (Zen 4, 2026-12-07,
+        # float32, 2 threads, ms, medians of 7 alternating calls, scatter vs phases on
+        # GEMM: (3, 1, 1) 64 ch on 2 x 8 x 56^2 (suite k2) 19.2 vs 11.6, 128 on 8 x 24^2
+        # 3.8 vs 3.2, (2, 1, 1) 64 on 16 x 48^2 9.0 vs 6.7, (1, 1, 3) 10.9 vs 10.2;
+        # pointwise 128 -> 256 on 2 x 16 x 28^2 (suite j) 20.4 vs 13.6, 64 on 32^3 5.1 vs
+        # 4.1, 256 on 16^3 4.4 vs 3.9, 128 on 24^3 5.5 vs 4.9, 256 -> 128 on 12^3 1.06-1.21
+        # vs 1.00-1.18; but 512 -> 256 on 6^3 0.53-0.61 vs 0.78-0.83, 512 on 8^3 2.1-2.7
+        # vs 2.6-2.9, 512 -> 256 on 10^3 2.2-2.4 vs 2.4-2.5, (3, 1, 1) 256 on 6^3 1.1-1.2
+        # vs 1.3-1.5. AVX2 code alike: k2 16.5 vs 10.4, j 36.7 vs 28.0.)
+        return cout_g >= 64 and math.prod(spec.out_size) <= FEW_TAPS_SCATTER_POSITIONS
     # Deep layers on small volumes, unless the phase runs on Winograd (Zen 4, 2026-12-05,
     # float32, ms, scatter vs phases: 128 on 16^3 33 vs 19, 256 on 16^3 100 vs 84, 96 on
     # 16^3 20 vs 13) or has under 128 channels (64 on 14^3 6.0 vs 4.2, on 12^3 3.8 vs

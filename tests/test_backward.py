@@ -460,7 +460,10 @@ def test_auto_takes_gemm_scatter_for_strided_and_deep_layers():
         return ConvSpec.from_args(x, w, None, stride, k // 2, 1, groups)[0]
     assert _backward._scatter_pays(spec(32, 64, 48, 3, stride=2))      # encoder downsampling
     assert _backward._scatter_pays(spec(256, 256, 6, 3))               # bottleneck
-    assert _backward._scatter_pays(spec(256, 128, 28, 1))              # pointwise
+    assert _backward._scatter_pays(spec(512, 256, 6, 1))               # pointwise, small volume
+    assert _backward._scatter_pays(spec(512, 512, 10, 1))
+    assert not _backward._scatter_pays(spec(256, 128, 12, 1))          # pointwise, larger volumes
+    assert not _backward._scatter_pays(spec(256, 128, 28, 1))
     assert not _backward._scatter_pays(spec(64, 128, 56, 3))           # large stride-1 volume
     assert not _backward._scatter_pays(spec(96, 96, 28, 3, groups=96))  # depthwise
     # products over the cap: in channel blocks they never exist whole, unless
