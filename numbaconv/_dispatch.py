@@ -91,6 +91,17 @@ WEIGHT_GRAD_GEMM_TERMS = 10_000
 #: on 48^3 3.1 vs 1.5, 32->2 on 96^3 13.3 vs 8.5 (float64 64->48 on 32^3 54 vs 9.2).
 WEIGHT_GRAD_GEMM_MIN_ROWS = 64
 WEIGHT_GRAD_NARROW_POSITIONS = 4096
+#: ...and except for stems (at most this many input channels per group: RGB frames,
+#: single-channel volumes) where the blocked kernel has the 4 x 4 block (float32 on
+#: AVX-512). Zen 4, 2026-12-07, float32, ms, blocked vs GEMM, AVX-512 | AVX2 code (the
+#: 2 x 2 block): 3->64 (3,7,7) s(1,2,2) on 16 x 112^2 31.5 vs 39.5 and 17.2 vs 21.3 |
+#: 27.4 vs 22.1, on 8 x 112^2 9.4 vs 13.5 | 25.7 vs 21.1; 3->128 17.6 vs 22.1 | 23.8 vs
+#: 22.8, 3->256 35.6 vs 40.1 | 47.2 vs 39.4; 3->64 (7,7,7) s2 on 32 x 112^2 42.6 vs
+#: 52.6; 1->64 (7,7,7) on 64^3 64.8 vs 86.8 | 91.0 vs 99.1; 3->64 (5,5,5) on 64^3 77.2
+#: vs 88.0 | 109.0 vs 90.9; 8->64 (3,7,7) s(1,2,2) on 32 x 64^2 30.2 vs 36.5 | 42.3 vs
+#: 38.6; 4->128 k3 on 48^3 27.7 vs 28.3 | 34.1 vs 28.5. But 16->64 k3 on 64^3 117.8 vs
+#: 109.8: GEMM from 16 input channels.
+WEIGHT_GRAD_STEM_CHANNELS = 8
 #: ...as long as its partial sums (``gemm.PARTIAL_BYTES`` at most) can hold this many
 #: weight-sized chunks, to run in parallel: 512 x 512 x 27 (28 MB) on 6^3 positions, 2
 #: chunks, 92 vs 380 ms on the blocked kernel (Ice Lake, 2026-12-01; before, the budget
@@ -202,7 +213,10 @@ def choose(spec, computes=FORWARD) -> str:
                   and spec.batch * math.prod(spec.out_size) >= WEIGHT_GRAD_NARROW_POSITIONS)
         partials_fit = (WEIGHT_GRAD_GEMM_MIN_CHUNKS * spec.out_channels * spec.reduction
                         * spec.compute_dtype.itemsize <= gemm.PARTIAL_BYTES)
-        if partials_fit and (taps == 1 or many_weights and not narrow or gemm.weight_grad_depth_taps(spec)):
+        stem = (spec.in_per_group <= WEIGHT_GRAD_STEM_CHANNELS
+                and math.prod(_cpu.weight_grad_block(spec.compute_dtype)) >= 16)
+        if partials_fit and (taps == 1 or many_weights and not narrow and not stem
+                             or gemm.weight_grad_depth_taps(spec)):
             # Taps along depth only: grad_output's planes times the input planes, read
             # in place (gemm.weight_grad_gemm). Zen 4, 2026-12-07, float32, ms, blocked vs
             # gemm, (3,1,1) p(1,0,0) on 16x56^2 unless said: 16 ch (2 samples) 4.2 vs
