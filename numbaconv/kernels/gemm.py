@@ -95,10 +95,10 @@ def term_columns(inside, base, run, width, stride):
 
 @njit(cache=True, inline="always")
 def im2col_pairs(x_flat, n, c0, cin_g, geo, x_shape, out_shape, s0, size, col, col_flat):
-    """:func:`im2col_slab` of a layer with kernel 2, stride 2 and no padding along W: the
-    two taps of an input row read its even and its odd columns, each once, all inside,
-    and the row splits straight into their two slab rows (``loops.split_run``).
-    Channel by channel, each channel's input read in order: with every channel's rows
+    """:func:`im2col_slab` of a layer with kernel 2, stride 2 and no padding along W (before
+    or after: ``2 * out_w <= width``): the two taps of an input row read its even and
+    its odd columns, each once, all inside, and the row splits straight into their two
+    slab rows (``loops.split_run``). Channel by channel, each channel's input read in order: with every channel's rows
     in the inner loop (as :func:`im2col_slab` does, to share a short run's bounds among
     channels), 32 -> 64 on 48^3 read 128 scattered rows per output row and ran at 1.1
     ns per value (single-threaded, Zen 4), its 14 MB input beyond L2."""
@@ -189,9 +189,9 @@ def im2col_slab(x, n, c0, cin_g, geo, out_shape, s0, size, col):
     split = sw == 2
     # Kernel 2, stride 2, no padding along W (a k2 s2 downsampling layer, the input
     # gradient of a k2 s2 decoder layer): the two taps of a row read its even and its
-    # odd columns, each once and all inside, so a row splits straight into their two
-    # slab rows.
-    pairs = split and kw_ == 2 and dw == 1 and pw == 0
+    # odd columns, each once and all inside (no padding after the row either, which
+    # the output width tells), so a row splits straight into their two slab rows.
+    pairs = split and kw_ == 2 and dw == 1 and pw == 0 and 2 * out_w <= width
     if pairs:
         im2col_pairs(x_flat, n, c0, cin_g, geo, x.shape, out_shape, s0, size, col, col_flat)
         return
