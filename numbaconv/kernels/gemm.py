@@ -94,6 +94,24 @@ def term_columns(inside, base, run, width, stride):
 
 
 @njit(cache=True, inline="always")
+def slab_start(s0, out_h, out_w):
+    """(od, oh, ow): the output position a slab starting at flat position ``s0`` begins
+    at."""
+    plane = out_h * out_w
+    od = s0 // plane
+    oh = (s0 - od * plane) // out_w
+    return od, oh, s0 - od * plane - oh * out_w
+
+
+@njit(cache=True, inline="always")
+def next_row(od, oh, out_h):
+    """(od, oh) of the output row after row ``oh`` of plane ``od``."""
+    if oh + 1 == out_h:
+        return od + 1, 0
+    return od, oh + 1
+
+
+@njit(cache=True, inline="always")
 def im2col_pairs(x_flat, n, c0, cin_g, geo, x_shape, out_shape, s0, size, col, col_flat):
     """:func:`im2col_slab` of a layer with kernel 2, stride 2 and no padding along W (before
     or after: ``2 * out_w <= width``): the two taps of an input row read its even and
@@ -107,12 +125,9 @@ def im2col_pairs(x_flat, n, c0, cin_g, geo, x_shape, out_shape, s0, size, col, c
     kd_, kh_ = geo.kernel_d, geo.kernel_h
     taps = kd_ * kh_ * 2
     row_length = np.uint64(col.shape[1])
-    plane = out_h * out_w
     for ci in range(cin_g):
         channel = (n * channels + c0 + ci) * depth
-        od = s0 // plane
-        oh = (s0 - od * plane) // out_w
-        ow0 = s0 - od * plane - oh * out_w
+        od, oh, ow0 = slab_start(s0, out_h, out_w)
         j = 0
         while j < size:
             run = min(out_w - ow0, size - j)
@@ -132,10 +147,7 @@ def im2col_pairs(x_flat, n, c0, cin_g, geo, x_shape, out_shape, s0, size, col, c
                             col[term + 1, j + k] = 0
             j += run
             ow0 = 0
-            oh += 1
-            if oh == out_h:
-                oh = 0
-                od += 1
+            od, oh = next_row(od, oh, out_h)
 
 
 @njit(cache=True, inline="always")
@@ -175,10 +187,7 @@ def im2col_slab(x, n, c0, cin_g, geo, out_shape, s0, size, col):
     row_length = np.uint64(col.shape[1])
     channel_rows = np.uint64(taps) * row_length  # from a channel's row of a term to the next's
     channel_values = np.uint64(depth * height * width)
-    plane = out_h * out_w
-    od = s0 // plane
-    oh = (s0 - od * plane) // out_w
-    ow0 = s0 - od * plane - oh * out_w
+    od, oh, ow0 = slab_start(s0, out_h, out_w)
     # Stride 2 along W: each input row is split into its even and its odd columns
     # once (all channels), and every tap copies its run from one of them at stride 1;
     # LLVM loads a stride-2 copy element by element. Zen 4, 2026-12-07, float32, the
@@ -236,10 +245,7 @@ def im2col_slab(x, n, c0, cin_g, geo, out_shape, s0, size, col):
                                         channel_values, np.uint64(cin_g), np.uint64(hi - lo), sw)
         j += run
         ow0 = 0
-        oh += 1
-        if oh == out_h:
-            oh = 0
-            od += 1
+        od, oh = next_row(od, oh, out_h)
 
 
 @njit(cache=True, inline="always")
