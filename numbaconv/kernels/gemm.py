@@ -116,10 +116,11 @@ def im2col_pairs(x_flat, n, c0, cin_g, geo, x_shape, out_shape, s0, size, col, c
     """:func:`im2col_slab` of a layer with kernel 2, stride 2 and no padding along W (before
     or after: ``2 * out_w <= width``): the two taps of an input row read its even and
     its odd columns, each once, all inside, and the row splits straight into their two
-    slab rows (``loops.split_run``). Channel by channel, each channel's input read in order: with every channel's rows
-    in the inner loop (as :func:`im2col_slab` does, to share a short run's bounds among
-    channels), 32 -> 64 on 48^3 read 128 scattered rows per output row and ran at 1.1
-    ns per value (single-threaded, Zen 4), its 14 MB input beyond L2."""
+    slab rows (``loops.split_run``). Channel by channel, each channel's input read in
+    order: with every channel's rows in the inner loop (as :func:`im2col_slab` does, to
+    share a short run's bounds among channels), 32 -> 64 on 48^3 read 128 scattered
+    rows per output row and ran at 1.1 ns per value (single-threaded, Zen 4), its 14 MB
+    input beyond L2."""
     _, channels, depth, height, width = x_shape
     out_h, out_w = out_shape[3], out_shape[4]
     kd_, kh_ = geo.kernel_d, geo.kernel_h
